@@ -1,0 +1,47 @@
+"""The PGM objective: one forward pass trains two complementary masked problems."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from partgm.algorithms.base import Algorithm
+from partgm.algorithms.mdlm import token_nll
+from partgm.config import ModelConfig
+from partgm.models import PartitionTransformer
+from partgm.schedules import MIN_TRAIN_TIME
+
+
+class PGMAlgorithm(Algorithm):
+    """Group 1 ("masked") w.p. ``1 - alpha_t`` per token, else group 0. Every token is predicted from the
+    other group: group-1 tokens with weight ``w(t)``, group-0 tokens with ``w(1 - t)``."""
+
+    name = "pgm"
+
+    def build_model(self, model_cfg: ModelConfig, length: int) -> nn.Module:
+        return PartitionTransformer(model_cfg, self.vocab_size)
+
+    def draw_groups(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """[B, L] long in {0, 1}: 1 w.p. ``1 - alpha_t``."""
+        u = torch.rand(x.shape, generator=generator, device=x.device)
+        return (u < (1.0 - self.schedule.alpha(t))[:, None]).long()
+
+    def weighted_nll(
+        self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, groups: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-token NLL [B, L], per-token weight [B, L]) for a given partition. The complement's time
+        is clamped to the training minimum so that ``w(1 - t)`` stays finite."""
+        nll = token_nll(model(x, groups), x)
+        w_group1 = self.schedule.loss_weight(t)[:, None]
+        w_group0 = self.schedule.loss_weight((1.0 - t).clamp(min=MIN_TRAIN_TIME))[:, None]
+        return nll, torch.where(groups.bool(), w_group1, w_group0)
+
+    def training_loss(self, model, x, t, generator=None):
+        nll, weight = self.weighted_nll(model, x, t, self.draw_groups(x, t, generator))
+        return (weight * nll).mean() / 2
+
+    def validation_nelbo(self, model, x, t, generator=None):
+        """Group-1 tokens only with weight ``w(t)``: exactly MDLM's NELBO estimator."""
+        groups = self.draw_groups(x, t, generator)
+        nll, weight = self.weighted_nll(model, x, t, groups)
+        return (weight * nll * groups).double().sum(), x.numel()

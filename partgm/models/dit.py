@@ -1,0 +1,50 @@
+"""DiT trunk: the denoiser of MDLM (bidirectional) and the autoregressive baseline (causal)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from partgm.config import ModelConfig
+from partgm.models.layers import Conditioning, DiTBlock, KVCache, OutputLayer, Rotary, TokenEmbedding
+
+
+class DiT(nn.Module):
+    """Token ids [B, L] -> logits [B, L, V_out].
+
+    ``in_vocab`` counts every id the network may read (MDLM: N + 1 with the mask id N), ``out_vocab``
+    every id it scores. Not time conditioned: the adaLN conditioning is the learned vector of sigma = 0.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_vocab: int, out_vocab: int, causal: bool = False):
+        super().__init__()
+        self.cfg = cfg
+        self.causal = causal
+        self.vocab_embed = TokenEmbedding(in_vocab, cfg.hidden_size)
+        self.cond = Conditioning(cfg.cond_dim)
+        self.rotary = Rotary(cfg.hidden_size // cfg.n_heads, cfg.rope_base)
+        self.blocks = nn.ModuleList(
+            DiTBlock(cfg.hidden_size, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_blocks)
+        )
+        self.output_layer = OutputLayer(cfg.hidden_size, cfg.cond_dim, out_vocab)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        caches: list[KVCache] | None = None,
+    ) -> torch.Tensor:
+        """x [B, L] ids at ``positions`` [B, L] (default 0..L-1). With ``caches`` (one per block, causal
+        models only) keys and values are appended to them, for KV-cached decoding."""
+        b, length = x.shape
+        if positions is None:
+            positions = torch.arange(length, device=x.device).expand(b, length)
+        h = self.vocab_embed(x)
+        c = self.cond(b, x.device)
+        rope = self.rotary(positions)
+        for i, block in enumerate(self.blocks):
+            h = block(h, c, rope, causal=self.causal, cache=None if caches is None else caches[i])
+        return self.output_layer(h, c)
+
+    def new_caches(self) -> list[KVCache]:
+        return [KVCache() for _ in self.blocks]

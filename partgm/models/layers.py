@@ -1,0 +1,214 @@
+"""Building blocks shared by the DiT trunk and the Partition Transformer.
+
+Shapes: B batch, L (or Lq / Lk) sequence lengths, H hidden size, h heads, d = H / h, C conditioning size.
+Attention masks are boolean, True where a query may attend a key, shaped [B, 1, Lq, Lk].
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: ``x * (1 + scale) + shift`` with shift/scale [B, H] broadcast over the sequence of x [B, L, H]."""
+    return x * (1.0 + scale[:, None]) + shift[:, None]
+
+
+def sinusoidal_encoding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """[...] positions (or times) -> [..., dim] features, cosine half then sine half."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=positions.device, dtype=torch.float32) / half)
+    args = positions.float()[..., None] * freqs
+    enc = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return F.pad(enc, (0, dim % 2))
+
+
+class TimestepEmbedder(nn.Module):
+    """sigma [B] -> conditioning [B, C]: sinusoidal features, then a two-layer MLP."""
+
+    def __init__(self, cond_dim: int, frequency_dim: int = 256):
+        super().__init__()
+        self.frequency_dim = frequency_dim
+        self.mlp = nn.Sequential(nn.Linear(frequency_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        return self.mlp(sinusoidal_encoding(sigma, self.frequency_dim))
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (rotate-half) evaluated at arbitrary integer positions."""
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions [B, L] (long) -> (cos, sin), each [B, 1, L, d] in float32."""
+        freqs = positions.float()[..., None] * self.inv_freq
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+        return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """x [B, h, L, d] rotated by (cos, sin) [B, 1, L, d]."""
+    cos, sin = rope
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+def split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """[B, L, H] -> [B, h, L, d]."""
+    b, length, hidden = x.shape
+    return x.view(b, length, n_heads, hidden // n_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, h, L, d] -> [B, L, H]."""
+    b, h, length, d = x.shape
+    return x.transpose(1, 2).reshape(b, length, h * d)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Scaled dot-product attention (PyTorch SDPA) that is defined for queries with no visible key.
+
+    q [B, h, Lq, d], k/v [B, h, Lk, d], mask [B, 1, Lq, Lk] bool or None. A query whose mask row is
+    all False (e.g. the other group is empty) gets an all-zero output instead of NaN.
+    """
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
+    has_key = mask.any(dim=-1, keepdim=True)  # [B, 1, Lq, 1]
+    safe_mask = mask | ~has_key
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, dropout_p=dropout)
+    return out * has_key.to(out.dtype)
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden: int, ratio: int = 4):
+        super().__init__()
+        self.fc = nn.Linear(hidden, ratio * hidden)
+        self.proj = nn.Linear(ratio * hidden, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+
+
+class AdaLNModulation(nn.Module):
+    """Conditioning [B, C] -> n chunks of [B, H]; zero-initialised so every block starts as identity."""
+
+    def __init__(self, cond_dim: int, hidden: int, n_chunks: int):
+        super().__init__()
+        self.n_chunks = n_chunks
+        self.linear = nn.Linear(cond_dim, n_chunks * hidden)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.linear(c).chunk(self.n_chunks, dim=-1)
+
+
+class KVCache:
+    """Keys and values of past positions for one attention layer: [B, h, T, d] each."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+class DiTBlock(nn.Module):
+    """Pre-LayerNorm transformer block with adaLN shift/scale/gate and self-attention.
+
+    x [B, L, H], c [B, C], rope for the L positions; mask [B, 1, L, L] or ``causal``.
+    """
+
+    def __init__(self, hidden: int, n_heads: int, cond_dim: int, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(hidden, bias=False)
+        self.attn_qkv = nn.Linear(hidden, 3 * hidden, bias=False)
+        self.attn_out = nn.Linear(hidden, hidden, bias=False)
+        self.norm2 = nn.LayerNorm(hidden, bias=False)
+        self.mlp = MLP(hidden, mlp_ratio)
+        self.adaLN_modulation = AdaLNModulation(cond_dim, hidden, 6)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        c: torch.Tensor,
+        rope: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)
+        q, k, v = self.attn_qkv(modulate(self.norm1(x), shift1, scale1)).chunk(3, dim=-1)
+        q = apply_rotary(split_heads(q, self.n_heads), rope)
+        k = apply_rotary(split_heads(k, self.n_heads), rope)
+        v = split_heads(v, self.n_heads)
+        if cache is not None:
+            causal = causal and cache.k is None  # a prefill is causal; one new token sees every cached key
+            k, v = cache.append(k, v)
+        p = self.dropout if self.training else 0.0
+        attn = self.attn_out(merge_heads(attention(q, k, v, mask, causal, p)))
+        x = x + gate1[:, None] * F.dropout(attn, p, self.training)
+        mlp = self.mlp(modulate(self.norm2(x), shift2, scale2))
+        return x + gate2[:, None] * F.dropout(mlp, p, self.training)
+
+
+class OutputLayer(nn.Module):
+    """Final LayerNorm + adaLN shift/scale, then a zero-initialised Linear to the vocabulary."""
+
+    def __init__(self, hidden: int, cond_dim: int, vocab_size: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden, bias=False)
+        self.adaLN_modulation = AdaLNModulation(cond_dim, hidden, 2)
+        self.linear = nn.Linear(hidden, vocab_size)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class TokenEmbedding(nn.Module):
+    """A raw [V, H] embedding table."""
+
+    def __init__(self, vocab_size: int, hidden: int):
+        super().__init__()
+        self.embedding = nn.Parameter(torch.empty(vocab_size, hidden))
+        nn.init.kaiming_uniform_(self.embedding, a=math.sqrt(5))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding[ids]
+
+
+class Conditioning(nn.Module):
+    """The adaLN conditioning vector: SiLU(TimestepEmbedder(sigma)). Text models pass sigma = 0."""
+
+    def __init__(self, cond_dim: int):
+        super().__init__()
+        self.sigma_map = TimestepEmbedder(cond_dim)
+
+    def forward(self, batch_size: int, device: torch.device, sigma: torch.Tensor | None = None) -> torch.Tensor:
+        if sigma is None:
+            sigma = torch.zeros(batch_size, device=device)
+        return F.silu(self.sigma_map(sigma))

@@ -1,0 +1,199 @@
+"""The Partition Transformer: predicts every token from the tokens of the *other* group only.
+
+Tokens carry a group id in {0, 1}. The encoder lets a token attend to its own group; the GroupSwap
+layer builds, for each query position, a query that does not depend on the token there and attends to
+the other group's encoder outputs; the decoder refines those queries with cross-attention only.
+So the logits at position i never depend on x_i nor on any token of i's group.
+
+Two entry points share every weight and every line of the computation:
+- ``forward(x, groups)``: training, all L positions of each sequence, both groups.
+- ``forward_packed(clean_tokens, clean_positions, query_positions, clean_valid)``: sampling, the
+  encoder reads only the clean tokens (group 0) and the decoder only the positions to decode (group 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from partgm.config import ModelConfig
+from partgm.models.layers import (
+    MLP,
+    AdaLNModulation,
+    Conditioning,
+    DiTBlock,
+    OutputLayer,
+    Rotary,
+    TokenEmbedding,
+    apply_rotary,
+    attention,
+    merge_heads,
+    modulate,
+    sinusoidal_encoding,
+    split_heads,
+)
+
+Rope = tuple[torch.Tensor, torch.Tensor]
+
+
+def other_group_summary(
+    h: torch.Tensor, key_group: torch.Tensor, key_valid: torch.Tensor | None, query_group: torch.Tensor, kind: str
+) -> torch.Tensor:
+    """Per query, the mean or logsumexp over the encoder outputs of the *other* group (0 if it is empty).
+
+    h [B, Lk, H], key_group [B, Lk], key_valid [B, Lk] or None, query_group [B, Lq] -> [B, Lq, H].
+    """
+    summaries = []
+    for g in (0, 1):
+        member = key_group == g
+        if key_valid is not None:
+            member = member & key_valid
+        count = member.sum(dim=1)[:, None]  # [B, 1]
+        if kind == "mean":
+            summary = (h * member[..., None].to(h.dtype)).sum(dim=1) / count.clamp(min=1).to(h.dtype)
+        else:
+            summary = h.masked_fill(~member[..., None], float("-inf")).logsumexp(dim=1)
+            summary = torch.where(count > 0, summary, torch.zeros_like(summary))
+        summaries.append(summary)
+    stacked = torch.stack(summaries, dim=1)  # [B, 2, H]
+    other = (1 - query_group.long())[..., None].expand(-1, -1, h.shape[-1])
+    return stacked.gather(1, other)
+
+
+class GroupSwap(nn.Module):
+    """Queries from position only (learned vector + sinusoidal code [+ other-group summary]); keys and
+    values from the raw encoder outputs; output Linear with no residual: the decoder's initial stream."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = cfg.hidden_size
+        self.n_heads = cfg.n_heads
+        self.mode = cfg.swap_query_mode
+        self.base_embedding = nn.Parameter(torch.randn(1, hidden) * 0.02)
+        self.pre_query_norm = nn.LayerNorm(hidden)
+        self.query_processor = nn.Linear(hidden, hidden) if cfg.swap_projection == "linear" else MLP(hidden, 4)
+        self.hidden_to_key_value = nn.Linear(hidden, 2 * hidden)
+        self.output_linear = nn.Linear(hidden, hidden)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        key_rope: Rope,
+        query_positions: torch.Tensor,
+        query_rope: Rope,
+        mask: torch.Tensor | None,
+        summary: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """h [B, Lk, H] encoder outputs, query_positions [B, Lq] -> [B, Lq, H]."""
+        b, lq = query_positions.shape
+        q = self.base_embedding.expand(b, lq, -1)
+        if "freqs" in self.mode:
+            q = q + sinusoidal_encoding(query_positions, q.shape[-1]).to(q.dtype)
+        if summary is not None:
+            q = q + summary
+        q = self.query_processor(self.pre_query_norm(q))
+        k, v = self.hidden_to_key_value(h).chunk(2, dim=-1)
+        q = apply_rotary(split_heads(q, self.n_heads), query_rope)
+        k = apply_rotary(split_heads(k, self.n_heads), key_rope)
+        return self.output_linear(merge_heads(attention(q, k, split_heads(v, self.n_heads), mask)))
+
+
+class CrossAttentionBlock(nn.Module):
+    """Decoder block: adaLN-modulated cross-attention to the encoder outputs, then an MLP; no self-attention."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        hidden = cfg.hidden_size
+        self.n_heads = cfg.n_heads
+        self.dropout = cfg.dropout
+        self.q_norm1 = nn.LayerNorm(hidden, bias=False)
+        self.kv_norm1 = nn.LayerNorm(hidden, bias=False)
+        self.attn_q = nn.Linear(hidden, hidden, bias=False)
+        self.attn_kv = nn.Linear(hidden, 2 * hidden, bias=False)
+        self.attn_out = nn.Linear(hidden, hidden, bias=False)
+        self.norm2 = nn.LayerNorm(hidden, bias=False)
+        self.mlp = MLP(hidden, cfg.mlp_ratio)
+        self.adaLN_modulation = AdaLNModulation(cfg.cond_dim, hidden, 6)
+
+    def forward(
+        self, s: torch.Tensor, h: torch.Tensor, c: torch.Tensor, query_rope: Rope, key_rope: Rope, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """s [B, Lq, H] stream, h [B, Lk, H] encoder outputs, c [B, C] -> [B, Lq, H]."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)
+        q = apply_rotary(split_heads(self.attn_q(modulate(self.q_norm1(s), shift1, scale1)), self.n_heads), query_rope)
+        k, v = self.attn_kv(self.kv_norm1(h)).chunk(2, dim=-1)
+        k = apply_rotary(split_heads(k, self.n_heads), key_rope)
+        p = self.dropout if self.training else 0.0
+        attn = self.attn_out(merge_heads(attention(q, k, split_heads(v, self.n_heads), mask, dropout=p)))
+        s = s + gate1[:, None] * nn.functional.dropout(attn, p, self.training)
+        mlp = self.mlp(modulate(self.norm2(s), shift2, scale2))
+        return s + gate2[:, None] * nn.functional.dropout(mlp, p, self.training)
+
+
+class PartitionTransformer(nn.Module):
+    """Encoder (same-group self-attention) -> GroupSwap -> decoder (cross-attention) -> logits over N ids."""
+
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        hidden = cfg.hidden_size
+        self.vocab_embed = TokenEmbedding(vocab_size, hidden)
+        self.cond = Conditioning(cfg.cond_dim)
+        self.rotary = Rotary(hidden // cfg.n_heads, cfg.rope_base)
+        self.encoder = nn.ModuleList(
+            DiTBlock(hidden, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_encoder_blocks)
+        )
+        self.group_swap = GroupSwap(cfg)
+        self.decoder = nn.ModuleList(CrossAttentionBlock(cfg) for _ in range(cfg.n_decoder_blocks))
+        self.output_layer = OutputLayer(hidden, cfg.cond_dim, vocab_size)
+        self.summary_kind = {"learn+freqs+mean": "mean", "learn+freqs+logsumexp": "logsumexp"}.get(cfg.swap_query_mode)
+
+    def forward(self, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """Training path. x [B, L] clean ids, groups [B, L] in {0, 1} -> logits [B, L, N]; the logits at
+        i are a function of the tokens j with groups[j] != groups[i] only. Any partition is valid."""
+        b, length = x.shape
+        positions = torch.arange(length, device=x.device).expand(b, length)
+        groups = groups.long()
+        same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
+        return self._run(x, positions, groups, None, positions, groups, same, ~same)
+
+    def forward_packed(
+        self,
+        clean_tokens: torch.Tensor,
+        clean_positions: torch.Tensor,
+        query_positions: torch.Tensor,
+        clean_valid: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Sampling path. clean_tokens / clean_positions [B, Lc] (right-padded; clean_valid [B, Lc] is
+        False on padding, None when nothing is padded), query_positions [B, Lq] -> logits [B, Lq, N]
+        for the positions to decode. Equal to ``forward`` with groups clean = 0, to-decode = 1."""
+        b, lc = clean_tokens.shape
+        zeros = torch.zeros(b, lc, dtype=torch.long, device=clean_tokens.device)
+        ones = torch.ones_like(query_positions)
+        key_mask = None if clean_valid is None else clean_valid[:, None, None, :]  # [B, 1, 1, Lc]
+        return self._run(clean_tokens, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask)
+
+    def _run(
+        self,
+        tokens: torch.Tensor,
+        token_positions: torch.Tensor,
+        token_groups: torch.Tensor,
+        token_valid: torch.Tensor | None,
+        query_positions: torch.Tensor,
+        query_groups: torch.Tensor,
+        encoder_mask: torch.Tensor | None,
+        cross_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        c = self.cond(tokens.shape[0], tokens.device)
+        key_rope = self.rotary(token_positions)
+        h = self.vocab_embed(tokens)
+        for block in self.encoder:
+            h = block(h, c, key_rope, mask=encoder_mask)
+        summary = None
+        if self.summary_kind is not None:
+            summary = other_group_summary(h, token_groups, token_valid, query_groups, self.summary_kind)
+        query_rope = self.rotary(query_positions)
+        s = self.group_swap(h, key_rope, query_positions, query_rope, cross_mask, summary)
+        for layer in self.decoder:
+            s = layer(s, h, c, query_rope, key_rope, cross_mask)
+        return self.output_layer(s, c)
