@@ -1,0 +1,250 @@
+"""The ``partgm`` command line: prepare, train, sample, eval, plot, presets, quickstart."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from partgm.errors import PartgmError
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML or JSON config file")
+    p.add_argument("--algo", help="mdlm | mdlm-complement | pgm | ar (same as algo=...)")
+    p.add_argument("--preset", help="model preset, e.g. cpu-small, mdlm-small, pgm-8-8 (same as preset=...)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden_size=256 train.steps=500")
+
+
+def _resolve(args: argparse.Namespace, base: dict | None = None):
+    from partgm.config import resolve_config
+
+    overrides = list(args.overrides)
+    if args.algo:
+        overrides.insert(0, f"algo={args.algo}")
+    if args.preset:
+        overrides.insert(0, f"preset={args.preset}")
+    return resolve_config(args.config, overrides, base)
+
+
+def _prepare(cfg, progress: bool = True):
+    from partgm.data import prepare_dataset
+
+    d = cfg.data
+    return prepare_dataset(
+        d.corpus, d.tokenizer, d.length, d.val_fraction, d.cache_dir, seed=cfg.train.seed, progress=progress
+    )
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    cfg = _resolve(args)
+    data = _prepare(cfg)
+    h = data.header
+    print(f"prepared {data.path}: vocab {h['vocab_size']}, length {h['length']}, "
+          f"train rows {h['rows']['train']}, val rows {h['rows']['val']}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from partgm.engine import train
+
+    cfg = _resolve(args)
+    run_dir = Path(args.run_dir or f"runs/{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.exists() and any(run_dir.iterdir()) and not args.resume:
+        raise PartgmError(f"run directory '{run_dir}' is not empty: pass --resume to continue it, or another --run-dir")
+    data = _prepare(cfg, progress=cfg.train.progress)
+    result = train(cfg, data, run_dir, resume=args.resume)
+    print(json.dumps({"run_dir": str(run_dir), **result}))
+
+
+def _parse_infill(items: list[str], tokenizer) -> dict[int, int]:
+    """``POS:TEXT`` items -> {position: token id}, the text's tokens placed from POS on."""
+    fixed: dict[int, int] = {}
+    for item in items:
+        pos, sep, text = item.partition(":")
+        if not sep or not pos.strip().isdigit():
+            raise PartgmError(f"--infill '{item}' must look like POSITION:TEXT, e.g. 40:the LORD")
+        for offset, token in enumerate(tokenizer.encode(text)):
+            fixed[int(pos) + offset] = token
+    return fixed
+
+
+def sample_run(
+    run_dir: Path,
+    steps: int,
+    num_samples: int,
+    batch: int,
+    seed: int,
+    nucleus: float,
+    sampler: str = "auto",
+    prompt: str | None = None,
+    infill: list[str] | None = None,
+    weights: str = "ema",
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[dict]:
+    """Draw samples from a run directory: a list of {"index", "text", "token_ids"}."""
+    import torch
+
+    from partgm.engine import load_run
+    from partgm.samplers import generate, make_prompt
+
+    run = load_run(run_dir, weights=weights, device=device)
+    if run.tokenizer is None:
+        raise PartgmError(f"run directory '{run_dir}' has no tokenizer.json")
+    if run.tokenizer.vocab_size != run.algorithm.vocab_size:
+        raise PartgmError(
+            f"tokenizer vocab {run.tokenizer.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}"
+        )
+    length = run.cfg.data.length
+    prefix = run.tokenizer.encode(prompt) if prompt else None
+    fixed = _parse_infill(infill or [], run.tokenizer)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    records: list[dict] = []
+    while len(records) < num_samples:
+        n = min(batch, num_samples - len(records))
+        p = make_prompt(n, length, run.algorithm.bos_id, prefix, fixed, device=device)
+        tokens = generate(run.algorithm, run.model, n, length, steps, sampler, nucleus, generator, p, device, progress)
+        for row in tokens.tolist():
+            records.append({"index": len(records), "text": run.tokenizer.decode(row[1:]), "token_ids": row})
+    return records
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from partgm.engine.checkpoint import atomic_write_text
+
+    records = sample_run(
+        Path(args.run_dir), args.steps, args.num_samples, args.batch, args.seed, args.nucleus, args.sampler,
+        args.prompt, args.infill, args.weights, args.device,
+    )
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"samples-steps{args.steps}-seed{args.seed}.jsonl"
+    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
+    for r in records:
+        print(f"--- sample {r['index']} ---\n{r['text']}")
+    print(f"wrote {len(records)} samples to {out}")
+
+
+def cmd_eval_ppl(args: argparse.Namespace) -> None:
+    from partgm.data import PreparedData
+    from partgm.engine import evaluate_ppl, load_run
+    from partgm.engine.checkpoint import atomic_write_text
+
+    run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
+    data = PreparedData.load(args.data or run.data_header["path"])
+    if data.vocab_size != run.algorithm.vocab_size:
+        raise PartgmError(f"data vocab {data.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}")
+    split = data.val if args.split == "val" else data.train
+    result = evaluate_ppl(run.algorithm, run.model, split, args.batch, args.device, args.seed, args.max_batches)
+    result = {"run_dir": args.run_dir, "algo": run.cfg.algo, "split": args.split, "weights": args.weights,
+              "step": run.step, **result}
+    atomic_write_text(Path(args.run_dir) / "eval" / f"ppl-{args.split}.json", json.dumps(result, indent=2))
+    print(json.dumps(result))
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from partgm.plot import plot_run, plot_runs
+
+    paths = plot_run(Path(args.run_dirs[0])) if len(args.run_dirs) == 1 else plot_runs(
+        [Path(r) for r in args.run_dirs], Path(args.out or "plots")
+    )
+    for p in paths:
+        print(p)
+
+
+def cmd_presets(args: argparse.Namespace) -> None:
+    from partgm.algorithms import get_algorithm
+    from partgm.config import MODEL_PRESETS, resolve_config
+
+    import torch
+
+    for name in MODEL_PRESETS:
+        for algo in ("mdlm", "pgm"):
+            cfg = resolve_config(overrides=[f"preset={name}", f"algo={algo}"])
+            with torch.device("meta"):
+                model = get_algorithm(algo, args.vocab_size, args.vocab_size - 1).build_model(cfg.model, 1024)
+            n = sum(p.numel() for p in model.parameters())
+            print(f"{name:16s} {algo:5s} {n / 1e6:8.1f}M parameters (vocab {args.vocab_size})")
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    from partgm.quickstart import quickstart
+
+    quickstart(Path(args.run_dir), steps=args.steps, num_samples=args.num_samples)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="partgm", description="Partition Generative Models and masked baselines")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="tokenize a corpus into memmap shards")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model (one process, or under torchrun for DDP)")
+    _add_config_args(p)
+    p.add_argument("--run-dir", help="where checkpoints, metrics and plots go (default runs/ALGO-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="generate text from a run directory")
+    p.add_argument("run_dir")
+    p.add_argument("--steps", type=int, default=128)
+    p.add_argument("--num-samples", type=int, default=4)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nucleus", type=float, default=1.0, help="top-p; 1.0 disables")
+    p.add_argument("--sampler", default="auto", help="pgm: uniform | binomial | naive; mdlm/ar: ancestral")
+    p.add_argument("--prompt", help="text placed right after BOS (a prefix)")
+    p.add_argument("--infill", action="append", default=[], metavar="POS:TEXT",
+                   help="fix TEXT's tokens from position POS on (repeatable)")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="JSONL output (default RUN_DIR/samples/...)")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("eval", help="evaluation")
+    eval_sub = p.add_subparsers(dest="eval_command", required=True)
+    e = eval_sub.add_parser("ppl", help="validation perplexity (NELBO bound for MDLM/PGM, exact for AR)")
+    e.add_argument("run_dir")
+    e.add_argument("--split", choices=("val", "train"), default="val")
+    e.add_argument("--data", help="prepared data directory (default: the run's)")
+    e.add_argument("--batch", type=int, default=16)
+    e.add_argument("--max-batches", type=int, default=0, help="0: the whole split")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    e.add_argument("--device", default="cpu")
+    e.set_defaults(func=cmd_eval_ppl)
+
+    p = sub.add_parser("plot", help="PNG plots of a run's metrics (several runs: overlaid)")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", help="output folder when several runs are given")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("presets", help="list model presets with parameter counts")
+    p.add_argument("--vocab-size", type=int, default=50258)
+    p.set_defaults(func=cmd_presets)
+
+    p = sub.add_parser("quickstart", help="train a small PGM on the bundled KJV corpus and print samples")
+    p.add_argument("--run-dir", default="runs/quickstart")
+    p.add_argument("--steps", type=int, default=0, help="0: the default budget")
+    p.add_argument("--num-samples", type=int, default=4)
+    p.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except PartgmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
