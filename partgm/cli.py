@@ -8,7 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+from partgm.benchmarks.commands import add_bench_command
 from partgm.errors import PartgmError
+from partgm.evaluation.commands import add_eval_commands, add_top_level_commands
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -215,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_eval_ppl)
+    add_eval_commands(eval_sub)
+    add_top_level_commands(sub)
+    add_bench_command(sub)
 
     p = sub.add_parser("plot", help="PNG plots of a run's metrics (several runs: overlaid)")
     p.add_argument("run_dirs", nargs="+")

@@ -1,0 +1,1 @@
+"""Speed benchmarks: sampling and training throughput."""

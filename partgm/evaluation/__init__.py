@@ -1,0 +1,1 @@
+"""Evaluation: generative perplexity with entropy, zero-shot scoring."""
