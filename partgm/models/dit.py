@@ -33,9 +33,13 @@ class DiT(nn.Module):
         x: torch.Tensor,
         positions: torch.Tensor | None = None,
         caches: list[KVCache] | None = None,
+        output_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x [B, L] ids at ``positions`` [B, L] (default 0..L-1). With ``caches`` (one per block, causal
-        models only) keys and values are appended to them, for KV-cached decoding."""
+        """x [B, L] ids at ``positions`` [B, L] (default 0..L-1) -> logits [B, L, V_out].
+
+        With ``caches`` (one per block, causal models only) keys and values are appended to them, for
+        KV-cached decoding. With ``output_index`` [B, K] only the logits at those sequence indices are
+        computed: [B, K, V_out]."""
         b, length = x.shape
         if positions is None:
             positions = torch.arange(length, device=x.device).expand(b, length)
@@ -44,6 +48,8 @@ class DiT(nn.Module):
         rope = self.rotary(positions)
         for i, block in enumerate(self.blocks):
             h = block(h, c, rope, causal=self.causal, cache=None if caches is None else caches[i])
+        if output_index is not None:
+            h = h.gather(1, output_index[..., None].expand(-1, -1, h.shape[-1]))
         return self.output_layer(h, c)
 
     def new_caches(self) -> list[KVCache]:
