@@ -78,6 +78,6 @@ def antithetic_times(
     ``u_i = (u / n + i / n) mod 1`` with one shared ``u ~ U[0, 1)``, mapped to
     ``t = (1 - 1e-3) u + 1e-3``. Returns float32 [n] on ``device``; each rank takes its slice.
     """
-    u = torch.rand((), generator=generator)
-    u = (u / n + torch.arange(n, dtype=torch.float64) / n) % 1.0
+    u = torch.rand((), generator=generator, device=generator.device if generator is not None else "cpu")
+    u = (u.double().cpu() / n + torch.arange(n, dtype=torch.float64) / n) % 1.0
     return ((1.0 - MIN_TRAIN_TIME) * u + MIN_TRAIN_TIME).float().to(device)

@@ -1,9 +1,105 @@
-"""CLI wiring for ``partgm bench``."""
+"""CLI wiring for ``partgm bench sample | train``: JSON (one record per configuration) and a PNG plot."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+SMOKE = {"pgm": "cpu-tiny", "mdlm": "cpu-tiny", "ar": "cpu-tiny"}
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
+
+
+def _common(p: argparse.ArgumentParser, default_out: str) -> None:
+    p.add_argument("--pgm-preset", default="pgm-6-6-d1024")
+    p.add_argument("--mdlm-preset", default="mdlm-small")
+    p.add_argument("--ar-preset", default="mdlm-small")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--length", type=int, default=1024)
+    p.add_argument("--vocab-size", type=int, default=50258)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast on GPU (the paper's protocol), fp32 on CPU")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--smoke", action="store_true", help="tiny presets and sizes: checks the harness runs")
+    p.add_argument("--out", default=default_out, help="JSON output; the PNG goes beside it")
+
+
+def _setup(args: argparse.Namespace):
+    import torch
+
+    from partgm.benchmarks.timing import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    presets = {"pgm": args.pgm_preset, "mdlm": args.mdlm_preset, "ar": args.ar_preset}
+    if args.smoke:
+        presets = dict(SMOKE)
+        args.batch, args.length, args.vocab_size, args.warmup, args.repeats = 2, 32, 64, 0, 1
+    return device, dtype, presets
+
+
+def _writer(out: Path, records: list[dict]):
+    from partgm.engine.checkpoint import atomic_write_text
+
+    def on_record(record: dict) -> None:
+        records.append(record)
+        atomic_write_text(out, json.dumps(records, indent=2))
+        print(f"{record['algo']:5s} {record['variant']:14s} steps={record.get('steps', '-')!s:5s} "
+              f"latency {record['latency_s_mean']:.3f}s ± {record['latency_s_std']:.3f}  "
+              f"{record['tokens_per_s']:,.0f} tok/s", flush=True)
+
+    return on_record
+
+
+def cmd_bench_sample(args: argparse.Namespace) -> None:
+    from partgm.benchmarks.plots import plot_sample_bench
+    from partgm.benchmarks.sample import SAMPLE_VARIANTS, bench_sample
+    from partgm.errors import PartgmError
+
+    device, dtype, presets = _setup(args)
+    variants = [tuple(v.split("/")) for v in args.variants.split(",")]
+    for v in variants:
+        if v not in SAMPLE_VARIANTS:
+            raise PartgmError(f"unknown variant '{'/'.join(v)}' (choose from "
+                              f"{', '.join('/'.join(k) for k in SAMPLE_VARIANTS)})")
+    steps = [4, 8] if args.smoke else _ints(args.steps)
+    out, records = Path(args.out), []
+    bench_sample(variants, presets, args.batch, args.length, steps, device, dtype, args.vocab_size, args.warmup,
+                 args.repeats, args.nucleus, on_record=_writer(out, records))
+    print(f"wrote {out} and {plot_sample_bench(records, out.with_suffix('.png'))}")
+
+
+def cmd_bench_train(args: argparse.Namespace) -> None:
+    from partgm.benchmarks.plots import plot_train_bench
+    from partgm.benchmarks.train import bench_train
+
+    device, dtype, presets = _setup(args)
+    out, records = Path(args.out), []
+    bench_train(args.algos.split(","), presets, args.batch, args.length, device, dtype, args.vocab_size,
+                args.warmup, args.repeats, on_record=_writer(out, records))
+    print(f"wrote {out} and {plot_train_bench(records, out.with_suffix('.png'))}")
 
 
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """Adds ``partgm bench sample | train``."""
+    bench = sub.add_parser("bench", help="speed benchmarks (JSON + PNG)").add_subparsers(
+        dest="bench_command", required=True)
+    p = bench.add_parser("sample", help="sampling latency / tokens/s: PGM vs MDLM vs AR")
+    _common(p, "benchmarks/results/sample.json")
+    p.add_argument("--variants", default="pgm/uniform,pgm/binomial,mdlm/reference,mdlm/best,ar/kv-cache",
+                   help="comma-separated algo/variant pairs")
+    p.add_argument("--steps", default="32,128,1024", help="comma-separated steps grid")
+    p.add_argument("--nucleus", type=float, default=1.0)
+    p.set_defaults(func=cmd_bench_sample)
+    p = bench.add_parser("train", help="training tokens/s (forward + backward): PGM vs MDLM")
+    _common(p, "benchmarks/results/train.json")
+    p.add_argument("--algos", default="pgm,mdlm")
+    p.set_defaults(func=cmd_bench_train)

@@ -1,0 +1,59 @@
+"""Plots of benchmark JSON: tokens/s vs steps with the PGM speed-up annotated; training throughput bars."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _label(r: dict) -> str:
+    return f"{r['algo']} ({r['variant']}, {r['preset']})"
+
+
+def plot_sample_bench(records: list[dict], out_png: Path) -> Path:
+    """tokens/s vs steps, one line per algorithm/variant; PGM over MDLM-reference speed-ups annotated."""
+    lines: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for r in records:
+        lines[_label(r)].append((r["steps"], r["tokens_per_s"]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in sorted(lines.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    reference = {r["steps"]: r["tokens_per_s"] for r in records if r["algo"] == "mdlm" and r["variant"] == "reference"}
+    for r in records:
+        if r["algo"] == "pgm" and r["variant"] == "uniform" and r["steps"] in reference:
+            ax.annotate(f"{r['tokens_per_s'] / reference[r['steps']]:.1f}x", (r["steps"], r["tokens_per_s"]),
+                        textcoords="offset points", xytext=(4, 6), fontsize=9)
+    first = records[0]
+    ax.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="tokens / s",
+           title=f"Sampling throughput, batch {first['batch']}, L {first['length']}, {first['device']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png
+
+
+def plot_train_bench(records: list[dict], out_png: Path) -> Path:
+    """Bar chart of training tokens/s per algorithm."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    labels = [f"{r['algo']}\n{r['preset']}" for r in records]
+    values = [r["tokens_per_s"] for r in records]
+    ax.bar(labels, values, color=["tab:blue", "tab:orange", "tab:green", "tab:red"][: len(values)])
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=9)
+    first = records[0]
+    ax.set(ylabel="training tokens / s (fwd + bwd)",
+           title=f"Training throughput, batch {first['batch']}, L {first['length']}, {first['device']}")
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+    return out_png

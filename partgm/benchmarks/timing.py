@@ -1,0 +1,72 @@
+"""Timing utilities shared by the sampling and training benchmarks."""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, dtype: str):
+    """The paper's protocol: fp32 weights with bf16 autocast on GPU; plain fp32 on CPU unless asked."""
+    if dtype == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def randomize_(model: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torch.nn.Module:
+    """Random weights everywhere (the zero-initialised layers too), so outputs are not degenerate."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * std)
+    return model
+
+
+def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> dict:
+    """Latency of ``fn`` (seconds): ``warmup`` untimed calls, then ``repeats`` timed ones."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    latencies = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        latencies.append(time.perf_counter() - start)
+    return {
+        "latency_s_mean": statistics.fmean(latencies),
+        "latency_s_std": statistics.stdev(latencies) if len(latencies) > 1 else 0.0,
+        "repeats": repeats,
+        "warmup": warmup,
+        "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        "process_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def environment(device: torch.device, dtype: str) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {
+        "device": f"{device.type}: {name}",
+        "dtype": dtype,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
