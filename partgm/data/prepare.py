@@ -1,0 +1,248 @@
+"""Tokenize a corpus once into fixed-length rows on disk, cached by a hash of everything that shapes them.
+
+A prepared dataset is a directory holding ``train.bin`` and ``val.bin`` (raw ``[rows, length]`` arrays),
+``tokenizer.json`` and ``header.json``. Documents are split into train / validation by a seeded shuffle;
+within a split each document is tokenized and followed by EOS, all are concatenated and cut into chunks of
+``length - 2`` tokens (the remainder is dropped), and each row is ``[BOS] chunk [EOS]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Sequence
+from contextlib import ExitStack
+from itertools import chain, islice
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from tqdm import tqdm
+
+from partgm.data.corpora import corpus_fingerprint, iter_documents
+from partgm.data.tokenizers import Tokenizer, load_tokenizer, tokenizer_fingerprint
+from partgm.errors import PartgmError
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+_BATCH_DOCS = 256
+
+
+class PreparedData:
+    """A prepared dataset directory; ``train`` / ``val`` are read-only memmaps of shape [rows, length]."""
+
+    def __init__(self, path: Path, header: dict[str, Any], train: np.memmap, val: np.memmap) -> None:
+        self.path = path
+        self.header = header
+        self.train = train
+        self.val = val
+
+    @property
+    def vocab_size(self) -> int:
+        return self.header["vocab_size"]
+
+    @property
+    def bos_id(self) -> int:
+        return self.header["bos_id"]
+
+    @property
+    def eos_id(self) -> int:
+        return self.header["eos_id"]
+
+    @property
+    def length(self) -> int:
+        return self.header["length"]
+
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_file(self.path / "tokenizer.json", self.header["tokenizer"])
+
+    @classmethod
+    def load(cls, path: str | Path) -> PreparedData:
+        """Open a prepared dataset, checking that its files are complete."""
+        path = Path(path)
+        header_file = path / "header.json"
+        if not header_file.is_file():
+            raise PartgmError(f"'{path}' is not a prepared dataset (no header.json)")
+        try:
+            header = json.loads(header_file.read_text())
+            version = header["format_version"]
+            if version != FORMAT_VERSION:
+                raise PartgmError(
+                    f"'{header_file}' has format version {version}, not {FORMAT_VERSION}; prepare again"
+                )
+            dtype, length = np.dtype(header["dtype"]), int(header["length"])
+            rows = {split: int(header["splits"][split]["rows"]) for split in SPLITS}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PartgmError(
+                f"'{header_file}' is unreadable or malformed ({type(exc).__name__}: {exc})"
+            ) from None
+        arrays = {}
+        for split in SPLITS:
+            file = path / f"{split}.bin"
+            expected = rows[split] * length * dtype.itemsize
+            found = file.stat().st_size if file.is_file() else None
+            if found != expected or not expected:
+                raise PartgmError(
+                    f"'{file}' is missing, empty or truncated ({found} bytes, header says {expected});"
+                    f" delete '{path}' and prepare the data again"
+                )
+            arrays[split] = np.memmap(file, dtype=dtype, mode="r", shape=(rows[split], length))
+        return cls(path, header, arrays["train"], arrays["val"])
+
+
+def prepare_dataset(
+    corpus: str,
+    tokenizer: str,
+    length: int,
+    val_fraction: float,
+    cache_dir: str | Path,
+    seed: int = 0,
+    progress: bool = True,
+) -> PreparedData:
+    """Tokenize ``corpus`` into ``cache_dir/<slug>-<hash12>``, or reuse that directory if already complete.
+
+    The directory is built under a temporary name and renamed at the end, so an interrupted run leaves
+    nothing half-written behind.
+    """
+    if length < 3:
+        raise PartgmError(f"length={length} is too short (BOS, at least one token, EOS)")
+    if not 0.0 < val_fraction < 1.0:
+        raise PartgmError(f"val_fraction={val_fraction} must be in (0, 1)")
+    key = _input_hash(corpus, tokenizer, length, val_fraction, seed)
+    cache_dir = Path(cache_dir)
+    out = cache_dir / f"{_slug(corpus, tokenizer, length)}-{key[:12]}"
+    existing = _reusable(out, key)
+    if existing is not None:
+        return existing
+
+    docs = tqdm(iter_documents(corpus), desc="reading corpus", unit="doc", disable=not progress)
+    n_docs = sum(1 for _ in docs)
+    if n_docs < 2:
+        raise PartgmError(
+            f"corpus '{corpus}' has {n_docs} document(s); a train/validation split needs at least 2"
+        )
+    is_val = _val_mask(n_docs, val_fraction, seed)
+
+    shutil.rmtree(out, ignore_errors=True)  # an earlier, broken or stale directory of the same name
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache_dir / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    try:
+        header = _build(tmp, corpus, tokenizer, length, is_val, progress)
+        header.update(format_version=FORMAT_VERSION, input_hash=key, val_fraction=val_fraction, seed=seed)
+        (tmp / "header.json").write_text(json.dumps(header, indent=2) + "\n")
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process published the same dataset first
+            if _reusable(out, key) is None:
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return PreparedData.load(out)
+
+
+def _input_hash(corpus: str, tokenizer: str, length: int, val_fraction: float, seed: int) -> str:
+    inputs = {
+        "format_version": FORMAT_VERSION,
+        "corpus": corpus_fingerprint(corpus),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "length": length,
+        "val_fraction": val_fraction,
+        "seed": seed,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _slug(corpus: str, tokenizer: str, length: int) -> str:
+    text = f"{Path(corpus).name}-{Path(tokenizer).name}-L{length}"
+    return re.sub(r"[^A-Za-z0-9_]+", "-", text).strip("-")[:48]
+
+
+def _reusable(out: Path, key: str) -> PreparedData | None:
+    if not (out / "header.json").is_file():
+        return None
+    try:
+        data = PreparedData.load(out)
+    except PartgmError:
+        return None
+    return data if data.header.get("input_hash") == key else None
+
+
+def _val_mask(n_docs: int, val_fraction: float, seed: int) -> np.ndarray:
+    """A seeded choice of ``max(1, round(val_fraction * n_docs))`` validation documents, leaving at least one
+    for training."""
+    n_val = min(max(1, round(val_fraction * n_docs)), n_docs - 1)
+    mask = np.zeros(n_docs, dtype=bool)
+    mask[np.random.default_rng(seed).permutation(n_docs)[:n_val]] = True
+    return mask
+
+
+def _build(
+    tmp: Path, corpus: str, spec: str, length: int, is_val: np.ndarray, progress: bool
+) -> dict[str, Any]:
+    """Write the tokenizer and both splits into ``tmp``; return the header without its input fields."""
+    train_texts = (doc for doc, val in zip(iter_documents(corpus), is_val) if not val)
+    tok = load_tokenizer(spec, data_dir=tmp, corpus_texts=train_texts)
+    tok.save(tmp)
+    dtype = np.dtype(np.uint16 if tok.vocab_size <= 2**16 else np.uint32)
+    with ExitStack() as stack:
+        writers = {
+            split: _RowWriter(stack.enter_context(open(tmp / f"{split}.bin", "wb")), length, tok, dtype)
+            for split in SPLITS
+        }
+        docs = zip(iter_documents(corpus), is_val)
+        with tqdm(total=len(is_val), desc="tokenizing", unit="doc", disable=not progress) as bar:
+            while batch := list(islice(docs, _BATCH_DOCS)):
+                encoded = tok.encode_batch([text for text, _ in batch])
+                writers["train"].write([ids for ids, (_, val) in zip(encoded, batch) if not val])
+                writers["val"].write([ids for ids, (_, val) in zip(encoded, batch) if val])
+                bar.update(len(batch))
+    for split, writer in writers.items():
+        if writer.rows == 0:
+            raise PartgmError(
+                f"corpus '{corpus}' is too small for length {length}: its {split} split has {writer.tokens}"
+                f" tokens, fewer than the {length - 2} one row needs"
+            )
+    return {
+        "corpus": corpus,
+        "tokenizer": spec,
+        "vocab_size": tok.vocab_size,
+        "bos_id": tok.bos_id,
+        "eos_id": tok.eos_id,
+        "dtype": dtype.name,
+        "length": length,
+        "splits": {split: writer.stats() for split, writer in writers.items()},
+    }
+
+
+class _RowWriter:
+    """Appends documents (each followed by EOS) to a file as rows ``[BOS] chunk [EOS]``, carrying the
+    tokens that do not fill a chunk over to the next call."""
+
+    def __init__(self, file: IO[bytes], length: int, tok: Tokenizer, dtype: np.dtype) -> None:
+        self.file, self.length, self.dtype = file, length, dtype
+        self.bos, self.eos = tok.bos_id, tok.eos_id
+        self.pending = np.zeros(0, dtype=dtype)
+        self.rows = self.tokens = self.documents = 0
+
+    def write(self, docs: Sequence[list[int]]) -> None:
+        new = np.fromiter(chain.from_iterable(chain(ids, (self.eos,)) for ids in docs), dtype=self.dtype)
+        flat = np.concatenate([self.pending, new])
+        chunk = self.length - 2
+        n_rows = len(flat) // chunk
+        rows = np.empty((n_rows, self.length), dtype=self.dtype)
+        rows[:, 0], rows[:, -1] = self.bos, self.eos
+        rows[:, 1:-1] = flat[: n_rows * chunk].reshape(n_rows, chunk)
+        self.file.write(rows.tobytes())
+        self.pending = flat[n_rows * chunk :]
+        self.rows += n_rows
+        self.tokens += len(new)
+        self.documents += len(docs)
+
+    def stats(self) -> dict[str, int]:
+        """``tokens`` counts document tokens with their EOS, before chunking drops the remainder."""
+        return {"rows": self.rows, "tokens": self.tokens, "documents": self.documents}
