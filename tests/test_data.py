@@ -171,15 +171,23 @@ def test_corpus_errors(tmp_path: Path, name: str, content: str | bytes | None, m
         load_documents(str(path))
 
 
-def test_openwebtext_needs_datasets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
+@pytest.fixture
+def hf_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """Restore the HF offline variables that loading OpenWebText sets."""
+    for name in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.setenv(name, "1")
+    return monkeypatch
+
+
+def test_openwebtext_needs_datasets(tmp_path: Path, hf_env: pytest.MonkeyPatch) -> None:
+    hf_env.setitem(sys.modules, "datasets", None)  # makes `import datasets` fail
     with pytest.raises(PartgmError, match=r"needs the datasets package \(pip install"):
         load_documents(f"openwebtext:{tmp_path}")
     with pytest.raises(PartgmError, match="not found"):
         load_documents(f"openwebtext:{tmp_path / 'nowhere'}")
 
 
-def test_openwebtext_local_files(tmp_path: Path) -> None:
+def test_openwebtext_local_files(tmp_path: Path, hf_env: pytest.MonkeyPatch) -> None:
     pytest.importorskip("datasets")
     write_jsonl(tmp_path / "part-0.jsonl", ["first web page", "second web page"])
     assert load_documents(f"openwebtext:{tmp_path}") == ["first web page", "second web page"]

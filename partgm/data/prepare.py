@@ -84,7 +84,7 @@ class PreparedData:
         for split in SPLITS:
             file = path / f"{split}.bin"
             expected = rows[split] * length * dtype.itemsize
-            found = file.stat().st_size if file.is_file() else None
+            found = file.stat().st_size if file.is_file() else 0
             if found != expected or not expected:
                 raise PartgmError(
                     f"'{file}' is missing, empty or truncated ({found} bytes, header says {expected});"
@@ -132,8 +132,14 @@ def prepare_dataset(
     tmp = cache_dir / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
     try:
-        header = _build(tmp, corpus, tokenizer, length, is_val, progress)
-        header.update(format_version=FORMAT_VERSION, input_hash=key, val_fraction=val_fraction, seed=seed)
+        header = {
+            "format_version": FORMAT_VERSION,
+            "input_hash": key,
+            "corpus": corpus,
+            **_build(tmp, corpus, tokenizer, length, is_val, progress),
+            "val_fraction": val_fraction,
+            "seed": seed,
+        }
         (tmp / "header.json").write_text(json.dumps(header, indent=2) + "\n")
         try:
             os.rename(tmp, out)
@@ -184,7 +190,7 @@ def _val_mask(n_docs: int, val_fraction: float, seed: int) -> np.ndarray:
 def _build(
     tmp: Path, corpus: str, spec: str, length: int, is_val: np.ndarray, progress: bool
 ) -> dict[str, Any]:
-    """Write the tokenizer and both splits into ``tmp``; return the header without its input fields."""
+    """Write the tokenizer and both splits into ``tmp``; return their part of the header."""
     train_texts = (doc for doc, val in zip(iter_documents(corpus), is_val) if not val)
     tok = load_tokenizer(spec, data_dir=tmp, corpus_texts=train_texts)
     tok.save(tmp)
@@ -208,7 +214,6 @@ def _build(
                 f" tokens, fewer than the {length - 2} one row needs"
             )
     return {
-        "corpus": corpus,
         "tokenizer": spec,
         "vocab_size": tok.vocab_size,
         "bos_id": tok.bos_id,

@@ -56,7 +56,7 @@ class Tokenizer:
         return self._hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        return [e.ids for e in self._hf.encode_batch_fast(list(texts), add_special_tokens=False)]
+        return [e.ids for e in self._hf.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Any, skip_special_tokens: bool = False) -> str:
         """Decode a sequence of ids (list, numpy array or tensor); special tokens are kept by default."""
