@@ -1,0 +1,262 @@
+"""Run directories: atomic files, checkpoints and loading a trained model back.
+
+Layout::
+
+    RUN/config.json         resolved RunConfig (``to_dict``)
+    RUN/data.json           the prepared data's header, plus its path, vocab_size, bos_id, eos_id, length
+    RUN/tokenizer.json      copy of the data's tokenizer (when it has one)
+    RUN/metrics.jsonl       one JSON record per line
+    RUN/checkpoints/step_XXXXXXXX/{model,ema}.safetensors, training_state.pt, meta.json
+    RUN/checkpoints/latest  name of the newest complete checkpoint directory
+
+Every file is written to a temporary file in its directory, fsynced and renamed over the target; a
+checkpoint directory is assembled under a temporary name and renamed once complete, and only then
+does ``latest`` move to it. A crash at any point leaves the previous checkpoint usable.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from partgm.algorithms import Algorithm, get_algorithm
+from partgm.config import RunConfig, config_from_dict, to_dict
+from partgm.engine.distributed import resolve_device
+from partgm.errors import PartgmError
+
+CHECKPOINTS = "checkpoints"
+_STEP_DIR = re.compile(r"step_(\d{8})")
+WEIGHT_FILES = {"raw": "model.safetensors", "ema": "ema.safetensors"}
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
+    """Create or replace ``path`` all at once: ``write(f)`` fills a temporary sibling file, which is
+    flushed, fsynced and renamed over ``path``. Parent directories are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------------------- writing a run
+
+
+def write_run_files(run_dir: Path, cfg: RunConfig, data: Any) -> None:
+    """config.json, data.json and (when the data has a tokenizer) tokenizer.json."""
+    atomic_write_json(run_dir / "config.json", to_dict(cfg))
+    atomic_write_json(
+        run_dir / "data.json",
+        {**dict(data.header), "path": str(data.path), "vocab_size": int(data.vocab_size),
+         "bos_id": int(data.bos_id), "eos_id": int(data.eos_id), "length": int(data.length)},
+    )
+    tokenizer = data.tokenizer() if hasattr(data, "tokenizer") else None
+    if tokenizer is not None:
+        tokenizer.save(run_dir)  # writes RUN/tokenizer.json atomically
+
+
+def _tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """CPU copies that share no storage, as safetensors requires."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    weights: dict[str, torch.Tensor],
+    ema_weights: dict[str, torch.Tensor],
+    training_state: dict[str, Any],
+    keep_last: int,
+) -> Path:
+    """Write ``checkpoints/step_XXXXXXXX`` atomically, point ``latest`` at it and keep the newest
+    ``keep_last`` checkpoints (0: all). ``weights`` / ``ema_weights`` are model state dicts."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):  # left by a crash mid-save
+        shutil.rmtree(stale, ignore_errors=True)
+    name = f"step_{step:08d}"
+    tmp = root / f".tmp-{name}-{os.getpid()}"
+    tmp.mkdir()
+    atomic_write_bytes(tmp / WEIGHT_FILES["raw"], safetensors.torch.save(_tensors(weights)))
+    atomic_write_bytes(tmp / WEIGHT_FILES["ema"], safetensors.torch.save(_tensors(ema_weights)))
+    atomic_write(tmp / "training_state.pt", lambda f: torch.save(training_state, f))
+    atomic_write_json(tmp / "meta.json", {"step": step, "time": time.time()})
+    final = root / name
+    if final.exists():  # the same step saved again: move the old copy aside first
+        old = root / f".tmp-old-{name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(root)
+    atomic_write_text(root / "latest", name + "\n")
+    if keep_last > 0:
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            if old != final:
+                shutil.rmtree(old)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first (temporary directories are not counted)."""
+    root = Path(run_dir) / CHECKPOINTS
+    dirs = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)] if root.is_dir() else []
+    return sorted(dirs, key=lambda p: p.name)
+
+
+# ----------------------------------------------------------------------------- reading a run
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PartgmError(f"cannot read '{path}': {str(exc).splitlines()[0]}") from None
+
+
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The RunConfig saved in ``RUN/config.json``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise PartgmError(f"run directory '{run_dir}' does not exist")
+    if not (run_dir / "config.json").is_file():
+        raise PartgmError(f"'{run_dir}' is not a run directory (no config.json)")
+    return config_from_dict(_read_json(run_dir / "config.json"))
+
+
+def read_data_header(run_dir: Path) -> dict[str, Any]:
+    """``RUN/data.json``: the data header plus path, vocab_size, bos_id, eos_id and length."""
+    path = Path(run_dir) / "data.json"
+    if not path.is_file():
+        raise PartgmError(f"run directory '{run_dir}' has no data.json")
+    return _read_json(path)
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint directory named by ``RUN/checkpoints/latest``."""
+    latest = Path(run_dir) / CHECKPOINTS / "latest"
+    if not latest.is_file():
+        raise PartgmError(f"run directory '{run_dir}' has no checkpoint (no {CHECKPOINTS}/latest)")
+    name = latest.read_text().strip()
+    path = latest.parent / name
+    if not _STEP_DIR.fullmatch(name) or not path.is_dir():
+        raise PartgmError(f"'{latest}' names checkpoint '{name}', which does not exist")
+    return path
+
+
+def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file."""
+    if not path.is_file():
+        raise PartgmError(f"checkpoint file '{path}' is missing")
+    try:
+        return safetensors.torch.load_file(path, device=str(device))
+    except Exception as exc:  # SafetensorError, OSError, ...: the file is damaged
+        raise PartgmError(f"checkpoint file '{path}' is truncated or corrupt: {str(exc).splitlines()[0]}") from None
+
+
+def check_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
+    """Raise unless ``state`` has exactly the keys and shapes of ``expected`` (a model's state dict)."""
+    problems = [f"missing {k}" for k in expected if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in expected]
+    problems += [
+        f"{k} has shape {list(state[k].shape)}, the model wants {list(v.shape)}"
+        for k, v in expected.items() if k in state and state[k].shape != v.shape
+    ]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise PartgmError(f"checkpoint does not match the model config: {'; '.join(problems[:3])}{more}")
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Load a safetensors state dict into ``model``; keys and shapes must match exactly."""
+    state = load_tensors(path)
+    check_state(model.state_dict(), state)
+    model.load_state_dict(state)
+
+
+def load_training_state(checkpoint: Path) -> dict[str, Any]:
+    """The dict saved as ``training_state.pt`` (optimizer, scheduler, sampler, RNG states, ...)."""
+    path = checkpoint / "training_state.pt"
+    if not path.is_file():
+        raise PartgmError(f"checkpoint file '{path}' is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # RuntimeError, EOFError, UnpicklingError, ...: the file is damaged
+        raise PartgmError(f"checkpoint file '{path}' is truncated or corrupt: {str(exc).splitlines()[0]}") from None
+
+
+@dataclass
+class LoadedRun:
+    cfg: RunConfig
+    algorithm: Algorithm
+    model: nn.Module  # in eval mode, on the requested device
+    data_header: dict[str, Any]  # RUN/data.json: the data header plus path, vocab_size, bos_id, eos_id, length
+    tokenizer: Any | None  # partgm.data.tokenizers.Tokenizer, None without RUN/tokenizer.json
+    step: int
+
+
+def load_run(
+    run_dir: Path, weights: str = "ema", device: str | torch.device = "cpu", algorithm: Algorithm | None = None
+) -> LoadedRun:
+    """Rebuild the model of a run from its latest checkpoint. ``weights``: ``ema`` or ``raw``.
+    ``algorithm`` overrides the one named by the saved config (for custom algorithms)."""
+    if weights not in WEIGHT_FILES:
+        raise PartgmError(f"weights must be ema or raw, not '{weights}'")
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    header = read_data_header(run_dir)
+    checkpoint = latest_checkpoint(run_dir)
+    if algorithm is None:
+        algorithm = get_algorithm(cfg.algo, header["vocab_size"], header["bos_id"], cfg.train.noise_schedule)
+    model = algorithm.build_model(cfg.model, cfg.data.length)
+    load_weights(model, checkpoint / WEIGHT_FILES[weights])
+    tokenizer = None
+    if (run_dir / "tokenizer.json").is_file():
+        from partgm.data.tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(run_dir / "tokenizer.json", cfg.data.tokenizer)
+    step = int(_read_json(checkpoint / "meta.json")["step"])
+    return LoadedRun(cfg, algorithm, model.to(resolve_device(str(device))).eval(), header, tokenizer, step)

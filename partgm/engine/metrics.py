@@ -1,0 +1,61 @@
+"""The metrics log (``RUN/metrics.jsonl``) and throughput measurement."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from partgm.engine.checkpoint import atomic_write_text
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a metrics.jsonl file; a torn last line (a crash mid-write) is skipped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class MetricsLogger:
+    """Appends one JSON object per line, flushed at once. Every record carries a ``step``.
+
+    ``resume_step``: keep the records up to that step and drop later ones (written after the
+    checkpoint the run resumes from), so the log reads as one uninterrupted run. None: start afresh.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = Path(path)
+        kept = []
+        if resume_step is not None and self.path.exists():
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        self._file = self.path.open("a")
+
+    def log(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Throughput:
+    """Tokens per second since the previous ``rate()`` call."""
+
+    def __init__(self) -> None:
+        self._tokens = 0
+        self._since = time.perf_counter()
+
+    def add(self, tokens: int) -> None:
+        self._tokens += tokens
+
+    def rate(self) -> float:
+        now = time.perf_counter()
+        rate = self._tokens / max(now - self._since, 1e-9)
+        self._tokens, self._since = 0, now
+        return rate
