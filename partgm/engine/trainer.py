@@ -51,8 +51,8 @@ def derive_seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
-def _rows(array: Any, index: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Rows ``index`` of a [rows, L] uint16/uint32 array (or memmap) -> long tensor [len(index), L]."""
+def _rows(array: Any, index: np.ndarray | slice, device: torch.device) -> torch.Tensor:
+    """Rows ``index`` of a [rows, L] uint16/uint32 array (or memmap) -> long tensor [rows, L]."""
     return torch.from_numpy(np.asarray(array[index], dtype=np.int64)).to(device)
 
 
@@ -74,10 +74,10 @@ def evaluate_ppl(
 ) -> dict[str, float]:
     """Perplexity bound ``exp(sum NELBO / tokens)`` over the rows of ``val_array`` [rows, L].
 
-    Batch b holds rows ``[b * batch_size, (b + 1) * batch_size)`` with stratified times
-    ``antithetic_times(batch)`` from a generator seeded by (seed, b); under DDP each rank takes a
-    strided share of every batch and the float64 sums are all-reduced. ``max_batches`` 0: all rows.
-    Returns ``{"ppl", "nelbo", "tokens"}``.
+    Batch b holds rows ``[b * batch_size, (b + 1) * batch_size)``, with stratified times
+    ``antithetic_times(batch)`` and masks from generators seeded by (seed, b). Under DDP rank r takes
+    batches r, r + W, ... and the float64 sums are all-reduced, so the result does not depend on the
+    number of processes. ``max_batches`` 0: every row. Returns ``{"ppl", "nelbo", "tokens"}``.
     """
     device = torch.device(device)
     rank, world = distributed.rank_and_world()
@@ -91,15 +91,12 @@ def evaluate_ppl(
     time_gen, mask_gen = torch.Generator(), torch.Generator(device=device)
     was_training = model.training
     model.eval()
-    for b in range(n_batches):
-        rows = np.arange(b * batch_size, min(n, (b + 1) * batch_size))
-        t = antithetic_times(len(rows), time_gen.manual_seed(derive_seed(seed, _EVAL, b)), device)
-        mine = rows[rank::world]
-        if len(mine) == 0:
-            continue
-        mask_gen.manual_seed(derive_seed(seed, _EVAL, b, rank))
+    for b in range(rank, n_batches, world):
+        x = _rows(val_array, slice(b * batch_size, (b + 1) * batch_size), device)  # [B, L]
+        t = antithetic_times(len(x), time_gen.manual_seed(derive_seed(seed, _EVAL, b)), device)
+        mask_gen.manual_seed(derive_seed(seed, _EVAL, b, _MASK))
         with _autocast(device, precision):
-            nelbo, count = algorithm.validation_nelbo(model, _rows(val_array, mine, device), t[rank::world], mask_gen)
+            nelbo, count = algorithm.validation_nelbo(model, x, t, mask_gen)
         sums[0] += nelbo.double()
         sums[1] += count
     model.train(was_training)
@@ -213,7 +210,7 @@ def _train(cfg: RunConfig, data: Any, run_dir: Path, resume: bool, algorithm: Al
     autocast = _autocast(d.device, tc.precision)
     mask_gen = torch.Generator(device=d.device)
     tokens_per_step = tc.global_batch * cfg.data.length
-    eval_batch = (slices[0].stop - slices[0].start) * d.world_size
+    eval_batch = slices[0].stop - slices[0].start  # per process, like a training micro-batch
     throughput, window_loss, window_steps = Throughput(), torch.zeros((), device=d.device), 0
     final: dict[str, Any] = {}
     t0 = time.perf_counter() - elapsed
