@@ -35,7 +35,9 @@ def _series(run_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
     return series
 
 
-def _save(path: Path, key: str, label: str, log: bool, curves: dict[str, tuple[list[int], list[float]]]) -> Path:
+def _save(
+    path: Path, key: str, label: str, log: bool, curves: dict[str, tuple[list[int], list[float]]]
+) -> Path:
     """One figure with a curve per run (``curves``: {run name: (steps, values)})."""
     fig = Figure(figsize=(6, 4), layout="tight")
     FigureCanvasAgg(fig)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine import ToyAlgorithm, toy_cfg, toy_data
 
 from partgm.engine import load_run, train
 from partgm.engine.metrics import read_metrics
-from test_engine import ToyAlgorithm, toy_cfg, toy_data
 
 STEPS = 4
 
@@ -34,13 +34,16 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-                    reason="needs torch.distributed with gloo")
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with gloo",
+)
 def test_ddp_matches_single_process(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), __file__, str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"]
+    rendezvous = ["--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
+    cmd = [*torchrun, *rendezvous, __file__, str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     algo = ToyAlgorithm(dropout=0.0)

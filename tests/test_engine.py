@@ -63,7 +63,9 @@ class ToyAlgorithm(Algorithm):
         else:
             u = torch.frac(torch.arange(x.shape[1], device=x.device) * 0.618 + 7.3 * t[:, None])
         masked = u < t[:, None]
-        nll = F.cross_entropy(model(torch.where(masked, self.vocab_size, x)).transpose(1, 2), x, reduction="none")
+        nll = F.cross_entropy(
+            model(torch.where(masked, self.vocab_size, x)).transpose(1, 2), x, reduction="none"
+        )
         return nll * masked / t[:, None]
 
     def training_loss(self, model, x, t, generator=None):
@@ -99,8 +101,20 @@ def toy_data(rows: int = 40, val_rows: int = 12, seed: int = 0) -> ToyData:
 
 
 def toy_cfg(**train: object) -> RunConfig:
-    tc = dict(steps=8, global_batch=8, lr=1e-2, warmup_steps=2, ema_decay=0.9, device="cpu", log_every=1,
-              eval_every=4, eval_batches=0, save_every=4, keep_last=2, progress=False)
+    tc = {
+        "steps": 8,
+        "global_batch": 8,
+        "lr": 1e-2,
+        "warmup_steps": 2,
+        "ema_decay": 0.9,
+        "device": "cpu",
+        "log_every": 1,
+        "eval_every": 4,
+        "eval_batches": 0,
+        "save_every": 4,
+        "keep_last": 2,
+        "progress": False,
+    }
     tc.update(train)
     return RunConfig(
         algo="mdlm",
@@ -122,7 +136,9 @@ def test_exact_resume_is_bitwise(tmp_path: Path) -> None:
     data = toy_data()
     train(toy_cfg(steps=8), data, tmp_path / "full", algorithm=ToyAlgorithm())
     train(toy_cfg(steps=4), data, tmp_path / "split", algorithm=ToyAlgorithm())
-    (tmp_path / "split" / "metrics.jsonl").open("a").write('{"step": 5, "loss": 9.9}\n')  # logged, then a crash
+    (tmp_path / "split" / "metrics.jsonl").open("a").write(
+        '{"step": 5, "loss": 9.9}\n'
+    )  # logged, then a crash
     final = train(toy_cfg(steps=8), data, tmp_path / "split", resume=True, algorithm=ToyAlgorithm())
     for kind in ("raw", "ema"):
         a, b = weights(tmp_path / "full", kind), weights(tmp_path / "split", kind)
@@ -196,12 +212,16 @@ def test_run_errors(tmp_path: Path) -> None:
         train(toy_cfg(steps=2), data, run, resume=True, algorithm=ToyAlgorithm())
     bigger = toy_cfg(steps=4)
     bigger.model.hidden_size = 32
-    with pytest.raises(PartgmError, match=r"cannot resume: model config changed \(model.hidden_size 16 -> 32\)"):
+    with pytest.raises(
+        PartgmError, match=r"cannot resume: model config changed \(model.hidden_size 16 -> 32\)"
+    ):
         train(bigger, data, run, resume=True, algorithm=ToyAlgorithm())
 
     cfg = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**cfg, "model": to_dict(bigger.model)}))
-    with pytest.raises(PartgmError, match="checkpoint does not match the model config: embed.weight has shape"):
+    with pytest.raises(
+        PartgmError, match="checkpoint does not match the model config: embed.weight has shape"
+    ):
         load_run(run, algorithm=ToyAlgorithm())
     (run / "config.json").write_text(json.dumps(cfg))
 
@@ -279,10 +299,19 @@ def test_evaluate_ppl_is_deterministic() -> None:
 
 
 def test_real_mdlm_cpu_tiny(tmp_path: Path) -> None:
-    cfg = resolve_config(overrides=[
-        "algo=mdlm", "preset=cpu-tiny", f"data.length={LENGTH}", "train.steps=3", "train.global_batch=4",
-        "train.eval_every=3", "train.eval_batches=1", "train.progress=false", "train.device=cpu",
-    ])
+    cfg = resolve_config(
+        overrides=[
+            "algo=mdlm",
+            "preset=cpu-tiny",
+            f"data.length={LENGTH}",
+            "train.steps=3",
+            "train.global_batch=4",
+            "train.eval_every=3",
+            "train.eval_batches=1",
+            "train.progress=false",
+            "train.device=cpu",
+        ]
+    )
     final = train(cfg, toy_data(), tmp_path / "run")
     assert final["step"] == 3 and math.isfinite(final["loss"]) and final["val_ppl"] > 1
     run = load_run(tmp_path / "run")

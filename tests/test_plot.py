@@ -15,7 +15,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def _fake_run(run_dir: Path, scale: float) -> Path:
     run_dir.mkdir(parents=True)
-    records = [{"step": s, "loss": scale / s, "lr": 1e-3 * min(1, s / 5), "grad_norm": 1.0} for s in range(1, 21)]
+    records = [
+        {"step": s, "loss": scale / s, "lr": 1e-3 * min(1, s / 5), "grad_norm": 1.0} for s in range(1, 21)
+    ]
     records += [{"step": s, "val_ppl": 100 * scale / s, "val_nelbo": 1.0, "val_tokens": 10} for s in (10, 20)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return run_dir

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import time
@@ -29,6 +30,7 @@ from typing import Any
 
 import safetensors.torch
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from partgm.algorithms import Algorithm, get_algorithm
@@ -89,10 +91,19 @@ def write_run_files(run_dir: Path, cfg: RunConfig, data: Any) -> None:
     atomic_write_json(run_dir / "config.json", to_dict(cfg))
     atomic_write_json(
         run_dir / "data.json",
-        {**dict(data.header), "path": str(data.path), "vocab_size": int(data.vocab_size),
-         "bos_id": int(data.bos_id), "eos_id": int(data.eos_id), "length": int(data.length)},
+        {
+            **dict(data.header),
+            "path": str(data.path),
+            "vocab_size": int(data.vocab_size),
+            "bos_id": int(data.bos_id),
+            "eos_id": int(data.eos_id),
+            "length": int(data.length),
+        },
     )
-    tokenizer = data.tokenizer() if hasattr(data, "tokenizer") else None
+    try:
+        tokenizer = data.tokenizer()
+    except PartgmError:  # the data directory has no tokenizer.json: `partgm sample` will say so
+        tokenizer = None
     if tokenizer is not None:
         tokenizer.save(run_dir)  # writes RUN/tokenizer.json atomically
 
@@ -193,8 +204,10 @@ def load_tensors(path: Path, device: str | torch.device = "cpu") -> dict[str, to
         raise PartgmError(f"checkpoint file '{path}' is missing")
     try:
         return safetensors.torch.load_file(path, device=str(device))
-    except Exception as exc:  # SafetensorError, OSError, ...: the file is damaged
-        raise PartgmError(f"checkpoint file '{path}' is truncated or corrupt: {str(exc).splitlines()[0]}") from None
+    except (SafetensorError, OSError) as exc:
+        raise PartgmError(
+            f"checkpoint file '{path}' is truncated or corrupt: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def check_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:
@@ -203,7 +216,8 @@ def check_state(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor
     problems += [f"unexpected {k}" for k in state if k not in expected]
     problems += [
         f"{k} has shape {list(state[k].shape)}, the model wants {list(v.shape)}"
-        for k, v in expected.items() if k in state and state[k].shape != v.shape
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
     ]
     if problems:
         more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
@@ -224,8 +238,10 @@ def load_training_state(checkpoint: Path) -> dict[str, Any]:
         raise PartgmError(f"checkpoint file '{path}' is missing")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # RuntimeError, EOFError, UnpicklingError, ...: the file is damaged
-        raise PartgmError(f"checkpoint file '{path}' is truncated or corrupt: {str(exc).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as exc:
+        raise PartgmError(
+            f"checkpoint file '{path}' is truncated or corrupt: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 @dataclass
@@ -233,13 +249,18 @@ class LoadedRun:
     cfg: RunConfig
     algorithm: Algorithm
     model: nn.Module  # in eval mode, on the requested device
-    data_header: dict[str, Any]  # RUN/data.json: the data header plus path, vocab_size, bos_id, eos_id, length
+    data_header: dict[
+        str, Any
+    ]  # RUN/data.json: the data header plus path, vocab_size, bos_id, eos_id, length
     tokenizer: Any | None  # partgm.data.tokenizers.Tokenizer, None without RUN/tokenizer.json
     step: int
 
 
 def load_run(
-    run_dir: Path, weights: str = "ema", device: str | torch.device = "cpu", algorithm: Algorithm | None = None
+    run_dir: Path,
+    weights: str = "ema",
+    device: str | torch.device = "cpu",
+    algorithm: Algorithm | None = None,
 ) -> LoadedRun:
     """Rebuild the model of a run from its latest checkpoint. ``weights``: ``ema`` or ``raw``.
     ``algorithm`` overrides the one named by the saved config (for custom algorithms)."""

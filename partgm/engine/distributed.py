@@ -1,6 +1,6 @@
 """Process groups and data parallelism, kept out of the model code.
 
-One process (``python -m partgm train``) or one per device under ``torchrun``, which sets RANK,
+One process (``partgm train``) or one per device under ``torchrun``, which sets RANK,
 WORLD_SIZE and LOCAL_RANK. Backend: NCCL on CUDA, gloo on CPU.
 """
 

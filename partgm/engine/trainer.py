@@ -115,7 +115,12 @@ def _rng_state(noise: torch.Generator, device: torch.device) -> dict[str, Any]:
     """Global RNG states (identical on every rank: all ranks draw the same shapes) and the noise stream."""
     np_state = np.random.get_state(legacy=False)
     np_state["state"]["key"] = np_state["state"]["key"].tolist()
-    state = {"torch": torch.get_rng_state(), "noise": noise.get_state(), "numpy": np_state, "python": random.getstate()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "noise": noise.get_state(),
+        "numpy": np_state,
+        "python": random.getstate(),
+    }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -136,13 +141,44 @@ def _check_resumable(run_dir: Path, cfg: RunConfig, data: Any) -> None:
     """The saved run must describe the same network: algorithm, model section, length and vocabulary."""
 
     def shape(c: RunConfig) -> dict[str, Any]:
-        return {"algo": c.algo, **{f"model.{k}": v for k, v in to_dict(c.model).items()}, "data.length": c.data.length}
+        return {
+            "algo": c.algo,
+            **{f"model.{k}": v for k, v in to_dict(c.model).items()},
+            "data.length": c.data.length,
+        }
 
     old, new = shape(read_run_config(run_dir)), shape(cfg)
     old["data.vocab_size"], new["data.vocab_size"] = read_data_header(run_dir)["vocab_size"], data.vocab_size
     changed = [f"{k} {old[k]} -> {new[k]}" for k in old if old[k] != new[k]]
     if changed:
         raise PartgmError(f"cannot resume: model config changed ({', '.join(changed)})")
+
+
+def _restore(
+    run_dir: Path,
+    cfg: RunConfig,
+    data: Any,
+    model: nn.Module,
+    ema: EMA,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    sampler: GlobalBatchSampler,
+    noise: torch.Generator,
+    device: torch.device,
+) -> tuple[int, float]:
+    """Load the latest checkpoint into the freshly built training objects; returns (step, elapsed s)."""
+    _check_resumable(run_dir, cfg, data)
+    checkpoint = latest_checkpoint(run_dir)
+    state = load_training_state(checkpoint)
+    load_weights(model, checkpoint / WEIGHT_FILES["raw"])
+    ema_weights = load_tensors(checkpoint / WEIGHT_FILES["ema"])
+    check_state(model.state_dict(), ema_weights)
+    ema.load_state_dict({"num_updates": state["ema_num_updates"], "shadow": ema_weights})
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    sampler.load_state_dict(state["sampler"])
+    _set_rng_state(state["rng"], noise, device)
+    return state["step"], state["elapsed"]
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -166,13 +202,17 @@ def train(
             distributed.destroy_distributed()
 
 
-def _train(cfg: RunConfig, data: Any, run_dir: Path, resume: bool, algorithm: Algorithm | None) -> dict[str, Any]:
+def _train(
+    cfg: RunConfig, data: Any, run_dir: Path, resume: bool, algorithm: Algorithm | None
+) -> dict[str, Any]:
     tc = cfg.train
     d = distributed.init_distributed(tc.device)
     slices = micro_slices(tc.global_batch, d.world_size, d.rank, tc.micro_batch)
     rank_rows = slice(slices[0].start, slices[-1].stop)
     if data.length != cfg.data.length:
-        raise PartgmError(f"the data has sequences of length {data.length}, the config data.length={cfg.data.length}")
+        raise PartgmError(
+            f"the data has sequences of length {data.length}, the config data.length={cfg.data.length}"
+        )
     if not resume and (run_dir / CHECKPOINTS / "latest").exists():
         raise PartgmError(f"run directory '{run_dir}' already holds checkpoints: resume it or pick another")
 
@@ -182,28 +222,20 @@ def _train(cfg: RunConfig, data: Any, run_dir: Path, resume: bool, algorithm: Al
     optimizer, ema = build_optimizer(model, tc), EMA(model, tc.ema_decay)
     scheduler = build_scheduler(optimizer, tc)
     sampler = GlobalBatchSampler(len(data.train), tc.global_batch, tc.seed)
-    noise = torch.Generator().manual_seed(derive_seed(tc.seed, _NOISE))  # CPU: times do not depend on the device
-    step, elapsed = 0, 0.0
+    # On the CPU, so that the training times do not depend on the device.
+    noise = torch.Generator().manual_seed(derive_seed(tc.seed, _NOISE))
+    start, elapsed = 0, 0.0
     if resume:
-        _check_resumable(run_dir, cfg, data)
-        checkpoint = latest_checkpoint(run_dir)
-        state = load_training_state(checkpoint)
-        load_weights(model, checkpoint / WEIGHT_FILES["raw"])
-        ema_weights = load_tensors(checkpoint / WEIGHT_FILES["ema"])
-        check_state(model.state_dict(), ema_weights)
-        ema.load_state_dict({"num_updates": state["ema_num_updates"], "shadow": ema_weights})
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"], noise, d.device)
-        step, elapsed = state["step"], state["elapsed"]
-    if step >= tc.steps:
-        raise PartgmError(f"the run is already at step {step}: raise train.steps above it to continue")
+        start, elapsed = _restore(
+            run_dir, cfg, data, model, ema, optimizer, scheduler, sampler, noise, d.device
+        )
+    if start >= tc.steps:
+        raise PartgmError(f"the run is already at step {start}: raise train.steps above it to continue")
 
-    logger = None
+    logger: MetricsLogger | None = None
     if d.is_main:
         write_run_files(run_dir, cfg, data)
-        logger = MetricsLogger(run_dir / "metrics.jsonl", resume_step=step if resume else None)
+        logger = MetricsLogger(run_dir / "metrics.jsonl", resume_step=start if resume else None)
     distributed.barrier()
 
     net = distributed.parallelize(model, d)  # what the loss calls; `model` stays the plain module
@@ -214,9 +246,9 @@ def _train(cfg: RunConfig, data: Any, run_dir: Path, resume: bool, algorithm: Al
     throughput, window_loss, window_steps = Throughput(), torch.zeros((), device=d.device), 0
     final: dict[str, Any] = {}
     t0 = time.perf_counter() - elapsed
-    bar = tqdm(total=tc.steps, initial=step, disable=not (d.is_main and tc.progress), dynamic_ncols=True)
+    bar = tqdm(total=tc.steps, initial=start, disable=not (d.is_main and tc.progress), dynamic_ncols=True)
     model.train()
-    for step in range(step + 1, tc.steps + 1):
+    for step in range(start + 1, tc.steps + 1):
         index = next(sampler)  # [global_batch]
         t = antithetic_times(tc.global_batch, noise, d.device)  # [global_batch]
         x = _rows(data.train, index[rank_rows], d.device)  # [per_rank, L]
@@ -228,7 +260,9 @@ def _train(cfg: RunConfig, data: Any, run_dir: Path, resume: bool, algorithm: Al
                     loss = algorithm.training_loss(net, x[local], t[piece], mask_gen) / len(slices)
                 loss.backward()
             window_loss += loss.detach()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        grad_norm = nn.utils.clip_grad_norm_(
+            model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf
+        )
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
@@ -241,36 +275,52 @@ def _train(cfg: RunConfig, data: Any, run_dir: Path, resume: bool, algorithm: Al
         if _due(step, tc.log_every, tc.steps):
             mean_loss = distributed.all_reduce_sum(window_loss).item() / (d.world_size * window_steps)
             window_loss, window_steps = torch.zeros((), device=d.device), 0
-            record = {"step": step, "loss": mean_loss, "lr": lr, "grad_norm": grad_norm.item(),
-                      "tokens_per_s": throughput.rate(), "elapsed": time.perf_counter() - t0}
+            record = {
+                "step": step,
+                "loss": mean_loss,
+                "lr": lr,
+                "grad_norm": grad_norm.item(),
+                "tokens_per_s": throughput.rate(),
+                "elapsed": time.perf_counter() - t0,
+            }
             final.update(record)
             bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             if logger:
                 logger.log(record)
         if _due(step, tc.eval_every, tc.steps) and len(data.val):
-            with ema.swapped(model):
-                result = evaluate_ppl(algorithm, model, data.val, eval_batch, d.device, tc.seed, tc.eval_batches,
-                                      tc.precision)
-            record = {"step": step, "val_ppl": result["ppl"], "val_nelbo": result["nelbo"],
-                      "val_tokens": result["tokens"]}
+            with throughput.paused(), ema.swapped(model):
+                result = evaluate_ppl(
+                    algorithm, model, data.val, eval_batch, d.device, tc.seed, tc.eval_batches, tc.precision
+                )
+            record = {
+                "step": step,
+                "val_ppl": result["ppl"],
+                "val_nelbo": result["nelbo"],
+                "val_tokens": result["tokens"],
+            }
             final.update(record)
             if logger:
                 logger.log(record)
         if _due(step, tc.save_every, tc.steps):
-            if d.is_main:
-                training_state = {
-                    "step": step,
-                    "elapsed": time.perf_counter() - t0,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "ema_num_updates": ema.num_updates,
-                    "rng": _rng_state(noise, d.device),
-                }
-                save_checkpoint(run_dir, step, model.state_dict(), ema.model_state_dict(model), training_state,
-                                tc.keep_last)
-            distributed.barrier()
+            with throughput.paused():
+                if d.is_main:
+                    training_state = {
+                        "step": step,
+                        "elapsed": time.perf_counter() - t0,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "sampler": sampler.state_dict(),
+                        "ema_num_updates": ema.num_updates,
+                        "rng": _rng_state(noise, d.device),
+                    }
+                    save_checkpoint(
+                        run_dir,
+                        step,
+                        model.state_dict(),
+                        ema.model_state_dict(model),
+                        training_state,
+                        tc.keep_last,
+                    )
+                distributed.barrier()
     bar.close()
-    if logger:
-        logger.close()
     return final
