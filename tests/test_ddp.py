@@ -15,16 +15,17 @@ import pytest
 import torch
 from test_engine import ToyAlgorithm, toy_cfg, toy_data
 
+from partgm.config import RunConfig
 from partgm.engine import load_run, train
 from partgm.engine.metrics import read_metrics
 
 STEPS = 4
 
 
-def _cfg(micro_batch: int):
-    # global batch 8: 2 ranks x 4 rows, or one process with 2 micro-batches of 4 rows. No dropout: it
-    # draws from the global RNG, which the two layouts consume in a different order.
-    return toy_cfg(steps=STEPS, global_batch=8, micro_batch=micro_batch, eval_every=2, save_every=STEPS)
+def _cfg() -> RunConfig:
+    # Global batch 8 in micro-batches of 2: 2 ranks x 2 accumulation steps (DDP no_sync), or one
+    # process with 4. No dropout: it draws from the global RNG, which the layouts consume differently.
+    return toy_cfg(steps=STEPS, global_batch=8, micro_batch=2, eval_every=2, save_every=STEPS)
 
 
 def _free_port() -> int:
@@ -47,9 +48,11 @@ def test_ddp_matches_single_process(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     algo = ToyAlgorithm(dropout=0.0)
-    train(_cfg(micro_batch=4), toy_data(), tmp_path / "single", algorithm=algo)
+    train(_cfg(), toy_data(), tmp_path / "single", algorithm=algo)
     ddp, single = (read_metrics(tmp_path / name / "metrics.jsonl") for name in ("ddp", "single"))
     assert [r["step"] for r in ddp] == [r["step"] for r in single]  # rank 0 alone writes the log
+    # Masks are seeded per micro-batch by its first global row, so they match only if each rank
+    # really trained its own half of the global batch.
     for key in ("loss", "grad_norm", "val_ppl"):
         a, b = [r[key] for r in ddp if key in r], [r[key] for r in single if key in r]
         assert a and a == pytest.approx(b, rel=1e-5), key
@@ -61,4 +64,4 @@ def test_ddp_matches_single_process(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__":
-    train(_cfg(micro_batch=0), toy_data(), Path(sys.argv[1]), algorithm=ToyAlgorithm(dropout=0.0))
+    train(_cfg(), toy_data(), Path(sys.argv[1]), algorithm=ToyAlgorithm(dropout=0.0))

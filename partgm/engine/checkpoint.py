@@ -35,6 +35,7 @@ from torch import nn
 
 from partgm.algorithms import Algorithm, get_algorithm
 from partgm.config import RunConfig, config_from_dict, to_dict
+from partgm.data.tokenizers import Tokenizer
 from partgm.engine.distributed import resolve_device
 from partgm.errors import PartgmError
 
@@ -246,13 +247,15 @@ def load_training_state(checkpoint: Path) -> dict[str, Any]:
 
 @dataclass
 class LoadedRun:
+    """A trained run, ready to sample or evaluate. ``model`` is in eval mode on the requested device;
+    ``data_header`` is RUN/data.json (the data header plus path, vocab_size, bos_id, eos_id, length);
+    ``tokenizer`` is None when the run has no tokenizer.json."""
+
     cfg: RunConfig
     algorithm: Algorithm
-    model: nn.Module  # in eval mode, on the requested device
-    data_header: dict[
-        str, Any
-    ]  # RUN/data.json: the data header plus path, vocab_size, bos_id, eos_id, length
-    tokenizer: Any | None  # partgm.data.tokenizers.Tokenizer, None without RUN/tokenizer.json
+    model: nn.Module
+    data_header: dict[str, Any]
+    tokenizer: Tokenizer | None
     step: int
 
 
@@ -276,8 +279,6 @@ def load_run(
     load_weights(model, checkpoint / WEIGHT_FILES[weights])
     tokenizer = None
     if (run_dir / "tokenizer.json").is_file():
-        from partgm.data.tokenizers import Tokenizer
-
         tokenizer = Tokenizer.from_file(run_dir / "tokenizer.json", cfg.data.tokenizer)
     step = int(_read_json(checkpoint / "meta.json")["step"])
     return LoadedRun(cfg, algorithm, model.to(resolve_device(str(device))).eval(), header, tokenizer, step)
