@@ -33,7 +33,7 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
 def _setup(args: argparse.Namespace):
     import torch
 
-    from partgm.benchmarks.timing import resolve_device
+    from partgm.engine.distributed import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

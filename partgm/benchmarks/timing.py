@@ -12,12 +12,6 @@ from contextlib import nullcontext
 import torch
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def autocast_for(device: torch.device, dtype: str):
     """The paper's protocol: fp32 weights with bf16 autocast on GPU; plain fp32 on CPU unless asked."""
     if dtype == "bf16":
