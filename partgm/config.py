@@ -107,6 +107,8 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "mdlm-small": dict(hidden_size=768, n_heads=12, n_blocks=12, cond_dim=128),
     "pgm-6-6-d1024": dict(hidden_size=1024, n_heads=16, n_encoder_blocks=6, n_decoder_blocks=6, cond_dim=128),
     "pgm-8-8": dict(hidden_size=768, n_heads=12, n_encoder_blocks=8, n_decoder_blocks=8, cond_dim=128),
+    # Same width and number of blocks as mdlm-small: the matched comparison for training throughput.
+    "pgm-6-6-d768": dict(hidden_size=768, n_heads=12, n_encoder_blocks=6, n_decoder_blocks=6, cond_dim=128),
     "cpu-small": dict(
         hidden_size=256, n_heads=4, n_blocks=6, n_encoder_blocks=3, n_decoder_blocks=3, cond_dim=64, dropout=0.0
     ),

@@ -102,5 +102,5 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p = bench.add_parser("train", help="training tokens/s (forward + backward): PGM vs MDLM")
     _common(p, "benchmarks/results/train.json")
     p.add_argument("--algos", default="pgm,mdlm")
-    p.set_defaults(pgm_preset="pgm-8-8")  # matched width with mdlm-small (H 768)
+    p.set_defaults(pgm_preset="pgm-6-6-d768")  # width and block count of mdlm-small
     p.set_defaults(func=cmd_bench_train)
