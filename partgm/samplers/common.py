@@ -1,0 +1,178 @@
+"""What every sampler shares: prompts, the float64 token draw and the decoding plan.
+
+Shapes: B batch, L sequence length, V vocabulary, S steps, W the widest step of a batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from partgm.errors import PartgmError
+from partgm.schedules import NoiseSchedule
+
+FINAL_TIME = 1e-5  # the last time of the grid linspace(1, FINAL_TIME, T + 1), as in MDLM
+
+
+@dataclass
+class Prompt:
+    """tokens [B, L] long, fixed [B, L] bool: fixed positions are clean from the start and never change;
+    the values of ``tokens`` elsewhere are ignored."""
+
+    tokens: torch.Tensor
+    fixed: torch.Tensor
+
+
+def make_prompt(
+    batch_size: int,
+    length: int,
+    bos_id: int,
+    prefix_ids: list[int] | None = None,
+    fixed: dict[int, int] | None = None,
+    device: torch.device | str = "cpu",
+) -> Prompt:
+    """BOS at position 0, ``prefix_ids`` at positions 1.., and ``fixed`` {position: id} anywhere (infilling),
+    the same for every row. Token ids are checked against the vocabulary by ``generate``."""
+    prefix_ids = list(prefix_ids or [])
+    fixed = dict(fixed or {})
+    if 1 + len(prefix_ids) > length:
+        raise PartgmError(
+            f"the prompt has {1 + len(prefix_ids)} tokens (BOS + {len(prefix_ids)}) but the sequence length is {length}"
+        )
+    entries = {0: bos_id, **{1 + i: token for i, token in enumerate(prefix_ids)}}
+    for position, token in fixed.items():
+        if not 0 < position < length:
+            raise PartgmError(f"fixed position {position} is outside 1..{length - 1} (position 0 holds BOS)")
+        if position in entries and entries[position] != token:
+            raise PartgmError(f"position {position} is given twice: by the prefix ({entries[position]}) and as {token}")
+        entries[position] = token
+    if min(entries.values()) < 0:
+        raise PartgmError(f"token ids must be non-negative, got {min(entries.values())}")
+    tokens = torch.zeros(batch_size, length, dtype=torch.long, device=device)
+    is_fixed = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
+    positions = torch.tensor(list(entries), device=device)
+    tokens[:, positions] = torch.tensor(list(entries.values()), device=device)
+    is_fixed[:, positions] = True
+    return Prompt(tokens, is_fixed)
+
+
+def token_probs(logits: torch.Tensor, nucleus: float = 1.0) -> torch.Tensor:
+    """logits [..., V] -> float64 weights [..., V]: the softmax, top-p filtered when ``nucleus < 1`` (the
+    smallest set of tokens whose mass reaches ``nucleus``, the top token always kept). Filtered weights
+    are not renormalised: ``sample_categorical`` is invariant to the scale."""
+    probs = logits.double().softmax(dim=-1)
+    if nucleus < 1.0:
+        sorted_probs, index = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= nucleus
+        probs = probs.scatter(-1, index, sorted_probs.masked_fill(outside, 0.0))
+    return probs
+
+
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One id per row of weights [..., V] (any positive scale) by the exponential race (Gumbel-max):
+    ``argmax(p / E)`` with ``E ~ Exp(1)`` drawn from ``generator``. Returns [...] long."""
+    noise = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / noise.clamp_(min=torch.finfo(noise.dtype).tiny)).argmax(dim=-1)
+
+
+def sample_tokens(logits: torch.Tensor, nucleus: float, generator: torch.Generator | None) -> torch.Tensor:
+    """logits [..., V] -> ids [...] drawn from the float64 (nucleus-filtered) softmax."""
+    return sample_categorical(token_probs(logits, nucleus), generator)
+
+
+def random_order(fixed: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """fixed [B, L] bool -> positions [B, L]: the fixed ones first (in position order), then the others in
+    a uniformly random order per row."""
+    keys = torch.rand(fixed.shape, generator=generator, device=fixed.device).masked_fill(fixed, -1.0)
+    return keys.argsort(dim=1, stable=True)
+
+
+@dataclass
+class DecodeStep:
+    """One step of a plan. start [B]: clean tokens per row before the step (the first ``start`` positions
+    of the order); clean_width = max(start); clean_valid [B, clean_width] marks the real ones (None when
+    every row has the same number); query_positions [B, W] the positions decoded now, right-padded with
+    position 0 where query_valid [B, W] is False."""
+
+    start: torch.Tensor
+    clean_width: int
+    clean_valid: torch.Tensor | None
+    query_positions: torch.Tensor
+    query_valid: torch.Tensor
+
+    def write(self, buffer: torch.Tensor, values: torch.Tensor) -> None:
+        """Scatter values [B, W] to the query positions of buffer [B, L + 1]; padded slots land in the
+        spare last column, so they can never overwrite a real position."""
+        spare = buffer.shape[1] - 1
+        buffer.scatter_(1, torch.where(self.query_valid, self.query_positions, spare), values)
+
+
+class DecodePlan:
+    """Which positions each step decodes: a random order per row (fixed positions first) and counts [S, B]
+    of positions decoded per step and row. Steps where no row decodes anything are skipped when iterating,
+    so ``len(plan)`` is the number of forward passes. All shapes are known on the host after one sync."""
+
+    def __init__(self, fixed: torch.Tensor, order: torch.Tensor, counts: torch.Tensor):
+        n_fixed = fixed.sum(dim=1)
+        self.order = order  # [B, L]
+        self.bounds = torch.cat([n_fixed[None], n_fixed[None] + counts.cumsum(dim=0)])  # [S + 1, B]
+        self._host_bounds: list[list[int]] = self.bounds.tolist()
+        self._steps = [k for k in range(counts.shape[0]) if self._host_bounds[k] != self._host_bounds[k + 1]]
+
+    @classmethod
+    def uniform(cls, fixed: torch.Tensor, steps: int, generator: torch.Generator | None) -> DecodePlan:
+        """``min(steps, n)`` steps for n the most positions any row generates; each row's positions are
+        spread over them as evenly as possible (counts differ by at most one)."""
+        order = random_order(fixed, generator)
+        n_free = (~fixed).sum(dim=1)  # [B]
+        n_steps = min(steps, int(n_free.max()))
+        done = torch.arange(n_steps + 1, device=fixed.device)[:, None] * n_free // max(n_steps, 1)  # [S + 1, B]
+        return cls(fixed, order, done.diff(dim=0))
+
+    @classmethod
+    def binomial(
+        cls, fixed: torch.Tensor, steps: int, schedule: NoiseSchedule, generator: torch.Generator | None
+    ) -> DecodePlan:
+        """The masked-diffusion schedule: ``steps`` steps on ``t_k = linspace(1, 1e-5, steps + 1)``, each
+        still-masked position decoded w.p. ``(alpha_s - alpha_t) / (1 - alpha_t)``, then a final step
+        (``alpha_s = 1``) for what is left. Per row the counts are therefore successive
+        ``Binomial(#remaining, (alpha_s - alpha_t) / (1 - alpha_t))`` draws; they are drawn at once, as the
+        histogram of each position's decoding step (whose CDF telescopes to
+        ``(alpha_s_k - alpha_1) / (1 - alpha_1)``)."""
+        order = random_order(fixed, generator)
+        device = fixed.device
+        t = torch.linspace(1.0, FINAL_TIME, steps + 1, dtype=torch.float64, device=device)
+        alpha = schedule.alpha(t)
+        alpha_s = torch.cat([alpha[1:], alpha.new_ones(1)])  # [steps + 1]: the final step ends at alpha = 1
+        cdf = (alpha_s - alpha[0]) / (1.0 - alpha[0])
+        u = torch.rand(fixed.shape, generator=generator, device=device, dtype=torch.float64)
+        step = torch.searchsorted(cdf, u, right=True).masked_fill(fixed, steps + 1)  # [B, L], cdf[-1] = 1 > u
+        counts = torch.zeros(fixed.shape[0], steps + 2, dtype=torch.long, device=device)
+        counts.scatter_add_(1, step, torch.ones_like(step))
+        return cls(fixed, order, counts[:, :-1].T)
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __iter__(self) -> Iterator[DecodeStep]:
+        for k in self._steps:
+            lo, hi = self._host_bounds[k], self._host_bounds[k + 1]
+            width = max(h - l for l, h in zip(lo, hi))
+            start, end = self.bounds[k], self.bounds[k + 1]
+            slots = torch.arange(width, device=start.device)
+            ranks = start[:, None] + slots  # [B, W]
+            valid = ranks < end[:, None]
+            positions = self.order.gather(1, ranks.clamp(max=self.order.shape[1] - 1))
+            clean_width = max(lo)
+            clean_valid = None
+            if min(lo) != clean_width:
+                clean_valid = torch.arange(clean_width, device=start.device) < start[:, None]
+            yield DecodeStep(start, clean_width, clean_valid, positions.masked_fill(~valid, 0), valid)
+
+
+def with_spare_column(tokens: torch.Tensor) -> torch.Tensor:
+    """[B, L] -> [B, L + 1]: a copy with a spare last column for ``DecodeStep.write``."""
+    return F.pad(tokens, (0, 1))
