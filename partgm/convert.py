@@ -11,10 +11,12 @@ mlp.0.{weight,bias}, mlp.2.{weight,bias}, adaLN_modulation.{weight,bias}}``; ``o
 linear.{weight,bias}, adaLN_modulation.{weight,bias}}``.
 
 PGM ``PartitionDIT``: ``vocab_embed``, ``rotary_emb`` (buffer), ``sigma_map``, ``encoder.blocks.{i}`` (as
-MDLM blocks), ``decoder.group_swap.{pre_query_norm.{weight,bias}, base_embedding, query_processor.{weight,
-bias}, hidden_to_key_value.{weight,bias}, output_linear.{weight,bias}}`` (the reference registers the
-query LayerNorm before the learned query vector), ``decoder.layers.{i}.{q_norm1, kv_norm1, norm2, attn_q,
-attn_kv, attn_out}.weight, mlp.0.*, mlp.2.*, adaLN_modulation.*``, ``output_layer``.
+MDLM blocks), ``decoder.group_swap.{base_embedding, pre_query_norm.{weight,bias}, query_processor.{weight,
+bias}, hidden_to_key_value.{weight,bias}, output_linear.{weight,bias}}`` (``base_embedding`` is a
+parameter of the GroupSwap module itself, and ``parameters()`` yields a module's own parameters before
+those of its submodules, although the reference assigns the query LayerNorm first),
+``decoder.layers.{i}.{q_norm1, kv_norm1, norm2, attn_q, attn_kv, attn_out}.weight, mlp.0.*, mlp.2.*,
+adaLN_modulation.*``, ``output_layer``.
 
 Fused layouts are the same as ours (``attn_qkv`` rows q, k, v, head-major; ``attn_kv`` k, v;
 ``hidden_to_key_value`` keys first), so tensors are copied as they are; the reference vocabulary has a
@@ -44,7 +46,7 @@ _DIT_BLOCK = ("norm1.weight", "attn_qkv.weight", "attn_out.weight", "norm2.weigh
 _CROSS_BLOCK = ("q_norm1.weight", "kv_norm1.weight", "norm2.weight", "attn_q.weight", "attn_kv.weight",
                 "attn_out.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias",
                 "adaLN_modulation.weight", "adaLN_modulation.bias")
-_GROUP_SWAP = ("pre_query_norm.weight", "pre_query_norm.bias", "base_embedding", "query_processor.weight",
+_GROUP_SWAP = ("base_embedding", "pre_query_norm.weight", "pre_query_norm.bias", "query_processor.weight",
                "query_processor.bias", "hidden_to_key_value.weight", "hidden_to_key_value.bias",
                "output_linear.weight", "output_linear.bias")
 _SIGMA_MAP = ("sigma_map.mlp.0.weight", "sigma_map.mlp.0.bias", "sigma_map.mlp.2.weight", "sigma_map.mlp.2.bias")
@@ -156,20 +158,24 @@ def backbone_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tenso
 
 class _Missing:
     """Stands in for a class a checkpoint names but this environment cannot import (omegaconf configs,
-    tokenizer objects, Lightning callbacks): it keeps the pickled state for inspection."""
+    tokenizer objects, Lightning callbacks): it keeps the pickled state, items and list entries."""
 
     _partgm_qualname = "?"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._args, self._kwargs, self._state = args, kwargs, None
+        self.__dict__["_partgm_args"] = args
 
     def __setstate__(self, state: Any) -> None:
-        self._state = state
+        self.__dict__["_partgm_state"] = state
 
     def __setitem__(self, key: Any, value: Any) -> None:  # dict subclasses are rebuilt item by item
-        if not isinstance(self.__dict__.get("_items"), dict):
-            self.__dict__["_items"] = {}
-        self.__dict__["_items"][key] = value
+        self.__dict__.setdefault("_partgm_items", {})[key] = value
+
+    def append(self, value: Any) -> None:  # list subclasses too
+        self.__dict__.setdefault("_partgm_list", []).append(value)
+
+    def extend(self, values: Any) -> None:
+        self.__dict__.setdefault("_partgm_list", []).extend(values)
 
     def __call__(self, *args: Any, **kwargs: Any) -> _Missing:
         return self
@@ -232,14 +238,19 @@ def _plain(obj: Any, depth: int = 0) -> Any:
     if depth > 30:
         return None
     if isinstance(obj, _Missing):
-        state = obj._state if obj._state is not None else obj.__dict__.get("_items")
-        if isinstance(state, Mapping):
-            if "_content" in state:
-                return _plain(state["_content"], depth + 1)
-            if "_val" in state:
-                return _plain(state["_val"], depth + 1)
-            return {str(k): _plain(v, depth + 1) for k, v in state.items()}
-        return _plain(state, depth + 1)
+        d = obj.__dict__
+        if "_partgm_list" in d:
+            return _plain(d["_partgm_list"], depth + 1)
+        state = d.get("_partgm_state")
+        if isinstance(state, Mapping) and "_content" in state:  # omegaconf DictConfig / ListConfig
+            return _plain(state["_content"], depth + 1)
+        if isinstance(state, Mapping) and "_val" in state:  # omegaconf value node
+            return _plain(state["_val"], depth + 1)
+        plain_state = _plain(state, depth + 1)
+        items = _plain(d.get("_partgm_items"), depth + 1)
+        if isinstance(items, dict):
+            return {**(plain_state if isinstance(plain_state, dict) else {}), **items}
+        return plain_state
     if isinstance(obj, Mapping):
         out = {}
         for k in list(obj.keys()):
@@ -315,9 +326,6 @@ def infer_model_config(
     else:
         out["n_encoder_blocks"] = _count_blocks(keys, "encoder.blocks.")
         out["n_decoder_blocks"] = _count_blocks(keys, "decoder.layers.")
-        if "decoder.group_swap.query_processor.0.weight" in state:
-            raise PartgmError("the reference 'mlp4' query processor (Linear-SiLU-Linear) is not supported: "
-                              "partgm converts query_process_mode 'linear' only")
         norm = hparams.get("swap", {}).get("normalize_mode") if isinstance(hparams.get("swap"), Mapping) else None
         if norm not in (None, "layernorm") or "decoder.group_swap.pre_query_norm.bias" not in state:
             raise PartgmError(f"group_swap normalize_mode '{norm or 'without bias'}' is not supported "
@@ -355,14 +363,22 @@ def infer_model_config(
 # ----------------------------------------------------------------------------- conversion
 
 
-def map_state(state: Mapping[str, torch.Tensor], algo: str, num_real_tokens: int) -> dict[str, torch.Tensor]:
-    """Reference backbone tensors -> our parameter names; unknown keys raise, listing a few. PGM drops
-    the reference's trailing [MASK] row of the embedding and of the output layer."""
+def check_known_keys(state: Mapping[str, torch.Tensor], algo: str) -> None:
+    """Raise, listing a few, when backbone keys are not part of the supported reference layout."""
+    if algo == "pgm" and "decoder.group_swap.query_processor.0.weight" in state:
+        raise PartgmError("the reference 'mlp4' query processor (Linear-SiLU-Linear) is not supported: "
+                          "partgm converts query_process_mode 'linear' only")
     unknown = [k for k in state if map_reference_key(k, algo) is None]
     if unknown:
         more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
         raise PartgmError(f"unknown {algo} reference keys: {', '.join(unknown[:4])}{more} "
                           f"(is --algo right? see docs/evaluation.md for the supported layouts)")
+
+
+def map_state(state: Mapping[str, torch.Tensor], algo: str, num_real_tokens: int) -> dict[str, torch.Tensor]:
+    """Reference backbone tensors -> our parameter names; unknown keys raise, listing a few. PGM drops
+    the reference's trailing [MASK] row of the embedding and of the output layer."""
+    check_known_keys(state, algo)
     ours = {}
     for key, value in state.items():
         name = map_reference_key(key, algo)
@@ -433,6 +449,7 @@ def convert_checkpoint(
     if not isinstance(ckpt["state_dict"], Mapping):
         raise PartgmError("the checkpoint's state_dict is not a mapping of tensors")
     raw, ignored = backbone_state(ckpt["state_dict"])
+    check_known_keys(raw, algo)
     hparams = reference_model_config(ckpt)
     model_cfg = infer_model_config(raw, algo, hparams, n_heads, swap_query_mode)
     rows = raw["vocab_embed.embedding"].shape[0]
