@@ -16,16 +16,16 @@ QUICKSTART_CONFIG = {
     "preset": "cpu-small",
     "data": {"corpus": "kjv", "tokenizer": "bpe-4096", "length": 128},
     "train": {
-        "steps": 400,
+        "steps": 300,
         "global_batch": 32,
         "lr": 1e-3,
         "warmup_steps": 50,
         "lr_schedule": "cosine",
         "ema_decay": 0.999,
         "log_every": 10,
-        "eval_every": 200,
+        "eval_every": 150,
         "eval_batches": 8,
-        "save_every": 200,
+        "save_every": 150,
         "keep_last": 1,
     },
 }
@@ -45,7 +45,8 @@ def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
                          progress=False)
     print()
     for r in records:
-        print(f"--- sample {r['index']} (PGM, 64 steps, nucleus 0.9) ---\n{r['text'].strip()}\n")
+        text = r["text"].replace("<|endoftext|>", "\n").strip()
+        print(f"--- sample {r['index']} (PGM, 64 steps, nucleus 0.9) ---\n{text}\n")
     minutes = (time.time() - start) / 60
     print(f"validation PPL (EMA, NELBO bound): {result.get('val_ppl', float('nan')):.2f}")
     print(f"run saved in {run_dir.resolve()}  ({minutes:.1f} min)")
