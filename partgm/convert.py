@@ -41,22 +41,62 @@ SUPPORTED_ALGOS = ("pgm", "mdlm")
 SWAP_QUERY_MODES = ("learn", "learn+freqs", "learn+freqs+mean", "learn+freqs+logsumexp")
 FREQUENCY_DIM = 256  # the reference TimestepEmbedder's sinusoidal size, as ours
 
-_DIT_BLOCK = ("norm1.weight", "attn_qkv.weight", "attn_out.weight", "norm2.weight", "mlp.0.weight", "mlp.0.bias",
-              "mlp.2.weight", "mlp.2.bias", "adaLN_modulation.weight", "adaLN_modulation.bias")
-_CROSS_BLOCK = ("q_norm1.weight", "kv_norm1.weight", "norm2.weight", "attn_q.weight", "attn_kv.weight",
-                "attn_out.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias",
-                "adaLN_modulation.weight", "adaLN_modulation.bias")
-_GROUP_SWAP = ("base_embedding", "pre_query_norm.weight", "pre_query_norm.bias", "query_processor.weight",
-               "query_processor.bias", "hidden_to_key_value.weight", "hidden_to_key_value.bias",
-               "output_linear.weight", "output_linear.bias")
-_SIGMA_MAP = ("sigma_map.mlp.0.weight", "sigma_map.mlp.0.bias", "sigma_map.mlp.2.weight", "sigma_map.mlp.2.bias")
-_OUTPUT = ("output_layer.norm_final.weight", "output_layer.linear.weight", "output_layer.linear.bias",
-           "output_layer.adaLN_modulation.weight", "output_layer.adaLN_modulation.bias")
+_DIT_BLOCK = (
+    "norm1.weight",
+    "attn_qkv.weight",
+    "attn_out.weight",
+    "norm2.weight",
+    "mlp.0.weight",
+    "mlp.0.bias",
+    "mlp.2.weight",
+    "mlp.2.bias",
+    "adaLN_modulation.weight",
+    "adaLN_modulation.bias",
+)
+_CROSS_BLOCK = (
+    "q_norm1.weight",
+    "kv_norm1.weight",
+    "norm2.weight",
+    "attn_q.weight",
+    "attn_kv.weight",
+    "attn_out.weight",
+    "mlp.0.weight",
+    "mlp.0.bias",
+    "mlp.2.weight",
+    "mlp.2.bias",
+    "adaLN_modulation.weight",
+    "adaLN_modulation.bias",
+)
+_GROUP_SWAP = (
+    "base_embedding",
+    "pre_query_norm.weight",
+    "pre_query_norm.bias",
+    "query_processor.weight",
+    "query_processor.bias",
+    "hidden_to_key_value.weight",
+    "hidden_to_key_value.bias",
+    "output_linear.weight",
+    "output_linear.bias",
+)
+_SIGMA_MAP = (
+    "sigma_map.mlp.0.weight",
+    "sigma_map.mlp.0.bias",
+    "sigma_map.mlp.2.weight",
+    "sigma_map.mlp.2.bias",
+)
+_OUTPUT = (
+    "output_layer.norm_final.weight",
+    "output_layer.linear.weight",
+    "output_layer.linear.bias",
+    "output_layer.adaLN_modulation.weight",
+    "output_layer.adaLN_modulation.bias",
+)
 _BUFFERS = ("rotary_emb.inv_freq",)
 
 
-def reference_parameter_names(algo: str, n_blocks: int = 0, n_encoder_blocks: int = 0,
-                              n_decoder_blocks: int = 0) -> list[str]:
+def reference_parameter_names(
+    algo: str, n_blocks: int = 0, n_encoder_blocks: int = 0, n_decoder_blocks: int = 0
+) -> list[str]:
     """Names of the reference backbone's parameters in ``parameters()`` order (the EMA list order)."""
     names = ["vocab_embed.embedding", *_SIGMA_MAP]
     if algo == "mdlm":
@@ -124,8 +164,11 @@ def map_reference_key(key: str, algo: str) -> str | None:
     if m:
         mapped = _map_block(m[2], "cross")
         return None if mapped is None else f"decoder.{m[1]}.{mapped}"
-    m = re.fullmatch(r"decoder\.group_swap\.(base_embedding|(?:pre_query_norm|query_processor|hidden_to_key_value"
-                     r"|output_linear)\.(?:weight|bias))", key)
+    m = re.fullmatch(
+        r"decoder\.group_swap\.(base_embedding|(?:pre_query_norm|query_processor|hidden_to_key_value"
+        r"|output_linear)\.(?:weight|bias))",
+        key,
+    )
     if m:
         return f"group_swap.{m[1]}"
     return None
@@ -206,7 +249,7 @@ def load_reference_checkpoint(path: str | Path, allow_pickle: bool = False) -> d
 
         try:
             return {"state_dict": safetensors.torch.load_file(str(path))}
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001
             raise PartgmError(f"'{path}' is truncated or corrupt: {str(exc).splitlines()[0]}") from None
     if not allow_pickle:
         raise PartgmError(
@@ -219,9 +262,11 @@ def load_reference_checkpoint(path: str | Path, allow_pickle: bool = False) -> d
         # classes from packages missing here (omegaconf, transformers, lightning): keep their state only
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_lenient_pickle)
-        except Exception as exc:
-            raise PartgmError(f"cannot read '{path}': {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # UnpicklingError, EOFError, RuntimeError: damaged or not a checkpoint
+        except Exception as exc:  # noqa: BLE001
+            raise PartgmError(
+                f"cannot read '{path}': {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            ) from None
+    except Exception as exc:  # noqa: BLE001 (UnpicklingError, EOFError, RuntimeError: damaged or not a checkpoint)
         raise PartgmError(f"cannot read '{path}': {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if not isinstance(ckpt, Mapping):
         raise PartgmError(f"'{path}' holds a {type(ckpt).__name__}, not a checkpoint dict")
@@ -256,13 +301,13 @@ def _plain(obj: Any, depth: int = 0) -> Any:
         for k in list(obj.keys()):
             try:
                 out[str(k)] = _plain(obj[k], depth + 1)
-            except Exception:  # an unresolvable interpolation in a DictConfig
+            except Exception:  # noqa: BLE001 (an unresolvable interpolation in a DictConfig)
                 out[str(k)] = None
         return out
     if isinstance(obj, (list, tuple)) or type(obj).__name__ == "ListConfig":
         try:
             return [_plain(v, depth + 1) for v in obj]
-        except Exception:
+        except Exception:  # noqa: BLE001
             return None
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
@@ -312,27 +357,37 @@ def infer_model_config(
     head size from ``rotary_emb.inv_freq``), the checkpoint's hyper-parameters and explicit flags."""
     hparams = hparams or {}
     keys = list(state)
-    vocab, hidden = _shape(state, "vocab_embed.embedding")
+    hidden = _shape(state, "vocab_embed.embedding")[1]
     cond_dim, freq_dim = _shape(state, "sigma_map.mlp.0.weight")
     if freq_dim != FREQUENCY_DIM:
         raise PartgmError(f"sigma_map reads {freq_dim} sinusoidal features; partgm supports {FREQUENCY_DIM}")
     first = "blocks.0" if algo == "mdlm" else "encoder.blocks.0"
     ratio, rem = divmod(_shape(state, f"{first}.mlp.0.weight")[0], hidden)
     if rem:
-        raise PartgmError(f"MLP width {_shape(state, f'{first}.mlp.0.weight')[0]} is not a multiple of hidden {hidden}")
+        raise PartgmError(
+            f"MLP width {_shape(state, f'{first}.mlp.0.weight')[0]} is not a multiple of hidden {hidden}"
+        )
     out = {"hidden_size": hidden, "cond_dim": cond_dim, "mlp_ratio": ratio}
     if algo == "mdlm":
         out["n_blocks"] = _count_blocks(keys, "blocks.")
     else:
         out["n_encoder_blocks"] = _count_blocks(keys, "encoder.blocks.")
         out["n_decoder_blocks"] = _count_blocks(keys, "decoder.layers.")
-        norm = hparams.get("swap", {}).get("normalize_mode") if isinstance(hparams.get("swap"), Mapping) else None
+        norm = (
+            hparams.get("swap", {}).get("normalize_mode")
+            if isinstance(hparams.get("swap"), Mapping)
+            else None
+        )
         if norm not in (None, "layernorm") or "decoder.group_swap.pre_query_norm.bias" not in state:
-            raise PartgmError(f"group_swap normalize_mode '{norm or 'without bias'}' is not supported "
-                              "(partgm converts 'layernorm')")
+            raise PartgmError(
+                f"group_swap normalize_mode '{norm or 'without bias'}' is not supported "
+                "(partgm converts 'layernorm')"
+            )
         mode = swap_query_mode or _get(hparams, "swap.pre_query_mode") or "learn+freqs"
         if mode not in SWAP_QUERY_MODES:
-            raise PartgmError(f"swap query mode '{mode}' is not supported (choose from {', '.join(SWAP_QUERY_MODES)})")
+            raise PartgmError(
+                f"swap query mode '{mode}' is not supported (choose from {', '.join(SWAP_QUERY_MODES)})"
+            )
         out["swap_query_mode"] = mode
         out["swap_projection"] = "linear"
     inv_freq = state.get("rotary_emb.inv_freq")
@@ -340,15 +395,19 @@ def infer_model_config(
     if inv_freq is not None:
         head_dim = 2 * inv_freq.numel()
         if hidden % head_dim:
-            raise PartgmError(f"rotary_emb.inv_freq implies head size {head_dim}, which does not divide hidden {hidden}")
+            raise PartgmError(
+                f"rotary_emb.inv_freq implies head size {head_dim}, which does not divide hidden {hidden}"
+            )
         heads_from_rope = hidden // head_dim
         if inv_freq.numel() > 1:
             base = float(inv_freq[1].double() ** (-head_dim / 2))
             out["rope_base"] = 10000.0 if abs(base - 10000.0) < 10.0 else float(round(base))
     heads = n_heads or hparams.get("n_heads") or heads_from_rope
     if not heads:
-        raise PartgmError("cannot infer the number of attention heads (no hyper-parameters, no rotary_emb.inv_freq): "
-                          "pass --n-heads")
+        raise PartgmError(
+            "cannot infer the number of attention heads (no hyper-parameters, no rotary_emb.inv_freq): "
+            "pass --n-heads"
+        )
     heads = int(heads)
     if heads_from_rope is not None and heads != heads_from_rope:
         raise PartgmError(f"{heads} heads contradicts rotary_emb.inv_freq, which implies {heads_from_rope}")
@@ -366,13 +425,17 @@ def infer_model_config(
 def check_known_keys(state: Mapping[str, torch.Tensor], algo: str) -> None:
     """Raise, listing a few, when backbone keys are not part of the supported reference layout."""
     if algo == "pgm" and "decoder.group_swap.query_processor.0.weight" in state:
-        raise PartgmError("the reference 'mlp4' query processor (Linear-SiLU-Linear) is not supported: "
-                          "partgm converts query_process_mode 'linear' only")
+        raise PartgmError(
+            "the reference 'mlp4' query processor (Linear-SiLU-Linear) is not supported: "
+            "partgm converts query_process_mode 'linear' only"
+        )
     unknown = [k for k in state if map_reference_key(k, algo) is None]
     if unknown:
         more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
-        raise PartgmError(f"unknown {algo} reference keys: {', '.join(unknown[:4])}{more} "
-                          f"(is --algo right? see docs/evaluation.md for the supported layouts)")
+        raise PartgmError(
+            f"unknown {algo} reference keys: {', '.join(unknown[:4])}{more} "
+            f"(is --algo right? see docs/evaluation.md for the supported layouts)"
+        )
 
 
 def map_state(state: Mapping[str, torch.Tensor], algo: str, num_real_tokens: int) -> dict[str, torch.Tensor]:
@@ -390,29 +453,42 @@ def map_state(state: Mapping[str, torch.Tensor], algo: str, num_real_tokens: int
     return ours
 
 
-def ema_state(ckpt: Mapping[str, Any], raw: Mapping[str, torch.Tensor], algo: str, cfg_model: dict[str, Any]
-              ) -> dict[str, torch.Tensor]:
+def ema_state(
+    ckpt: Mapping[str, Any], raw: Mapping[str, torch.Tensor], algo: str, cfg_model: dict[str, Any]
+) -> dict[str, torch.Tensor]:
     """The EMA weights as a reference-named state dict, matching ``shadow_params`` to the reference
     parameter order; every shape is checked against the raw tensor of the same name."""
     ema = ckpt.get("ema")
     shadow = ema.get("shadow_params") if isinstance(ema, Mapping) else None
     if shadow is None:
-        raise PartgmError("the checkpoint has no ema.shadow_params: pass --weights raw to convert the raw weights")
-    names = reference_parameter_names(algo, cfg_model.get("n_blocks", 0), cfg_model.get("n_encoder_blocks", 0),
-                                      cfg_model.get("n_decoder_blocks", 0))
+        raise PartgmError(
+            "the checkpoint has no ema.shadow_params: pass --weights raw to convert the raw weights"
+        )
+    names = reference_parameter_names(
+        algo,
+        cfg_model.get("n_blocks", 0),
+        cfg_model.get("n_encoder_blocks", 0),
+        cfg_model.get("n_decoder_blocks", 0),
+    )
     params = {k for k in raw if k not in _BUFFERS}
     if set(names) != params:
         extra = sorted(params - set(names))[:3] + [f"missing {k}" for k in sorted(set(names) - params)[:3]]
-        raise PartgmError(f"the backbone's parameters do not match the reference {algo} layout: {', '.join(extra)}")
+        raise PartgmError(
+            f"the backbone's parameters do not match the reference {algo} layout: {', '.join(extra)}"
+        )
     if len(shadow) < len(names):
-        raise PartgmError(f"ema.shadow_params has {len(shadow)} tensors, the reference {algo} backbone has "
-                          f"{len(names)} parameters: pass --weights raw")
+        raise PartgmError(
+            f"ema.shadow_params has {len(shadow)} tensors, the reference {algo} backbone has "
+            f"{len(names)} parameters: pass --weights raw"
+        )
     out = {k: v for k, v in raw.items() if k in _BUFFERS}
     for i, (name, tensor) in enumerate(zip(names, shadow)):
         if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != tuple(raw[name].shape):
             got = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise PartgmError(f"ema.shadow_params[{i}] is {got}, but parameter {i} of the reference layout, "
-                              f"'{name}', is {list(raw[name].shape)}: the EMA order does not match; pass --weights raw")
+            raise PartgmError(
+                f"ema.shadow_params[{i}] is {got}, but parameter {i} of the reference layout, "
+                f"'{name}', is {list(raw[name].shape)}: the EMA order does not match; pass --weights raw"
+            )
         out[name] = tensor
     return out
 
@@ -455,13 +531,18 @@ def convert_checkpoint(
     rows = raw["vocab_embed.embedding"].shape[0]
     n_real = vocab_size or rows - 1
     if algo == "mdlm" and n_real != rows - 1:
-        raise PartgmError(f"MDLM's embedding has {rows} rows: {rows - 1} tokens + [MASK]; --vocab-size {n_real} "
-                          "does not fit")
+        raise PartgmError(
+            f"MDLM's embedding has {rows} rows: {rows - 1} tokens + [MASK]; --vocab-size {n_real} "
+            "does not fit"
+        )
     if algo == "pgm" and n_real not in (rows, rows - 1):
-        raise PartgmError(f"PGM's embedding has {rows} rows; --vocab-size must be {rows - 1} (with a [MASK] row) "
-                          f"or {rows}")
+        raise PartgmError(
+            f"PGM's embedding has {rows} rows; --vocab-size must be {rows - 1} (with a [MASK] row) or {rows}"
+        )
     if _shape(raw, "output_layer.linear.weight")[0] != rows:
-        raise PartgmError(f"output layer has {_shape(raw, 'output_layer.linear.weight')[0]} rows, the embedding {rows}")
+        raise PartgmError(
+            f"output layer has {_shape(raw, 'output_layer.linear.weight')[0]} rows, the embedding {rows}"
+        )
     length = length or _get(hparams, "length") or 1024
     tok = None
     if tokenizer.lower() != "none":
@@ -469,15 +550,24 @@ def convert_checkpoint(
 
         tok = load_tokenizer(tokenizer)
         if tok.vocab_size != n_real:
-            raise PartgmError(f"tokenizer '{tokenizer}' has {tok.vocab_size} tokens, the checkpoint {n_real} "
-                              "(pass --tokenizer none or --vocab-size)")
+            raise PartgmError(
+                f"tokenizer '{tokenizer}' has {tok.vocab_size} tokens, the checkpoint {n_real} "
+                "(pass --tokenizer none or --vocab-size)"
+            )
     bos = bos_id if bos_id is not None else (tok.bos_id if tok is not None else n_real - 1)
     eos = tok.eos_id if tok is not None else bos
-    cfg = config_from_dict({"algo": algo, "model": model_cfg,
-                            "data": {"tokenizer": tokenizer if tok is not None else "none", "length": int(length)}})
+    cfg = config_from_dict(
+        {
+            "algo": algo,
+            "model": model_cfg,
+            "data": {"tokenizer": tokenizer if tok is not None else "none", "length": int(length)},
+        }
+    )
 
     ours_raw = map_state(raw, algo, n_real)
-    ours_ema = map_state(ema_state(ckpt, raw, algo, model_cfg), algo, n_real) if weights == "ema" else ours_raw
+    ours_ema = (
+        map_state(ema_state(ckpt, raw, algo, model_cfg), algo, n_real) if weights == "ema" else ours_raw
+    )
     algorithm = get_algorithm(algo, n_real, bos)
     with torch.device("meta"):
         expected = algorithm.build_model(cfg.model, cfg.data.length).state_dict()
@@ -490,14 +580,33 @@ def convert_checkpoint(
     step = int(ckpt.get("global_step") or 0)
     from partgm.pretrained import write_run_directory
 
-    write_run_directory(out_run_dir, cfg, n_real, bos, eos, ours_raw, ours_ema, tok, step,
-                        {"converted_from": str(ckpt_path), "weights_source": weights})
+    write_run_directory(
+        out_run_dir,
+        cfg,
+        n_real,
+        bos,
+        eos,
+        ours_raw,
+        ours_ema,
+        tok,
+        step,
+        {"converted_from": str(ckpt_path), "weights_source": weights},
+    )
     return {
-        "run_dir": str(out_run_dir), "algo": algo, "weights": weights, "step": step, "vocab_size": n_real,
-        "length": int(length), "model": to_dict(cfg.model), "tokenizer": cfg.data.tokenizer,
+        "run_dir": str(out_run_dir),
+        "algo": algo,
+        "weights": weights,
+        "step": step,
+        "vocab_size": n_real,
+        "length": int(length),
+        "model": to_dict(cfg.model),
+        "tokenizer": cfg.data.tokenizer,
         "parameters": int(sum(v.numel() for v in ours_raw.values())),
-        "ema_decay": _plain(ckpt.get("ema", {}).get("decay")) if isinstance(ckpt.get("ema"), Mapping) else None,
+        "ema_decay": _plain(ckpt.get("ema", {}).get("decay"))
+        if isinstance(ckpt.get("ema"), Mapping)
+        else None,
         "ignored_non_backbone_keys": len(ignored),
-        "heads_from": "--n-heads" if n_heads else ("hyper_parameters" if hparams.get("n_heads") else "inv_freq"),
+        "heads_from": "--n-heads"
+        if n_heads
+        else ("hyper_parameters" if hparams.get("n_heads") else "inv_freq"),
     }
-

@@ -82,13 +82,22 @@ def write_run_directory(
         check_state(expected, ema_weights)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", to_dict(cfg))
-    header = {"path": "", "tokenizer": cfg.data.tokenizer, "vocab_size": int(vocab_size), "bos_id": int(bos_id),
-              "eos_id": int(eos_id), "length": int(cfg.data.length), **(extra_header or {})}
+    header = {
+        "path": "",
+        "tokenizer": cfg.data.tokenizer,
+        "vocab_size": int(vocab_size),
+        "bos_id": int(bos_id),
+        "eos_id": int(eos_id),
+        "length": int(cfg.data.length),
+        **(extra_header or {}),
+    }
     atomic_write_json(run_dir / "data.json", header)
     if tokenizer is not None:
         tokenizer.save(run_dir)
     state = {"step": int(step), "note": "written by partgm (convert / hub import): no optimizer state"}
-    save_checkpoint(run_dir, int(step), weights, weights if ema_weights is None else ema_weights, state, keep_last=0)
+    save_checkpoint(
+        run_dir, int(step), weights, weights if ema_weights is None else ema_weights, state, keep_last=0
+    )
     return run_dir
 
 
@@ -103,7 +112,9 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
 
 def _model_card(cfg: RunConfig, meta: dict[str, Any], n_params: int) -> str:
     m = cfg.model
-    shape = (f"{m.n_encoder_blocks}/{m.n_decoder_blocks} blocks" if cfg.algo == "pgm" else f"{m.n_blocks} blocks")
+    shape = (
+        f"{m.n_encoder_blocks}/{m.n_decoder_blocks} blocks" if cfg.algo == "pgm" else f"{m.n_blocks} blocks"
+    )
     return (
         f"---\nlibrary_name: partgm\ntags:\n- partgm\n- {cfg.algo}\n---\n\n"
         f"# partgm {cfg.algo} model\n\n"
@@ -113,7 +124,7 @@ def _model_card(cfg: RunConfig, meta: dict[str, Any], n_params: int) -> str:
         f"tokenizer `{cfg.data.tokenizer}`\n"
         f"- weights: {meta['weights']} at step {meta['step']}\n\n"
         "```python\nfrom partgm.pretrained import from_pretrained\n"
-        "algorithm, model, tokenizer = from_pretrained(\"THIS_DIRECTORY_OR_REPO\")\n```\n"
+        'algorithm, model, tokenizer = from_pretrained("THIS_DIRECTORY_OR_REPO")\n```\n'
     )
 
 
@@ -144,21 +155,36 @@ def save_pretrained(
         eos_id = int(run.data_header.get("eos_id", algorithm.bos_id))
     elif isinstance(model_or_run, nn.Module):
         if cfg is None or algorithm is None:
-            raise PartgmError("save_pretrained(model, ...) needs cfg= and algorithm= (or pass a run directory)")
+            raise PartgmError(
+                "save_pretrained(model, ...) needs cfg= and algorithm= (or pass a run directory)"
+            )
         model = model_or_run
         eos_id = int(getattr(tokenizer, "eos_id", algorithm.bos_id))
     else:
-        raise PartgmError(f"save_pretrained needs a run directory, a LoadedRun or a model, not {type(model_or_run).__name__}")
+        raise PartgmError(
+            f"save_pretrained needs a run directory, a LoadedRun or a model, not {type(model_or_run).__name__}"
+        )
     if tokenizer is not None and tokenizer.vocab_size != algorithm.vocab_size:
-        raise PartgmError(f"tokenizer vocab {tokenizer.vocab_size} does not match the model's {algorithm.vocab_size}")
+        raise PartgmError(
+            f"tokenizer vocab {tokenizer.vocab_size} does not match the model's {algorithm.vocab_size}"
+        )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "vocab_size": int(algorithm.vocab_size),
-            "bos_id": int(algorithm.bos_id), "eos_id": eos_id, "step": int(step or 0), "weights": weights,
-            "tokenizer": TOKENIZER_FILE if tokenizer is not None else None}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vocab_size": int(algorithm.vocab_size),
+        "bos_id": int(algorithm.bos_id),
+        "eos_id": eos_id,
+        "step": int(step or 0),
+        "weights": weights,
+        "tokenizer": TOKENIZER_FILE if tokenizer is not None else None,
+    }
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    _atomic_bytes(directory / WEIGHTS_FILE,
-                  safetensors.torch.save(tensors, metadata={"format": "pt", "partgm_algo": cfg.algo}))
+    _atomic_bytes(
+        directory / WEIGHTS_FILE,
+        safetensors.torch.save(tensors, metadata={"format": "pt", "partgm_algo": cfg.algo}),
+    )
     if tokenizer is not None:
         tokenizer.save(directory)
     elif (directory / TOKENIZER_FILE).exists():
@@ -178,9 +204,11 @@ def _read_config(directory: Path) -> tuple[RunConfig, dict[str, Any]]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PartgmError(f"'{path}' is unreadable or corrupt: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise PartgmError(f"'{path}' is not a partgm pretrained config (no \"format\": \"{FORMAT}\")")
+        raise PartgmError(f'\'{path}\' is not a partgm pretrained config (no "format": "{FORMAT}")')
     if data.get("format_version") != FORMAT_VERSION:
-        raise PartgmError(f"'{path}' has format version {data.get('format_version')}, this partgm reads {FORMAT_VERSION}")
+        raise PartgmError(
+            f"'{path}' has format version {data.get('format_version')}, this partgm reads {FORMAT_VERSION}"
+        )
     meta = {k: data.pop(k) for k in _META_KEYS if k in data}
     for key in ("vocab_size", "bos_id"):
         if not isinstance(meta.get(key), int):
@@ -188,7 +216,9 @@ def _read_config(directory: Path) -> tuple[RunConfig, dict[str, Any]]:
     return config_from_dict(data), meta
 
 
-def load_pretrained(directory_or_hub_id: str | Path, device: str = "cpu", revision: str | None = None) -> Pretrained:
+def load_pretrained(
+    directory_or_hub_id: str | Path, device: str = "cpu", revision: str | None = None
+) -> Pretrained:
     """Load a pretrained directory (or download a Hub repository holding one) into a :class:`Pretrained`."""
     from partgm.algorithms import get_algorithm
     from partgm.data.tokenizers import Tokenizer
@@ -203,7 +233,7 @@ def load_pretrained(directory_or_hub_id: str | Path, device: str = "cpu", revisi
         raise PartgmError(f"pretrained directory '{directory}' has no {WEIGHTS_FILE}")
     try:
         state = safetensors.torch.load_file(str(path))
-    except Exception as exc:  # SafetensorError, OSError: a damaged file
+    except Exception as exc:  # noqa: BLE001 (SafetensorError, OSError: a damaged file)
         raise PartgmError(f"'{path}' is truncated or corrupt: {str(exc).splitlines()[0]}") from None
     check_state(model.state_dict(), state)
     model.load_state_dict(state)
@@ -211,10 +241,14 @@ def load_pretrained(directory_or_hub_id: str | Path, device: str = "cpu", revisi
     if meta.get("tokenizer"):
         tok_path = directory / TOKENIZER_FILE
         if not tok_path.is_file():
-            raise PartgmError(f"pretrained directory '{directory}' has no {TOKENIZER_FILE} (its config names one)")
+            raise PartgmError(
+                f"pretrained directory '{directory}' has no {TOKENIZER_FILE} (its config names one)"
+            )
         tokenizer = Tokenizer.from_file(tok_path, cfg.data.tokenizer)
         if tokenizer.vocab_size != algorithm.vocab_size:
-            raise PartgmError(f"'{tok_path}' has {tokenizer.vocab_size} tokens, the model {algorithm.vocab_size}")
+            raise PartgmError(
+                f"'{tok_path}' has {tokenizer.vocab_size} tokens, the model {algorithm.vocab_size}"
+            )
     from partgm.engine.distributed import resolve_device
 
     return Pretrained(cfg, algorithm, model.to(resolve_device(device)).eval(), tokenizer, meta)
@@ -228,13 +262,22 @@ def from_pretrained(directory_or_hub_id: str | Path, device: str = "cpu", revisi
     return p.algorithm, p.model, p.tokenizer
 
 
-def import_pretrained(directory_or_hub_id: str | Path, run_dir: str | Path, revision: str | None = None) -> Path:
+def import_pretrained(
+    directory_or_hub_id: str | Path, run_dir: str | Path, revision: str | None = None
+) -> Path:
     """Write a run directory (usable by ``partgm sample`` / ``partgm eval``) from a pretrained one."""
     p = load_pretrained(directory_or_hub_id, "cpu", revision)
     state = p.model.state_dict()
     return write_run_directory(
-        run_dir, p.cfg, p.meta["vocab_size"], p.meta["bos_id"], int(p.meta.get("eos_id", p.meta["bos_id"])),
-        state, state, p.tokenizer, int(p.meta.get("step", 0)),
+        run_dir,
+        p.cfg,
+        p.meta["vocab_size"],
+        p.meta["bos_id"],
+        int(p.meta.get("eos_id", p.meta["bos_id"])),
+        state,
+        state,
+        p.tokenizer,
+        int(p.meta.get("step", 0)),
         {"source": str(directory_or_hub_id), "weights_source": p.meta.get("weights", "ema")},
     )
 
@@ -265,7 +308,7 @@ def resolve_pretrained(directory_or_hub_id: str | Path, revision: str | None = N
     hub = _hub()
     try:
         local = hub.snapshot_download(repo_id=text, revision=revision)
-    except Exception as exc:  # RepositoryNotFoundError, offline mode, network errors, ...
+    except Exception as exc:  # noqa: BLE001 (RepositoryNotFoundError, offline mode, network errors, ...)
         raise PartgmError(
             f"'{text}' is not a local directory and could not be fetched from the Hub: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -273,8 +316,14 @@ def resolve_pretrained(directory_or_hub_id: str | Path, revision: str | None = N
     return Path(local)
 
 
-def push_to_hub(run_dir: str | Path, repo_id: str, weights: str = "ema", private: bool = False,
-                revision: str | None = None, commit_message: str | None = None) -> str:
+def push_to_hub(
+    run_dir: str | Path,
+    repo_id: str,
+    weights: str = "ema",
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> str:
     """Export ``run_dir`` with :func:`save_pretrained` and upload it to the Hub repository ``repo_id``
     (created when missing). Credentials are huggingface_hub's own (``hf auth login`` / ``HF_TOKEN``).
     Returns the commit URL or repository URL huggingface_hub reports."""
@@ -284,12 +333,18 @@ def push_to_hub(run_dir: str | Path, repo_id: str, weights: str = "ema", private
         try:
             api = hub.HfApi()
             api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
-            info = api.upload_folder(folder_path=tmp, repo_id=repo_id, revision=revision,
-                                     commit_message=commit_message or f"partgm: upload {Path(run_dir).name}")
+            info = api.upload_folder(
+                folder_path=tmp,
+                repo_id=repo_id,
+                revision=revision,
+                commit_message=commit_message or f"partgm: upload {Path(run_dir).name}",
+            )
         except PartgmError:
             raise
-        except Exception as exc:  # HfHubHTTPError, authentication, network
-            raise PartgmError(f"upload to '{repo_id}' failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # noqa: BLE001 (HfHubHTTPError, authentication, network)
+            raise PartgmError(
+                f"upload to '{repo_id}' failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            ) from None
     return str(getattr(info, "commit_url", None) or info)
 
 
@@ -299,4 +354,3 @@ def pull_from_hub(repo_id: str, run_dir: str | Path, revision: str | None = None
     if Path(repo_id).expanduser().is_dir():
         raise PartgmError(f"'{repo_id}' is a local directory: use `partgm hub import` for local directories")
     return import_pretrained(repo_id, run_dir, revision)
-

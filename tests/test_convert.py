@@ -72,8 +72,11 @@ class RefGroupSwap(nn.Module):
         super().__init__()
         self.pre_query_norm = nn.LayerNorm(dim)
         self.base_embedding = nn.Embedding(1, dim).weight
-        self.query_processor = (nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim)) if mlp4
-                                else nn.Linear(dim, dim))
+        self.query_processor = (
+            nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
+            if mlp4
+            else nn.Linear(dim, dim)
+        )
         self.hidden_to_key_value = nn.Linear(dim, 2 * dim)
         self.output_linear = nn.Linear(dim, dim)
 
@@ -152,10 +155,20 @@ def ours_to_reference(name: str) -> str:
 
 
 def tiny_cfg(algo: str, mode: str = "learn+freqs"):
-    return resolve_config(overrides=[
-        f"algo={algo}", f"model.hidden_size={HIDDEN}", f"model.n_heads={HEADS}", f"model.cond_dim={COND}",
-        "model.n_blocks=2", "model.n_encoder_blocks=2", "model.n_decoder_blocks=2", "model.dropout=0.0",
-        f"model.swap_query_mode={mode}", f"data.length={LENGTH}"])
+    return resolve_config(
+        overrides=[
+            f"algo={algo}",
+            f"model.hidden_size={HIDDEN}",
+            f"model.n_heads={HEADS}",
+            f"model.cond_dim={COND}",
+            "model.n_blocks=2",
+            "model.n_encoder_blocks=2",
+            "model.n_decoder_blocks=2",
+            "model.dropout=0.0",
+            f"model.swap_query_mode={mode}",
+            f"data.length={LENGTH}",
+        ]
+    )
 
 
 def random_model(algo: str, seed: int, mode: str = "learn+freqs") -> nn.Module:
@@ -181,15 +194,30 @@ def reference_skeleton(algo: str, model: nn.Module, seed: int) -> nn.Module:
     return ref
 
 
-def write_reference_ckpt(path: Path, algo: str, raw: nn.Module, ema: nn.Module, hparams: dict | None = None,
-                         drop_inv_freq: bool = False) -> Path:
+def write_reference_ckpt(
+    path: Path,
+    algo: str,
+    raw: nn.Module,
+    ema: nn.Module,
+    hparams: dict | None = None,
+    drop_inv_freq: bool = False,
+) -> Path:
     ref_raw, ref_ema = reference_skeleton(algo, raw, 1), reference_skeleton(algo, ema, 2)
-    state = {f"backbone.{k}": v for k, v in ref_raw.state_dict().items()
-             if not (drop_inv_freq and k.endswith("inv_freq"))}
+    state = {
+        f"backbone.{k}": v
+        for k, v in ref_raw.state_dict().items()
+        if not (drop_inv_freq and k.endswith("inv_freq"))
+    }
     ckpt = {
-        "epoch": 3, "global_step": 1234, "pytorch-lightning_version": "2.x",
+        "epoch": 3,
+        "global_step": 1234,
+        "pytorch-lightning_version": "2.x",
         "state_dict": {**state, "noise.dummy_buffer": torch.zeros(1)},
-        "ema": {"decay": 0.9999, "num_updates": 1234, "shadow_params": [p.detach().clone() for p in ref_ema.parameters()]},
+        "ema": {
+            "decay": 0.9999,
+            "num_updates": 1234,
+            "shadow_params": [p.detach().clone() for p in ref_ema.parameters()],
+        },
         "optimizer_states": [],
     }
     if hparams is not None:
@@ -211,24 +239,56 @@ def pgm_inputs() -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_reference_order_is_the_reference_modules_order() -> None:
     assert reference_parameter_names("pgm", n_encoder_blocks=2, n_decoder_blocks=2) == [
-        n for n, _ in RefPartitionDIT(2, 2).named_parameters()]
+        n for n, _ in RefPartitionDIT(2, 2).named_parameters()
+    ]
     assert reference_parameter_names("mdlm", n_blocks=2) == [n for n, _ in RefDIT(2).named_parameters()]
     ours = [n for n, _ in random_model("pgm", 0).named_parameters()]
-    assert [ours_to_reference(n) for n in ours] != reference_parameter_names("pgm", 0, 2, 2)  # the orders differ
+    assert [ours_to_reference(n) for n in ours] != reference_parameter_names(
+        "pgm", 0, 2, 2
+    )  # the orders differ
 
 
 def test_convert_pgm_gives_identical_logits(tmp_path: Path, capsys) -> None:
     raw, ema = random_model("pgm", 10, "learn+freqs+mean"), random_model("pgm", 11, "learn+freqs+mean")
-    hparams = {"config": {"model": {"hidden_size": HIDDEN, "n_heads": HEADS, "length": LENGTH, "dropout": 0.0,
-                                    "swap": {"pre_query_mode": "learn+freqs+mean", "query_process_mode": "linear",
-                                             "normalize_mode": "layernorm"}}}}
+    hparams = {
+        "config": {
+            "model": {
+                "hidden_size": HIDDEN,
+                "n_heads": HEADS,
+                "length": LENGTH,
+                "dropout": 0.0,
+                "swap": {
+                    "pre_query_mode": "learn+freqs+mean",
+                    "query_process_mode": "linear",
+                    "normalize_mode": "layernorm",
+                },
+            }
+        }
+    }
     ckpt = write_reference_ckpt(tmp_path / "pgm.ckpt", "pgm", raw, ema, hparams)
     capsys.readouterr()
-    assert main(["convert", str(ckpt), str(tmp_path / "run"), "--algo", "pgm", "--allow-pickle",
-                 "--tokenizer", "none"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(ckpt),
+                str(tmp_path / "run"),
+                "--algo",
+                "pgm",
+                "--allow-pickle",
+                "--tokenizer",
+                "none",
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
-    assert (summary["step"], summary["vocab_size"], summary["length"], summary["ignored_non_backbone_keys"]) == (
-        1234, N_REAL, LENGTH, 1)
+    assert (
+        summary["step"],
+        summary["vocab_size"],
+        summary["length"],
+        summary["ignored_non_backbone_keys"],
+    ) == (1234, N_REAL, LENGTH, 1)
     assert summary["model"]["swap_query_mode"] == "learn+freqs+mean" and summary["model"]["n_heads"] == HEADS
     x, groups = pgm_inputs()
     for weights, expected in (("ema", ema), ("raw", raw)):
@@ -267,15 +327,22 @@ def test_convert_with_a_tokenizer(tmp_path: Path) -> None:
     hf.save(str(tmp_path / "tok.json"))
     raw = random_model("mdlm", 1)
     ckpt = write_reference_ckpt(tmp_path / "m.ckpt", "mdlm", raw, raw)
-    convert_checkpoint(ckpt, tmp_path / "run", "mdlm", allow_pickle=True, tokenizer=str(tmp_path / "tok.json"),
-                       length=LENGTH)
+    convert_checkpoint(
+        ckpt, tmp_path / "run", "mdlm", allow_pickle=True, tokenizer=str(tmp_path / "tok.json"), length=LENGTH
+    )
     run = load_run(tmp_path / "run")
     assert run.tokenizer.encode("w3 w5") == [3, 5] and run.data_header["bos_id"] == N_REAL - 1
     assert run.cfg.data.length == LENGTH
     pgm = write_reference_ckpt(tmp_path / "p.ckpt", "pgm", random_model("pgm", 1), random_model("pgm", 1))
     with pytest.raises(PartgmError, match=f"has {N_REAL} tokens, the checkpoint {VOCAB_ROWS}"):
-        convert_checkpoint(pgm, tmp_path / "run2", "pgm", allow_pickle=True, tokenizer=str(tmp_path / "tok.json"),
-                           vocab_size=VOCAB_ROWS)
+        convert_checkpoint(
+            pgm,
+            tmp_path / "run2",
+            "pgm",
+            allow_pickle=True,
+            tokenizer=str(tmp_path / "tok.json"),
+            vocab_size=VOCAB_ROWS,
+        )
 
 
 def test_pickles_need_explicit_opt_in(tmp_path: Path, capsys) -> None:
@@ -308,14 +375,25 @@ def test_layout_errors(tmp_path: Path) -> None:
         out = tmp_path / f"out-{len(list(tmp_path.iterdir()))}"
         convert_checkpoint(path, out, kw.pop("algo", "pgm"), allow_pickle=True, tokenizer="none", **kw)
 
-    unknown = edit_ckpt(good, tmp_path / "u.ckpt", lambda c: c["state_dict"].update(
-        {"backbone.encoder.blocks.0.extra_gate.weight": torch.zeros(2), "backbone.time_embed.weight": torch.zeros(2)}))
+    unknown = edit_ckpt(
+        good,
+        tmp_path / "u.ckpt",
+        lambda c: c["state_dict"].update(
+            {
+                "backbone.encoder.blocks.0.extra_gate.weight": torch.zeros(2),
+                "backbone.time_embed.weight": torch.zeros(2),
+            }
+        ),
+    )
     with pytest.raises(PartgmError, match="unknown pgm reference keys: .*extra_gate.*time_embed"):
         convert(unknown, weights="raw")
     with pytest.raises(PartgmError, match="unknown mdlm reference keys"):
         convert(good, algo="mdlm")
-    shuffled = edit_ckpt(good, tmp_path / "s.ckpt", lambda c: c["ema"]["shadow_params"].insert(
-        0, c["ema"]["shadow_params"].pop(1)))
+    shuffled = edit_ckpt(
+        good,
+        tmp_path / "s.ckpt",
+        lambda c: c["ema"]["shadow_params"].insert(0, c["ema"]["shadow_params"].pop(1)),
+    )
     with pytest.raises(PartgmError, match=r"shadow_params\[0\] .*vocab_embed.embedding.*--weights raw"):
         convert(shuffled)
     short = edit_ckpt(good, tmp_path / "e.ckpt", lambda c: c["ema"]["shadow_params"].pop())
@@ -326,7 +404,9 @@ def test_layout_errors(tmp_path: Path) -> None:
         convert(no_ema)
     convert(no_ema, weights="raw")
     ref = RefPartitionDIT(2, 2, mlp4=True)
-    torch.save({"state_dict": {f"backbone.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "mlp4.ckpt")
+    torch.save(
+        {"state_dict": {f"backbone.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "mlp4.ckpt"
+    )
     with pytest.raises(PartgmError, match="'mlp4' query processor .* not supported"):
         convert(tmp_path / "mlp4.ckpt", weights="raw")
     bad_heads = {"config": {"model": {"n_heads": 4}}}
@@ -346,8 +426,12 @@ def test_sequential_adaln_and_compiled_names(tmp_path: Path) -> None:
     path = write_reference_ckpt(tmp_path / "m.ckpt", "mdlm", raw, raw)
 
     def rename(c: dict) -> None:
-        c["state_dict"] = {re.sub(r"adaLN_modulation\.(weight|bias)$", r"adaLN_modulation.0.\1",
-                                  k).replace("backbone.", "backbone._orig_mod."): v for k, v in c["state_dict"].items()}
+        c["state_dict"] = {
+            re.sub(r"adaLN_modulation\.(weight|bias)$", r"adaLN_modulation.0.\1", k).replace(
+                "backbone.", "backbone._orig_mod."
+            ): v
+            for k, v in c["state_dict"].items()
+        }
 
     edited = edit_ckpt(path, tmp_path / "seq.ckpt", rename)
     convert_checkpoint(edited, tmp_path / "run", "mdlm", allow_pickle=True, tokenizer="none")
@@ -360,14 +444,23 @@ def test_classes_missing_here_do_not_block_loading(tmp_path: Path, monkeypatch: 
     """Lightning checkpoints pickle omegaconf configs and tokenizer objects: when their packages are not
     installed, their state is kept as plain data and the hyper-parameters are still read."""
     (tmp_path / "gone_pkg.py").write_text(
-        "class Config(dict):\n    pass\n\nclass Tok:\n    def __init__(self):\n        self.vocab = {'a': 1}\n")
+        "class Config(dict):\n    pass\n\nclass Tok:\n    def __init__(self):\n        self.vocab = {'a': 1}\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     import gone_pkg
 
     raw = random_model("pgm", 2)
-    model_cfg = gone_pkg.Config(n_heads=HEADS, length=LENGTH, swap=gone_pkg.Config(pre_query_mode="learn+freqs"))
-    path = write_reference_ckpt(tmp_path / "p.ckpt", "pgm", raw, raw, {"config": {"model": model_cfg},
-                                                                       "tokenizer": gone_pkg.Tok()}, drop_inv_freq=True)
+    model_cfg = gone_pkg.Config(
+        n_heads=HEADS, length=LENGTH, swap=gone_pkg.Config(pre_query_mode="learn+freqs")
+    )
+    path = write_reference_ckpt(
+        tmp_path / "p.ckpt",
+        "pgm",
+        raw,
+        raw,
+        {"config": {"model": model_cfg}, "tokenizer": gone_pkg.Tok()},
+        drop_inv_freq=True,
+    )
     monkeypatch.delitem(sys.modules, "gone_pkg")
     (tmp_path / "gone_pkg.py").unlink()
     summary = convert_checkpoint(path, tmp_path / "run", "pgm", allow_pickle=True, tokenizer="none")

@@ -35,8 +35,28 @@ from partgm.evaluation.zeroshot import (
 from partgm.pretrained import write_run_directory
 
 TASKS = Path(__file__).parent / "fixtures" / "tasks"
-WORDS = ["in", "the", "beginning", "god", "created", "heaven", "and", "earth", "light", "was", "good", "lord",
-         "said", "let", "there", "be", "water", "day", "night", "bread"]
+WORDS = [
+    "in",
+    "the",
+    "beginning",
+    "god",
+    "created",
+    "heaven",
+    "and",
+    "earth",
+    "light",
+    "was",
+    "good",
+    "lord",
+    "said",
+    "let",
+    "there",
+    "be",
+    "water",
+    "day",
+    "night",
+    "bread",
+]
 ALGOS = ("mdlm", "pgm", "ar")
 
 
@@ -51,12 +71,25 @@ def word_tokenizer(directory: Path, words: list[str] = WORDS) -> Tokenizer:
     return load_tokenizer(str(directory / "tokenizer.json"))
 
 
-def make_run(run_dir: Path, algo: str, tok: Tokenizer, length: int = 16, seed: int = 0,
-             bias: torch.Tensor | None = None) -> tuple[object, torch.nn.Module]:
+def make_run(
+    run_dir: Path,
+    algo: str,
+    tok: Tokenizer,
+    length: int = 16,
+    seed: int = 0,
+    bias: torch.Tensor | None = None,
+) -> tuple[object, torch.nn.Module]:
     """A run directory with random weights (every parameter, so no block is an identity); with
     ``bias`` the output weight is zeroed and the logits are ``bias`` everywhere."""
-    cfg = resolve_config(overrides=[f"algo={algo}", "preset=cpu-tiny", f"data.length={length}",
-                                    "model.hidden_size=32", "model.cond_dim=16"])
+    cfg = resolve_config(
+        overrides=[
+            f"algo={algo}",
+            "preset=cpu-tiny",
+            f"data.length={length}",
+            "model.hidden_size=32",
+            "model.cond_dim=16",
+        ]
+    )
     algorithm = get_algorithm(algo, tok.vocab_size, tok.bos_id)
     torch.manual_seed(seed)
     model = algorithm.build_model(cfg.model, length)
@@ -105,8 +138,12 @@ def test_unigram_entropy_known_values() -> None:
 
 def write_samples(path: Path, tok: Tokenizer, sentences: list[str]) -> list[list[int]]:
     rows = [[tok.bos_id] + tok.encode(s) for s in sentences]
-    path.write_text("".join(json.dumps({"index": i, "text": tok.decode(r[1:]), "token_ids": r}) + "\n"
-                            for i, r in enumerate(rows)))
+    path.write_text(
+        "".join(
+            json.dumps({"index": i, "text": tok.decode(r[1:]), "token_ids": r}) + "\n"
+            for i, r in enumerate(rows)
+        )
+    )
     return rows
 
 
@@ -114,29 +151,59 @@ def test_genppl_with_partgm_ar_judge_is_hand_computable(tmp_path: Path, tok: Tok
     bias = out_bias("ar", tok, {"god": 2.0, "the": 1.0, "lord": -1.0})
     make_run(tmp_path / "judge", "ar", tok, length=16, bias=bias)
     make_run(tmp_path / "model", "pgm", tok, length=16)
-    sentences = ["in the beginning god created the heaven", "god said let there be light <|endoftext|> the lord",
-                 "the the the god"]
+    sentences = [
+        "in the beginning god created the heaven",
+        "god said let there be light <|endoftext|> the lord",
+        "the the the god",
+    ]
     rows = write_samples(tmp_path / "samples.jsonl", tok, sentences)
     logp = torch.log_softmax(bias.double(), -1)
     targets = [r[1:] for r in rows]  # the word tokenizer retokenises the decoded text to the same ids
     total = -sum(float(logp[t]) for ids in targets for t in ids)
     count = sum(len(ids) for ids in targets)
-    result = run_cli(["eval", "genppl", str(tmp_path / "model"), "--judge", str(tmp_path / "judge"),
-                      "--samples", str(tmp_path / "samples.jsonl")], capsys)
+    result = run_cli(
+        [
+            "eval",
+            "genppl",
+            str(tmp_path / "model"),
+            "--judge",
+            str(tmp_path / "judge"),
+            "--samples",
+            str(tmp_path / "samples.jsonl"),
+        ],
+        capsys,
+    )
     assert result["gen_ppl"] == pytest.approx(math.exp(total / count), rel=1e-9)
     assert result["tokens_scored"] == count and result["samples_truncated"] == 0
     assert result["entropy"] == pytest.approx(sum(unigram_entropy(r[1:]) for r in rows) / 3)
     assert (result["judge_kind"], result["judge_bos_id"], result["num_samples"], result["model_step"]) == (
-        "partgm-ar", 0, 3, 7)
+        "partgm-ar",
+        0,
+        3,
+        7,
+    )
     saved = json.loads(Path(tmp_path / "model" / "eval").glob("genppl-*.json").__next__().read_text())
     assert saved == result
     lines = Path(result["samples_file"]).read_text().splitlines()
     assert [json.loads(line)["token_ids"] for line in lines] == rows
 
     # truncation to the judge's max length: BOS + 3 text tokens
-    result = run_cli(["eval", "genppl", str(tmp_path / "model"), "--judge", str(tmp_path / "judge"),
-                      "--samples", str(tmp_path / "samples.jsonl"), "--max-length", "4",
-                      "--out", str(tmp_path / "short.json")], capsys)
+    result = run_cli(
+        [
+            "eval",
+            "genppl",
+            str(tmp_path / "model"),
+            "--judge",
+            str(tmp_path / "judge"),
+            "--samples",
+            str(tmp_path / "samples.jsonl"),
+            "--max-length",
+            "4",
+            "--out",
+            str(tmp_path / "short.json"),
+        ],
+        capsys,
+    )
     short = [ids[:3] for ids in targets]
     expected = math.exp(-sum(float(logp[t]) for ids in short for t in ids) / 9)
     assert result["gen_ppl"] == pytest.approx(expected, rel=1e-9)
@@ -151,8 +218,17 @@ def test_judge_errors(tmp_path: Path, tok: Tokenizer) -> None:
         load_judge(str(tmp_path / "missing-judge"))
     (tmp_path / "bad.jsonl").write_text('{"text": "x"}\n')
     with pytest.raises(PartgmError, match="token_ids"):
-        main_error(["eval", "genppl", str(tmp_path / "pgm"), "--judge", str(tmp_path / "pgm"),
-                    "--samples", str(tmp_path / "bad.jsonl")])
+        main_error(
+            [
+                "eval",
+                "genppl",
+                str(tmp_path / "pgm"),
+                "--judge",
+                str(tmp_path / "pgm"),
+                "--samples",
+                str(tmp_path / "bad.jsonl"),
+            ]
+        )
 
 
 def main_error(args: list[str]) -> None:
@@ -167,9 +243,19 @@ def test_genppl_with_transformers_judge(tmp_path: Path, tok: Tokenizer) -> None:
     transformers = pytest.importorskip("transformers")
     fast = transformers.PreTrainedTokenizerFast(
         tokenizer_file=str(Path(tok_dir(tmp_path, tok)) / "tokenizer.json"),
-        bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="[UNK]")
-    config = transformers.GPT2Config(vocab_size=tok.vocab_size, n_positions=8, n_embd=16, n_layer=2, n_head=2,
-                                     bos_token_id=0, eos_token_id=0)
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="[UNK]",
+    )
+    config = transformers.GPT2Config(
+        vocab_size=tok.vocab_size,
+        n_positions=8,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(config).eval()
     model.save_pretrained(tmp_path / "gpt2-tiny")
@@ -200,18 +286,58 @@ def test_genppl_draws_samples(tmp_path: Path, tok: Tokenizer, capsys) -> None:
         pytest.skip("partgm.samplers.generate is not there yet")
     make_run(tmp_path / "judge", "ar", tok, length=16)
     make_run(tmp_path / "model", "pgm", tok, length=16, seed=1)
-    result = run_cli(["eval", "genppl", str(tmp_path / "model"), "--judge", str(tmp_path / "judge"),
-                      "--num-samples", "3", "--batch", "2", "--steps", "4", "--seed", "3", "--quiet"], capsys)
-    assert (result["num_samples"], result["steps"], result["seed"], result["samples_source"]) == (3, 4, 3, "sampled")
+    result = run_cli(
+        [
+            "eval",
+            "genppl",
+            str(tmp_path / "model"),
+            "--judge",
+            str(tmp_path / "judge"),
+            "--num-samples",
+            "3",
+            "--batch",
+            "2",
+            "--steps",
+            "4",
+            "--seed",
+            "3",
+            "--quiet",
+        ],
+        capsys,
+    )
+    assert (result["num_samples"], result["steps"], result["seed"], result["samples_source"]) == (
+        3,
+        4,
+        3,
+        "sampled",
+    )
     rows = [json.loads(line) for line in Path(result["samples_file"]).read_text().splitlines()]
     assert len(rows) == 3 and all(len(r["token_ids"]) == 16 and r["token_ids"][0] == tok.bos_id for r in rows)
     assert all(r["text"] == tok.decode(r["token_ids"][1:]) for r in rows)
     rescored = judge_texts(load_judge(str(tmp_path / "judge")), [r["text"] for r in rows])
     assert result["gen_ppl"] == pytest.approx(rescored["gen_ppl"], rel=1e-12) and result["gen_ppl"] > 1.0
     assert result["entropy"] == pytest.approx(mean_entropy([r["token_ids"] for r in rows]))
-    again = run_cli(["eval", "genppl", str(tmp_path / "model"), "--judge", str(tmp_path / "judge"),
-                     "--num-samples", "3", "--batch", "2", "--steps", "4", "--seed", "3", "--quiet",
-                     "--out", str(tmp_path / "again.json")], capsys)
+    again = run_cli(
+        [
+            "eval",
+            "genppl",
+            str(tmp_path / "model"),
+            "--judge",
+            str(tmp_path / "judge"),
+            "--num-samples",
+            "3",
+            "--batch",
+            "2",
+            "--steps",
+            "4",
+            "--seed",
+            "3",
+            "--quiet",
+            "--out",
+            str(tmp_path / "again.json"),
+        ],
+        capsys,
+    )
     assert again["gen_ppl"] == result["gen_ppl"]  # seeded sampling
 
 
@@ -221,7 +347,10 @@ def test_genppl_draws_samples(tmp_path: Path, tok: Tokenizer, capsys) -> None:
 def test_task_files_and_errors(tmp_path: Path) -> None:
     lam = read_lambada(TASKS / "lambada_kjv.jsonl")
     assert len(lam) == 15
-    assert (lam[0].context, lam[0].continuations) == ("In the beginning God created the heaven and the", [" earth"])
+    assert (lam[0].context, lam[0].continuations) == (
+        "In the beginning God created the heaven and the",
+        [" earth"],
+    )
     ch = read_choice(TASKS / "choice_kjv.jsonl")
     assert len(ch) == 12 and ch[1].continuations == [" darkness", " light", " water"] and ch[1].gold == 1
     assert ch[7].context.startswith("Our Father")  # the "context" key
@@ -255,7 +384,9 @@ def test_build_batch_pads_and_refuses_long_contexts(tok: Tokenizer) -> None:
     assert b.x.tolist() == [[0, 2, 3, 4, 5, 6, 0, 0]]
     assert b.context.tolist() == [[False, True, True, True, True, False, False, False]]
     assert b.target.tolist() == [[False] * 5 + [True, False, False]]
-    with pytest.raises(PartgmError, match="line 4: 6 tokens with BOS, more than the model's length 5 .*--truncate"):
+    with pytest.raises(
+        PartgmError, match="line 4: 6 tokens with BOS, more than the model's length 5 .*--truncate"
+    ):
         build_batch([pair], [4], 5, 0, 0, True, False)
     b = build_batch([pair], [4], 5, 0, 0, True, True)
     assert b.x.tolist() == [[0, 3, 4, 5, 6]] and b.truncated == 1
@@ -268,14 +399,19 @@ def test_argmax_is_forced_right_or_wrong(tmp_path: Path, tok: Tokenizer, algo: s
     algorithm, model = make_run(tmp_path / algo, algo, tok, bias=out_bias(algo, tok, {"lord": 40.0}))
     scorer = Scorer(algorithm, model)
     lord, god = tok.encode("lord")[0], tok.encode("god")[0]
-    x = torch.tensor([[0, 2, 3, lord, lord, 0, 0, 0], [0, 2, 3, lord, god, 0, 0, 0], [0, 2, 3, god, lord, 0, 0, 0]])
+    x = torch.tensor(
+        [[0, 2, 3, lord, lord, 0, 0, 0], [0, 2, 3, lord, god, 0, 0, 0], [0, 2, 3, god, lord, 0, 0, 0]]
+    )
     target = torch.zeros_like(x, dtype=torch.bool)
     target[:, 3:5] = True
     pred, correct = scorer.argmax(x, target)
     assert correct.tolist() == [True, False, False]  # every target token must match
     assert (pred[target] == lord).all() and (pred[~target] == -1).all()
-    examples = [Example(1, "in the", [" lord"], 0), Example(2, "in the", [" earth"], 0),
-                Example(3, "the lord", [" lord"], 0)]
+    examples = [
+        Example(1, "in the", [" lord"], 0),
+        Example(2, "in the", [" earth"], 0),
+        Example(3, "the lord", [" lord"], 0),
+    ]
     result = lambada_accuracy(scorer, tok, examples, 16, tok.bos_id, tok.eos_id, batch_size=2)
     assert (result["correct"], result["count"]) == (2, 3)
     assert [p["correct"] for p in result["predictions"]] == [True, False, True]
@@ -309,8 +445,11 @@ def test_diffusion_predicts_targets_without_seeing_them(tmp_path: Path, tok: Tok
 
 
 def choice_examples() -> list[Example]:
-    return [Example(1, "in the", [" earth", " god"], 1), Example(2, "let there be", [" light", " night"], 0),
-            Example(3, "god said", [" bread", " god god"], 0)]
+    return [
+        Example(1, "in the", [" earth", " god"], 1),
+        Example(2, "let there be", [" light", " night"], 0),
+        Example(3, "god said", [" bread", " god god"], 0),
+    ]
 
 
 def test_choice_ar_is_exact(tmp_path: Path, tok: Tokenizer) -> None:
@@ -327,7 +466,10 @@ def test_choice_ar_is_exact(tmp_path: Path, tok: Tokenizer) -> None:
         # " god god" costs 2 x 0.x nats more than " bread" in total but less per token
         assert [p["pred"] for p in result["predictions"]] == [1, 0, 0]
         assert [p["pred_token_normalized"] for p in result["predictions"]] == [1, 0, 1]
-        assert (result["accuracy_unnormalized"], result["accuracy_token_normalized"]) == (1.0, pytest.approx(2 / 3))
+        assert (result["accuracy_unnormalized"], result["accuracy_token_normalized"]) == (
+            1.0,
+            pytest.approx(2 / 3),
+        )
     result = choice_accuracy(Scorer(algorithm, model), tok, examples, 16, 0, 0, normalize="tokens")
     assert result["accuracy"] == pytest.approx(2 / 3)
 
@@ -348,15 +490,25 @@ def test_choice_nelbo_estimates_the_likelihood(tmp_path: Path, tok: Tokenizer, a
     again = choice_accuracy(Scorer(algorithm, model), tok, examples, 16, 0, 0, mc_samples=64, score="answer")
     assert again["predictions"] == result["predictions"]  # seeded
     joint = choice_accuracy(Scorer(algorithm, model), tok, examples, 16, 0, 0, mc_samples=8, seed=1)
-    assert all(n1 > n2 for p, q in zip(joint["predictions"], result["predictions"])
-               for n1, n2 in zip(p["scored_tokens"], q["scored_tokens"]))
+    assert all(
+        n1 > n2
+        for p, q in zip(joint["predictions"], result["predictions"])
+        for n1, n2 in zip(p["scored_tokens"], q["scored_tokens"])
+    )
 
 
 @pytest.fixture(scope="module")
 def kjv_tok(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    texts = [json.loads(line).get("text") or json.loads(line).get("query") or json.loads(line)["context"]
-             for f in ("lambada_kjv.jsonl", "choice_kjv.jsonl") for line in (TASKS / f).read_text().splitlines()]
-    texts += [c for line in (TASKS / "choice_kjv.jsonl").read_text().splitlines() for c in json.loads(line)["choices"]]
+    texts = [
+        json.loads(line).get("text") or json.loads(line).get("query") or json.loads(line)["context"]
+        for f in ("lambada_kjv.jsonl", "choice_kjv.jsonl")
+        for line in (TASKS / f).read_text().splitlines()
+    ]
+    texts += [
+        c
+        for line in (TASKS / "choice_kjv.jsonl").read_text().splitlines()
+        for c in json.loads(line)["choices"]
+    ]
     return load_tokenizer("bpe-300", data_dir=tmp_path_factory.mktemp("bpe"), corpus_texts=texts * 3)
 
 
@@ -364,14 +516,28 @@ def kjv_tok(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
 def test_cli_tasks_on_the_shipped_fixtures(tmp_path: Path, kjv_tok: Tokenizer, algo: str, capsys) -> None:
     run = tmp_path / algo
     make_run(run, algo, kjv_tok, length=96)
-    lam = run_cli(["eval", "lambada", str(run), "--data", str(TASKS / "lambada_kjv.jsonl"), "--batch", "8"], capsys)
+    lam = run_cli(
+        ["eval", "lambada", str(run), "--data", str(TASKS / "lambada_kjv.jsonl"), "--batch", "8"], capsys
+    )
     assert (lam["metric"], lam["count"], lam["algo"], lam["model_step"]) == ("lambada", 15, algo, 7)
     assert 0.0 <= lam["accuracy"] <= 1.0 and lam["correct"] == round(lam["accuracy"] * 15)
     preds = Path(lam["predictions_file"]).read_text().splitlines()
     assert len(preds) == 15 and json.loads(preds[0])["target"] == " earth"
     assert json.loads((run / "eval" / "lambada-lambada_kjv.json").read_text()) == lam
-    ch = run_cli(["eval", "choice", str(run), "--data", str(TASKS / "choice_kjv.jsonl"), "--mc-samples", "2",
-                  "--limit", "5"], capsys)
+    ch = run_cli(
+        [
+            "eval",
+            "choice",
+            str(run),
+            "--data",
+            str(TASKS / "choice_kjv.jsonl"),
+            "--mc-samples",
+            "2",
+            "--limit",
+            "5",
+        ],
+        capsys,
+    )
     assert (ch["count"], ch["score"], ch["normalize"]) == (5, "joint", "none")
     assert ch["estimator"] == ("exact log-likelihood" if algo == "ar" else "Monte-Carlo NELBO (upper bound)")
     make_run(tmp_path / "short", algo, kjv_tok, length=8)
@@ -383,21 +549,37 @@ def test_cli_tasks_on_the_shipped_fixtures(tmp_path: Path, kjv_tok: Tokenizer, a
 
 
 def test_plots(tmp_path: Path) -> None:
-    records = [{"metric": "genppl", "algo": algo, "run_dir": f"runs/{algo}", "steps": s, "gen_ppl": ppl * 64 / s,
-                "entropy": 5.6 - 0.01 * s / 64, "nucleus": 1.0, "sampler": "auto", "judge": "gpt2-large"}
-               for algo, ppl in (("pgm", 100.0), ("mdlm", 110.0)) for s in (32, 128, 1024)]
+    records = [
+        {
+            "metric": "genppl",
+            "algo": algo,
+            "run_dir": f"runs/{algo}",
+            "steps": s,
+            "gen_ppl": ppl * 64 / s,
+            "entropy": 5.6 - 0.01 * s / 64,
+            "nucleus": 1.0,
+            "sampler": "auto",
+            "judge": "gpt2-large",
+        }
+        for algo, ppl in (("pgm", 100.0), ("mdlm", 110.0))
+        for s in (32, 128, 1024)
+    ]
     records.append({"metric": "genppl", "algo": "pgm", "steps": None, "gen_ppl": 50.0})  # from a samples file
     (tmp_path / "a.json").write_text(json.dumps(records[0]))
     (tmp_path / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[1:]))
     assert read_records([tmp_path / "a.json", tmp_path / "b.jsonl"]) == records
     out = plot_genppl_vs_steps(records, tmp_path / "plots" / "steps.png")
     assert out.stat().st_size > 5000 and out.read_bytes()[:4] == b"\x89PNG"
-    bench = [{"algo": a, "variant": v, "steps": s, "tokens_per_s": tps / s}
-             for a, v, tps in (("pgm", "uniform", 6e5), ("mdlm", "reference", 1.3e5), ("mdlm", "best", 2e5))
-             for s in (32, 128, 1024)]
+    bench = [
+        {"algo": a, "variant": v, "steps": s, "tokens_per_s": tps / s}
+        for a, v, tps in (("pgm", "uniform", 6e5), ("mdlm", "reference", 1.3e5), ("mdlm", "best", 2e5))
+        for s in (32, 128, 1024)
+    ]
     out = plot_genppl_vs_throughput(records, bench, tmp_path / "plots" / "speed.png")
     assert out.stat().st_size > 5000
     with pytest.raises(PartgmError, match="no gen PPL record has a bench record"):
-        plot_genppl_vs_throughput(records, [{"algo": "ar", "steps": 32, "tokens_per_s": 1.0}], tmp_path / "x.png")
+        plot_genppl_vs_throughput(
+            records, [{"algo": "ar", "steps": 32, "tokens_per_s": 1.0}], tmp_path / "x.png"
+        )
     with pytest.raises(PartgmError, match="no gen PPL records"):
         plot_genppl_vs_steps([records[-1]], tmp_path / "x.png")

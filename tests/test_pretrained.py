@@ -45,8 +45,15 @@ def tok(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
 
 def make_run(run_dir: Path, algo: str, tok: Tokenizer, seed: int = 0) -> None:
     """Raw and EMA weights differ, so exporting the wrong one is caught."""
-    cfg = resolve_config(overrides=[f"algo={algo}", "preset=cpu-tiny", f"data.length={LENGTH}",
-                                    "model.hidden_size=32", "model.cond_dim=16"])
+    cfg = resolve_config(
+        overrides=[
+            f"algo={algo}",
+            "preset=cpu-tiny",
+            f"data.length={LENGTH}",
+            "model.hidden_size=32",
+            "model.cond_dim=16",
+        ]
+    )
     algorithm = get_algorithm(algo, tok.vocab_size, tok.bos_id)
     states = []
     for s in (seed, seed + 100):
@@ -56,7 +63,9 @@ def make_run(run_dir: Path, algo: str, tok: Tokenizer, seed: int = 0) -> None:
             for p in model.parameters():
                 p.normal_(0.0, 0.2)
         states.append(model.state_dict())
-    write_run_directory(run_dir, cfg, tok.vocab_size, tok.bos_id, tok.eos_id, states[0], states[1], tok, step=42)
+    write_run_directory(
+        run_dir, cfg, tok.vocab_size, tok.bos_id, tok.eos_id, states[0], states[1], tok, step=42
+    )
 
 
 def logits(algo: str, model: torch.nn.Module) -> torch.Tensor:
@@ -72,10 +81,20 @@ def logits(algo: str, model: torch.nn.Module) -> torch.Tensor:
 def test_round_trip_gives_identical_logits(tmp_path: Path, tok: Tokenizer, algo: str) -> None:
     make_run(tmp_path / "run", algo, tok)
     out = save_pretrained(tmp_path / "run", tmp_path / "pre")
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
     config = json.loads((out / "config.json").read_text())
     assert (config["algo"], config["vocab_size"], config["bos_id"], config["step"], config["weights"]) == (
-        algo, tok.vocab_size, 0, 42, "ema")
+        algo,
+        tok.vocab_size,
+        0,
+        42,
+        "ema",
+    )
     algorithm, model, tokenizer = from_pretrained(tmp_path / "pre")
     run = load_run(tmp_path / "run")  # EMA weights
     assert torch.equal(logits(algo, model), logits(algo, run.model))
@@ -111,16 +130,27 @@ def test_missing_and_corrupt_files(tmp_path: Path, tok: Tokenizer) -> None:
         "no-config": (lambda d: (d / "config.json").unlink(), "not a partgm pretrained directory"),
         "no-tokenizer": (lambda d: (d / "tokenizer.json").unlink(), "has no tokenizer.json"),
         "bad-json": (lambda d: (d / "config.json").write_text("{oops"), "unreadable or corrupt"),
-        "not-ours": (lambda d: (d / "config.json").write_text('{"model_type": "gpt2"}'), "not a partgm pretrained config"),
-        "truncated": (lambda d: (d / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:300]),
-                      "truncated or corrupt"),
+        "not-ours": (
+            lambda d: (d / "config.json").write_text('{"model_type": "gpt2"}'),
+            "not a partgm pretrained config",
+        ),
+        "truncated": (
+            lambda d: (d / "model.safetensors").write_bytes((good / "model.safetensors").read_bytes()[:300]),
+            "truncated or corrupt",
+        ),
         "bad-tokenizer": (lambda d: (d / "tokenizer.json").write_text("nope"), "cannot load tokenizer"),
-        "wrong-shape": (lambda d: (d / "config.json").write_text(
-            (good / "config.json").read_text().replace('"hidden_size": 32', '"hidden_size": 64')),
-            "does not match the model config"),
-        "bad-option": (lambda d: (d / "config.json").write_text(
-            (good / "config.json").read_text().replace('"hidden_size": 32', '"hidden_size": "big"')),
-            "model.hidden_size: expected an integer"),
+        "wrong-shape": (
+            lambda d: (d / "config.json").write_text(
+                (good / "config.json").read_text().replace('"hidden_size": 32', '"hidden_size": 64')
+            ),
+            "does not match the model config",
+        ),
+        "bad-option": (
+            lambda d: (d / "config.json").write_text(
+                (good / "config.json").read_text().replace('"hidden_size": 32', '"hidden_size": "big"')
+            ),
+            "model.hidden_size: expected an integer",
+        ),
     }
     for name, (edit, message) in cases.items():
         with pytest.raises(PartgmError, match=message):
@@ -180,13 +210,14 @@ def test_hub_push_and_pull(tmp_path: Path, tok: Tokenizer, monkeypatch: pytest.M
     make_run(tmp_path / "run", "pgm", tok)
     assert main(["hub", "push", str(tmp_path / "run"), "me/tiny-pgm", "--private"]) == 0
     assert "hub.example/me/tiny-pgm/commit/1" in capsys.readouterr().out
-    assert calls[:2] == [("create_repo", "me/tiny-pgm", True),
-                         ("upload_folder", "me/tiny-pgm",
-                          ["README.md", "config.json", "model.safetensors", "tokenizer.json"])]
+    assert calls[:2] == [
+        ("create_repo", "me/tiny-pgm", True),
+        ("upload_folder", "me/tiny-pgm", ["README.md", "config.json", "model.safetensors", "tokenizer.json"]),
+    ]
     assert main(["hub", "pull", "me/tiny-pgm", str(tmp_path / "pulled")]) == 0
     pulled, original = load_run(tmp_path / "pulled"), load_run(tmp_path / "run")
     assert torch.equal(logits("pgm", pulled.model), logits("pgm", original.model))
-    algorithm, model, _ = from_pretrained("me/tiny-pgm")
+    _, model, _ = from_pretrained("me/tiny-pgm")
     assert torch.equal(logits("pgm", model), logits("pgm", original.model))
     assert main(["hub", "pull", "me/missing", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err

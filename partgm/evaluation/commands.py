@@ -21,10 +21,23 @@ def cmd_genppl(args: argparse.Namespace) -> None:
     from partgm.evaluation.genppl import evaluate_genppl
 
     result = evaluate_genppl(
-        args.run_dir, args.judge, num_samples=args.num_samples, steps=args.steps, batch=args.batch, seed=args.seed,
-        nucleus=args.nucleus, sampler=args.sampler, weights=args.weights, device=args.device,
-        precision=args.precision, max_length=args.max_length, judge_batch=args.judge_batch,
-        judge_weights=args.judge_weights, samples_file=args.samples, out=args.out, progress=not args.quiet,
+        args.run_dir,
+        args.judge,
+        num_samples=args.num_samples,
+        steps=args.steps,
+        batch=args.batch,
+        seed=args.seed,
+        nucleus=args.nucleus,
+        sampler=args.sampler,
+        weights=args.weights,
+        device=args.device,
+        precision=args.precision,
+        max_length=args.max_length,
+        judge_batch=args.judge_batch,
+        judge_weights=args.judge_weights,
+        samples_file=args.samples,
+        out=args.out,
+        progress=not args.quiet,
     )
     print(json.dumps(result))
 
@@ -34,22 +47,42 @@ def cmd_task(args: argparse.Namespace) -> None:
 
     extra = {}
     if args.eval_command == "choice":
-        extra = dict(mc_samples=args.mc_samples, score=args.score, normalize=args.normalize, seed=args.seed)
-    result = evaluate_task(args.eval_command, args.run_dir, args.data, batch=args.batch, weights=args.weights,
-                           device=args.device, limit=args.limit, truncate=args.truncate, out=args.out, **extra)
+        extra = {
+            "mc_samples": args.mc_samples,
+            "score": args.score,
+            "normalize": args.normalize,
+            "seed": args.seed,
+        }
+    result = evaluate_task(
+        args.eval_command,
+        args.run_dir,
+        args.data,
+        batch=args.batch,
+        weights=args.weights,
+        device=args.device,
+        limit=args.limit,
+        truncate=args.truncate,
+        out=args.out,
+        **extra,
+    )
     print(json.dumps(result))
 
 
 def add_eval_commands(eval_sub: argparse._SubParsersAction) -> None:
     """Adds ``partgm eval genppl | lambada | choice``."""
     e = eval_sub.add_parser(
-        "genppl", help="generative perplexity of samples under a judge LM, with unigram entropy",
+        "genppl",
+        help="generative perplexity of samples under a judge LM, with unigram entropy",
         description="Draw samples, retokenise them with the judge's tokenizer and report the judge's "
-                    "token-weighted perplexity exp(sum NLL / tokens) and the samples' mean unigram entropy.")
+        "token-weighted perplexity exp(sum NLL / tokens) and the samples' mean unigram entropy.",
+    )
     e.add_argument("run_dir")
-    e.add_argument("--judge", required=True,
-                   help="a partgm AR run directory (offline), or a transformers causal LM: a local directory or "
-                        "a Hub name such as gpt2-large (the paper's judge; needs partgm[hf] and network)")
+    e.add_argument(
+        "--judge",
+        required=True,
+        help="a partgm AR run directory (offline), or a transformers causal LM: a local directory or "
+        "a Hub name such as gpt2-large (the paper's judge; needs partgm[hf] and network)",
+    )
     e.add_argument("--num-samples", type=_positive, default=32, help="paper: 1024")
     e.add_argument("--steps", type=_positive, default=128)
     e.add_argument("--batch", type=_positive, default=8)
@@ -57,10 +90,18 @@ def add_eval_commands(eval_sub: argparse._SubParsersAction) -> None:
     e.add_argument("--nucleus", type=float, default=1.0, help="top-p; 1.0 disables")
     e.add_argument("--sampler", default="auto", help="pgm: uniform | binomial | naive; mdlm/ar: ancestral")
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    e.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="autocast while sampling (the judge always runs fp32 with float64 log-softmax)")
-    e.add_argument("--max-length", type=_positive, default=1024,
-                   help="most tokens the judge reads per sample, its BOS included")
+    e.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="autocast while sampling (the judge always runs fp32 with float64 log-softmax)",
+    )
+    e.add_argument(
+        "--max-length",
+        type=_positive,
+        default=1024,
+        help="most tokens the judge reads per sample, its BOS included",
+    )
     e.add_argument("--judge-batch", type=_positive, default=8)
     e.add_argument("--judge-weights", choices=("ema", "raw"), default="ema", help="for a partgm judge run")
     e.add_argument("--samples", help="score this samples JSONL (partgm sample output) instead of sampling")
@@ -69,29 +110,50 @@ def add_eval_commands(eval_sub: argparse._SubParsersAction) -> None:
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_genppl)
 
-    for name, text in (("lambada", "LAMBADA accuracy: the whole last word predicted in one pass"),
-                       ("choice", "multiple-choice accuracy by (Monte-Carlo) likelihood of prefix + answer")):
-        e = eval_sub.add_parser(name, help=text, description=text + ". Reads lm-eval-harness style JSONL; "
-                                "see docs/evaluation.md.")
+    for name, text in (
+        ("lambada", "LAMBADA accuracy: the whole last word predicted in one pass"),
+        ("choice", "multiple-choice accuracy by (Monte-Carlo) likelihood of prefix + answer"),
+    ):
+        e = eval_sub.add_parser(
+            name, help=text, description=text + ". Reads lm-eval-harness style JSONL; see docs/evaluation.md."
+        )
         e.add_argument("run_dir")
-        e.add_argument("--data", required=True,
-                       help='JSONL: {"text": ...} for lambada; {"query"|"context": ..., "choices": [...], '
-                            '"gold": i} for choice')
+        e.add_argument(
+            "--data",
+            required=True,
+            help='JSONL: {"text": ...} for lambada; {"query"|"context": ..., "choices": [...], '
+            '"gold": i} for choice',
+        )
         e.add_argument("--batch", type=_positive, default=8)
         e.add_argument("--limit", type=int, default=0, help="score only the first N examples (0: all)")
-        e.add_argument("--truncate", action="store_true",
-                       help="drop context tokens from the left when a sequence exceeds the model's length "
-                            "(default: an error)")
+        e.add_argument(
+            "--truncate",
+            action="store_true",
+            help="drop context tokens from the left when a sequence exceeds the model's length "
+            "(default: an error)",
+        )
         e.add_argument("--weights", choices=("ema", "raw"), default="ema")
         e.add_argument("--device", default="cpu")
         e.add_argument("--out", help=f"output JSON (default RUN_DIR/eval/{name}-DATA.json)")
         if name == "choice":
-            e.add_argument("--mc-samples", type=_positive, default=32,
-                           help="Monte-Carlo draws of (t, mask) per sequence (MDLM / PGM)")
-            e.add_argument("--score", choices=("joint", "answer"), default="joint",
-                           help="joint: NELBO of prefix + answer (default); answer: of the answer given the prefix")
-            e.add_argument("--normalize", choices=("none", "tokens"), default="none",
-                           help="headline accuracy from raw scores or scores per scored token (both are reported)")
+            e.add_argument(
+                "--mc-samples",
+                type=_positive,
+                default=32,
+                help="Monte-Carlo draws of (t, mask) per sequence (MDLM / PGM)",
+            )
+            e.add_argument(
+                "--score",
+                choices=("joint", "answer"),
+                default="joint",
+                help="joint: NELBO of prefix + answer (default); answer: of the answer given the prefix",
+            )
+            e.add_argument(
+                "--normalize",
+                choices=("none", "tokens"),
+                default="none",
+                help="headline accuracy from raw scores or scores per scored token (both are reported)",
+            )
             e.add_argument("--seed", type=int, default=0)
         e.set_defaults(func=cmd_task)
 
@@ -100,9 +162,17 @@ def cmd_convert(args: argparse.Namespace) -> None:
     from partgm.convert import convert_checkpoint
 
     summary = convert_checkpoint(
-        args.ckpt, args.out_run_dir, args.algo, allow_pickle=args.allow_pickle, weights=args.weights,
-        length=args.length, n_heads=args.n_heads, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
-        bos_id=args.bos_id, swap_query_mode=args.swap_query_mode,
+        args.ckpt,
+        args.out_run_dir,
+        args.algo,
+        allow_pickle=args.allow_pickle,
+        weights=args.weights,
+        length=args.length,
+        n_heads=args.n_heads,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        bos_id=args.bos_id,
+        swap_query_mode=args.swap_query_mode,
     )
     print(json.dumps(summary))
 
@@ -111,8 +181,11 @@ def cmd_hub(args: argparse.Namespace) -> None:
     from partgm import pretrained
 
     if args.hub_command == "push":
-        print(pretrained.push_to_hub(args.run_dir, args.repo_id, weights=args.weights, private=args.private,
-                                     revision=args.revision))
+        print(
+            pretrained.push_to_hub(
+                args.run_dir, args.repo_id, weights=args.weights, private=args.private, revision=args.revision
+            )
+        )
     elif args.hub_command == "pull":
         print(pretrained.pull_from_hub(args.repo_id, args.run_dir, revision=args.revision))
     elif args.hub_command == "export":
@@ -124,28 +197,46 @@ def cmd_hub(args: argparse.Namespace) -> None:
 def add_top_level_commands(sub: argparse._SubParsersAction) -> None:
     """Adds ``partgm convert`` and ``partgm hub``."""
     p = sub.add_parser(
-        "convert", help="import a reference PGM / MDLM Lightning checkpoint into a run directory",
+        "convert",
+        help="import a reference PGM / MDLM Lightning checkpoint into a run directory",
         description="Convert the authors' released text checkpoints (.ckpt) into a partgm run directory. "
-                    "A .ckpt is a pickle: loading it can run code, so --allow-pickle is required.")
+        "A .ckpt is a pickle: loading it can run code, so --allow-pickle is required.",
+    )
     p.add_argument("ckpt", help="Lightning .ckpt (or a .safetensors of backbone tensors)")
     p.add_argument("out_run_dir")
     p.add_argument("--algo", choices=("pgm", "mdlm"), required=True)
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="allow unpickling the checkpoint (only for files from a source you trust)")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema",
-                   help="ema: the EMA weights are the run's evaluated weights (default); raw: the raw weights")
-    p.add_argument("--length", type=_positive, help="sequence length (default: from the checkpoint, else 1024)")
+    p.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow unpickling the checkpoint (only for files from a source you trust)",
+    )
+    p.add_argument(
+        "--weights",
+        choices=("ema", "raw"),
+        default="ema",
+        help="ema: the EMA weights are the run's evaluated weights (default); raw: the raw weights",
+    )
+    p.add_argument(
+        "--length", type=_positive, help="sequence length (default: from the checkpoint, else 1024)"
+    )
     p.add_argument("--n-heads", type=_positive, help="attention heads when the checkpoint does not say")
     p.add_argument("--tokenizer", default="gpt2", help="tokenizer copied into the run: gpt2, a path, or none")
-    p.add_argument("--vocab-size", type=_positive, help="real tokens N (default: embedding rows - 1, the [MASK])")
+    p.add_argument(
+        "--vocab-size", type=_positive, help="real tokens N (default: embedding rows - 1, the [MASK])"
+    )
     p.add_argument("--bos-id", type=int, help="BOS id (default: the tokenizer's, else N - 1)")
-    p.add_argument("--swap-query-mode", choices=("learn", "learn+freqs", "learn+freqs+mean", "learn+freqs+logsumexp"),
-                   help="PGM GroupSwap query mode when the checkpoint does not say (default learn+freqs)")
+    p.add_argument(
+        "--swap-query-mode",
+        choices=("learn", "learn+freqs", "learn+freqs+mean", "learn+freqs+logsumexp"),
+        help="PGM GroupSwap query mode when the checkpoint does not say (default learn+freqs)",
+    )
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("hub", help="share models: Hugging Face Hub push / pull, local export / import")
     hub = p.add_subparsers(dest="hub_command", required=True)
-    h = hub.add_parser("push", help="upload a run (model.safetensors, config.json, tokenizer.json) to the Hub")
+    h = hub.add_parser(
+        "push", help="upload a run (model.safetensors, config.json, tokenizer.json) to the Hub"
+    )
     h.add_argument("run_dir")
     h.add_argument("repo_id")
     h.add_argument("--weights", choices=("ema", "raw"), default="ema")

@@ -76,19 +76,21 @@ class Judge:
         ``max_text_tokens`` must be truncated by the caller."""
         results: list[tuple[float, int]] = []
         for start in range(0, len(id_lists), batch_size):
-            chunk = [list(ids) for ids in id_lists[start:start + batch_size]]
+            chunk = [list(ids) for ids in id_lists[start : start + batch_size]]
             rows = [([self.bos_id] if self.bos_id is not None else []) + ids for ids in chunk]
             width = max(2, max(len(r) for r in rows))
             x = torch.zeros(len(rows), width, dtype=torch.long)
             attn = torch.zeros(len(rows), width, dtype=torch.long)
             for i, r in enumerate(rows):
-                x[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-                attn[i, :len(r)] = 1
-            logp = F.log_softmax(self.logits(x, attn)[:, :-1].double(), dim=-1)
-            nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # [B, T - 1]
+                x[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+                attn[i, : len(r)] = 1
+            logits = self.logits(x, attn)[:, :-1]  # [B, T - 1, V] on the judge's device
+            targets = x[:, 1:].to(logits.device)
             scored = attn[:, 1:].bool()
-            for i in range(len(rows)):
-                results.append((float(nll[i][scored[i]].sum()), int(scored[i].sum())))
+            for i in range(len(rows)):  # one row at a time: float64 logits of a whole batch can be GBs
+                logp = F.log_softmax(logits[i].double(), dim=-1)
+                nll = -logp.gather(-1, targets[i, :, None]).squeeze(-1).cpu()
+                results.append((float(nll[scored[i]].sum()), int(scored[i].sum())))
         return results
 
 
@@ -97,14 +99,21 @@ class PartgmARJudge(Judge):
 
     kind = "partgm-ar"
 
-    def __init__(self, run_dir: str | Path, weights: str = "ema", device: str = "cpu",
-                 max_length: int = DEFAULT_MAX_LENGTH):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        weights: str = "ema",
+        device: str = "cpu",
+        max_length: int = DEFAULT_MAX_LENGTH,
+    ):
         from partgm.engine import load_run
 
         run = load_run(Path(run_dir), weights=weights, device=device)
         if run.cfg.algo != "ar":
-            raise PartgmError(f"judge '{run_dir}' is a {run.cfg.algo} run; a judge must be an autoregressive run "
-                              "(algo ar) or a transformers causal LM")
+            raise PartgmError(
+                f"judge '{run_dir}' is a {run.cfg.algo} run; a judge must be an autoregressive run "
+                "(algo ar) or a transformers causal LM"
+            )
         if run.tokenizer is None:
             raise PartgmError(f"judge run '{run_dir}' has no tokenizer.json")
         self.run, self.model, self.tokenizer = run, run.model, run.tokenizer
@@ -118,7 +127,7 @@ class PartgmARJudge(Judge):
         return self.tokenizer.encode_batch(list(texts))
 
     def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(ids.to(self.device)).float().cpu()  # causal: right padding never reaches a real token
+        return self.model(ids.to(self.device))  # causal: right padding never reaches a real token
 
 
 class HFJudge(Judge):
@@ -130,23 +139,30 @@ class HFJudge(Judge):
         try:
             import transformers
         except ImportError:
-            raise PartgmError("a transformers judge needs the transformers package: pip install partgm[hf] "
-                              "(or use a partgm AR run directory as --judge)") from None
+            raise PartgmError(
+                "a transformers judge needs the transformers package: pip install partgm[hf] "
+                "(or use a partgm AR run directory as --judge)"
+            ) from None
         local = Path(name_or_path).expanduser().is_dir()
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, local_files_only=local)
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(name_or_path, local_files_only=local)
-        except Exception as exc:  # OSError (not found / offline), ValueError (not a causal LM), ...
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                name_or_path, local_files_only=local
+            )
+        except Exception as exc:  # noqa: BLE001 (OSError (not found / offline), ValueError (not a causal LM), ...)
             where = "local directory" if local else "Hub model (needs network or the HF cache)"
-            raise PartgmError(f"cannot load judge '{name_or_path}' as a transformers {where}: "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise PartgmError(
+                f"cannot load judge '{name_or_path}' as a transformers {where}: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from None
         self.device = torch.device(device)
         self.model.float().to(self.device).eval()
         self.name = str(name_or_path)
         bos = self.tokenizer.bos_token_id
         self.bos_id = bos if bos is not None else getattr(self.model.config, "bos_token_id", None)
-        limit = getattr(self.model.config, "n_positions", None) or getattr(self.model.config,
-                                                                           "max_position_embeddings", None)
+        limit = getattr(self.model.config, "n_positions", None) or getattr(
+            self.model.config, "max_position_embeddings", None
+        )
         self.max_length = min(max_length, int(limit)) if limit else max_length
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -154,16 +170,20 @@ class HFJudge(Judge):
 
     def logits(self, ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=ids.to(self.device), attention_mask=attention_mask.to(self.device))
-        return out.logits.float().cpu()
+        return out.logits
 
 
-def load_judge(spec: str, device: str = "cpu", max_length: int = DEFAULT_MAX_LENGTH, weights: str = "ema") -> Judge:
+def load_judge(
+    spec: str, device: str = "cpu", max_length: int = DEFAULT_MAX_LENGTH, weights: str = "ema"
+) -> Judge:
     """A partgm AR run directory (it has ``checkpoints/``), else a transformers model (directory or name)."""
     path = Path(spec).expanduser()
     if path.is_dir() and ((path / "checkpoints").is_dir() or (path / "data.json").is_file()):
         return PartgmARJudge(path, weights, device, max_length)
     if not path.is_dir() and (spec.startswith((".", "/", "~")) or path.exists()):
-        raise PartgmError(f"judge '{spec}' is neither a partgm AR run directory nor a transformers model directory")
+        raise PartgmError(
+            f"judge '{spec}' is neither a partgm AR run directory nor a transformers model directory"
+        )
     return HFJudge(spec, device, max_length)
 
 
@@ -178,8 +198,13 @@ def judge_texts(judge: Judge, texts: Sequence[str], batch_size: int = 8) -> dict
     count = sum(c for _, c in scores)
     if count == 0:
         raise PartgmError("the judge scored no tokens: the samples decode to empty texts")
-    return {"gen_ppl": math.exp(total / count), "nll_per_token": total / count, "tokens_scored": count,
-            "samples_truncated": truncated, "per_sample": scores}
+    return {
+        "gen_ppl": math.exp(total / count),
+        "nll_per_token": total / count,
+        "tokens_scored": count,
+        "samples_truncated": truncated,
+        "per_sample": scores,
+    }
 
 
 def _slug(text: str) -> str:
@@ -199,8 +224,12 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
             r = json.loads(line)
         except json.JSONDecodeError as exc:
             raise PartgmError(f"{path}:{n}: not JSON ({exc.msg})") from None
-        if not isinstance(r, dict) or not isinstance(r.get("text"), str) or not isinstance(r.get("token_ids"), list):
-            raise PartgmError(f"{path}:{n}: a sample needs \"text\" (string) and \"token_ids\" (list)")
+        if (
+            not isinstance(r, dict)
+            or not isinstance(r.get("text"), str)
+            or not isinstance(r.get("token_ids"), list)
+        ):
+            raise PartgmError(f'{path}:{n}: a sample needs "text" (string) and "token_ids" (list)')
         records.append(r)
     if not records:
         raise PartgmError(f"samples file '{path}' holds no samples")
@@ -261,16 +290,31 @@ def evaluate_genppl(
         from partgm import cli
 
         with _autocast(precision, device):
-            records = cli.sample_run(run_dir, steps, num_samples, batch, seed, nucleus, sampler, None, None,
-                                     weights, device, progress)
+            records = cli.sample_run(
+                run_dir,
+                steps,
+                num_samples,
+                batch,
+                seed,
+                nucleus,
+                sampler,
+                None,
+                None,
+                weights,
+                device,
+                progress,
+            )
         source = "sampled"
     sample_time = time.perf_counter() - start
     if isinstance(judge, str):
         judge = load_judge(judge, device, max_length, judge_weights)
     scores = judge_texts(judge, [r["text"] for r in records], judge_batch)
     entropy = mean_entropy([r["token_ids"] for r in records])
-    tag = (f"{_slug(judge.name)}-n{len(records)}-steps{steps}-{sampler}-p{nucleus:g}-seed{seed}"
-           if samples_file is None else f"{_slug(judge.name)}-{_slug(str(samples_file))}")
+    tag = (
+        f"{_slug(judge.name)}-n{len(records)}-steps{steps}-{sampler}-p{nucleus:g}-seed{seed}"
+        if samples_file is None
+        else f"{_slug(judge.name)}-{_slug(str(samples_file))}"
+    )
     out_path = Path(out) if out else run_dir / "eval" / f"genppl-{tag}.json"
     samples_path = out_path.with_name(out_path.stem + ".samples.jsonl")
     result = {
@@ -306,9 +350,19 @@ def evaluate_genppl(
     }
     lines = []
     for i, (r, (nll, count)) in enumerate(zip(records, scores["per_sample"])):
-        lines.append(json.dumps({"index": r.get("index", i), "text": r["text"], "token_ids": r["token_ids"],
-                                 "judge_nll": nll, "judge_tokens": count,
-                                 "entropy": unigram_entropy(list(r["token_ids"])[1:])}) + "\n")
+        lines.append(
+            json.dumps(
+                {
+                    "index": r.get("index", i),
+                    "text": r["text"],
+                    "token_ids": r["token_ids"],
+                    "judge_nll": nll,
+                    "judge_tokens": count,
+                    "entropy": unigram_entropy(list(r["token_ids"])[1:]),
+                }
+            )
+            + "\n"
+        )
     atomic_write_text(samples_path, "".join(lines))
     atomic_write_json(out_path, result)
     return result

@@ -17,9 +17,9 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from partgm.errors import PartgmError  # noqa: E402
+from partgm.errors import PartgmError
 
 
 def read_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -68,7 +68,9 @@ def plot_genppl_vs_steps(records: list[dict[str, Any]], out_png: str | Path) -> 
     lines: dict[str, list[tuple[int, float, float]]] = defaultdict(list)
     for r in records:
         if r.get("steps") and r.get("gen_ppl") is not None:
-            lines[_label(r)].append((int(r["steps"]), float(r["gen_ppl"]), float(r.get("entropy", float("nan")))))
+            lines[_label(r)].append(
+                (int(r["steps"]), float(r["gen_ppl"]), float(r.get("entropy", float("nan"))))
+            )
     if not lines:
         raise PartgmError("no gen PPL records with steps to plot")
     fig, (ax_ppl, ax_ent) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -79,9 +81,16 @@ def plot_genppl_vs_steps(records: list[dict[str, Any]], out_png: str | Path) -> 
         ax_ent.plot(steps, [p[2] for p in points], marker="o", label=label)
     judges = sorted({str(r.get("judge")) for r in records if r.get("judge")})
     judge = Path(judges[0]).name if len(judges) == 1 else "several judges"
-    ax_ppl.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel=f"generative perplexity ({judge})",
-               title="Gen PPL vs steps (lower is better)")
-    ax_ent.set(xscale="log", xlabel="sampling steps", ylabel="unigram entropy (nats)", title="Entropy vs steps")
+    ax_ppl.set(
+        xscale="log",
+        yscale="log",
+        xlabel="sampling steps",
+        ylabel=f"generative perplexity ({judge})",
+        title="Gen PPL vs steps (lower is better)",
+    )
+    ax_ent.set(
+        xscale="log", xlabel="sampling steps", ylabel="unigram entropy (nats)", title="Entropy vs steps"
+    )
     for ax in (ax_ppl, ax_ent):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
@@ -89,8 +98,11 @@ def plot_genppl_vs_steps(records: list[dict[str, Any]], out_png: str | Path) -> 
 
 
 def _match(r: dict[str, Any], bench: list[dict[str, Any]]) -> dict[str, Any] | None:
-    candidates = [b for b in bench if b.get("algo") == r.get("algo") and b.get("steps") == r.get("steps")
-                  and b.get("tokens_per_s")]
+    candidates = [
+        b
+        for b in bench
+        if b.get("algo") == r.get("algo") and b.get("steps") == r.get("steps") and b.get("tokens_per_s")
+    ]
     if r.get("nucleus") is not None:
         same_p = [b for b in candidates if b.get("nucleus", r["nucleus"]) == r["nucleus"]]
         candidates = same_p or candidates
@@ -98,8 +110,9 @@ def _match(r: dict[str, Any], bench: list[dict[str, Any]]) -> dict[str, Any] | N
     return (preferred or candidates or [None])[0]
 
 
-def plot_genppl_vs_throughput(genppl_records: list[dict[str, Any]], bench_records: list[dict[str, Any]],
-                              out_png: str | Path) -> Path:
+def plot_genppl_vs_throughput(
+    genppl_records: list[dict[str, Any]], bench_records: list[dict[str, Any]], out_png: str | Path
+) -> Path:
     """Gen PPL (y) vs sampling tokens/s (x), one line per run, points labelled with their steps; each
     gen PPL record is joined to the bench record of the same algorithm and steps (and nucleus)."""
     lines: dict[str, list[tuple[float, float, int]]] = defaultdict(list)
@@ -118,8 +131,13 @@ def plot_genppl_vs_throughput(genppl_records: list[dict[str, Any]], bench_record
         for x, y, steps in points:
             ax.annotate(str(steps), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     device = next((b.get("device") for b in bench_records if b.get("device")), None)
-    ax.set(xscale="log", yscale="log", xlabel="sampling throughput (tokens / s)" + (f", {device}" if device else ""),
-           ylabel="generative perplexity", title="Quality vs speed (labels: sampling steps)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="sampling throughput (tokens / s)" + (f", {device}" if device else ""),
+        ylabel="generative perplexity",
+        title="Quality vs speed (labels: sampling steps)",
+    )
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out_png)

@@ -86,7 +86,7 @@ def read_lambada(path: str | Path) -> list[Example]:
     for n, record in _read_jsonl(path):
         text = record.get("text")
         if not isinstance(text, str):
-            raise PartgmError(f"{path}:{n}: a LAMBADA line needs a \"text\" string")
+            raise PartgmError(f'{path}:{n}: a LAMBADA line needs a "text" string')
         m = _LAST_WORD.fullmatch(text.lstrip())
         if not m:
             raise PartgmError(f"{path}:{n}: the text needs a context and a last word")
@@ -101,11 +101,15 @@ def read_choice(path: str | Path) -> list[Example]:
         context = record.get("query", record.get("context"))
         choices, gold = record.get("choices"), record.get("gold")
         if not isinstance(context, str):
-            raise PartgmError(f"{path}:{n}: a multiple-choice line needs a \"query\" (or \"context\") string")
-        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
-            raise PartgmError(f"{path}:{n}: \"choices\" must be a list of at least two non-empty strings")
+            raise PartgmError(f'{path}:{n}: a multiple-choice line needs a "query" (or "context") string')
+        if (
+            not isinstance(choices, list)
+            or len(choices) < 2
+            or not all(isinstance(c, str) and c for c in choices)
+        ):
+            raise PartgmError(f'{path}:{n}: "choices" must be a list of at least two non-empty strings')
         if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
-            raise PartgmError(f"{path}:{n}: \"gold\" must be an integer index into the {len(choices)} choices")
+            raise PartgmError(f'{path}:{n}: "gold" must be an integer index into the {len(choices)} choices')
         conts = [c if (c[0].isspace() or not context or context[-1].isspace()) else " " + c for c in choices]
         examples.append(Example(n, context, conts, gold))
     return examples
@@ -117,7 +121,7 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
     ctx = tokenizer.encode(context) if context else []
     whole = tokenizer.encode(context + continuation)
     if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return ctx, whole[len(ctx):]
+        return ctx, whole[len(ctx) :]
     return ctx, tokenizer.encode(continuation)
 
 
@@ -129,8 +133,15 @@ class Batch:
     truncated: int
 
 
-def build_batch(pairs: Sequence[tuple[list[int], list[int]]], lines: Sequence[int], length: int, bos_id: int,
-                pad_id: int, pad_to_length: bool, truncate: bool) -> Batch:
+def build_batch(
+    pairs: Sequence[tuple[list[int], list[int]]],
+    lines: Sequence[int],
+    length: int,
+    bos_id: int,
+    pad_id: int,
+    pad_to_length: bool,
+    truncate: bool,
+) -> Batch:
     """Rows ``[BOS] + context + continuation`` padded with ``pad_id`` (to ``length`` or the longest row)."""
     rows, truncated = [], 0
     for (ctx, cont), line in zip(pairs, lines):
@@ -140,9 +151,10 @@ def build_batch(pairs: Sequence[tuple[list[int], list[int]]], lines: Sequence[in
         if room < 0 or (len(ctx) > room and not truncate):
             raise PartgmError(
                 f"line {line}: {1 + len(ctx) + len(cont)} tokens with BOS, more than the model's length {length}"
-                + ("" if room < 0 else " (pass --truncate to drop context tokens from the left)"))
+                + ("" if room < 0 else " (pass --truncate to drop context tokens from the left)")
+            )
         if len(ctx) > room:
-            ctx, truncated = ctx[len(ctx) - room:] if room else [], truncated + 1
+            ctx, truncated = ctx[len(ctx) - room :] if room else [], truncated + 1
         rows.append((ctx, cont))
     width = length if pad_to_length else max(1 + len(c) + len(t) for c, t in rows)
     x = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -152,9 +164,9 @@ def build_batch(pairs: Sequence[tuple[list[int], list[int]]], lines: Sequence[in
         n = 1 + len(ctx)
         x[i, 0] = bos_id
         x[i, 1:n] = torch.tensor(ctx, dtype=torch.long)
-        x[i, n:n + len(cont)] = torch.tensor(cont, dtype=torch.long)
+        x[i, n : n + len(cont)] = torch.tensor(cont, dtype=torch.long)
         context[i, 1:n] = True
-        target[i, n:n + len(cont)] = True
+        target[i, n : n + len(cont)] = True
     return Batch(x, context, target, truncated)
 
 
@@ -172,7 +184,9 @@ class Scorer:
         elif isinstance(algorithm, MDLMAlgorithm):
             self.kind = "mdlm"
         else:
-            raise PartgmError(f"zero-shot scoring supports mdlm, mdlm-complement, pgm and ar, not '{algorithm.name}'")
+            raise PartgmError(
+                f"zero-shot scoring supports mdlm, mdlm-complement, pgm and ar, not '{algorithm.name}'"
+            )
 
     @property
     def pads_to_length(self) -> bool:
@@ -232,29 +246,62 @@ def _batches(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-def lambada_accuracy(scorer: Scorer, tokenizer: Any, examples: Sequence[Example], length: int, bos_id: int,
-                     pad_id: int, batch_size: int = 8, truncate: bool = False) -> dict[str, Any]:
+def lambada_accuracy(
+    scorer: Scorer,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    length: int,
+    bos_id: int,
+    pad_id: int,
+    batch_size: int = 8,
+    truncate: bool = False,
+) -> dict[str, Any]:
     """Accuracy with every target token matching the argmax, plus per-example predictions."""
     pairs = [encode_pair(tokenizer, e.context, e.continuations[0]) for e in examples]
     predictions, correct, truncated = [], 0, 0
     for sl in _batches(len(examples), batch_size):
-        batch = build_batch(pairs[sl], [e.line for e in examples[sl]], length, bos_id, pad_id,
-                            scorer.pads_to_length, truncate)
+        batch = build_batch(
+            pairs[sl], [e.line for e in examples[sl]], length, bos_id, pad_id, scorer.pads_to_length, truncate
+        )
         truncated += batch.truncated
         pred, ok = scorer.argmax(batch.x, batch.target)
         for i, e in enumerate(examples[sl]):
             ids = pred[i][batch.target[i]].tolist()
-            predictions.append({"line": e.line, "target": e.continuations[0], "target_ids": pairs[sl][i][1],
-                                "predicted_ids": ids, "predicted": tokenizer.decode(ids), "correct": bool(ok[i])})
+            predictions.append(
+                {
+                    "line": e.line,
+                    "target": e.continuations[0],
+                    "target_ids": pairs[sl][i][1],
+                    "predicted_ids": ids,
+                    "predicted": tokenizer.decode(ids),
+                    "correct": bool(ok[i]),
+                }
+            )
             correct += bool(ok[i])
-    return {"accuracy": correct / len(examples), "correct": correct, "count": len(examples),
-            "target_tokens_mean": sum(len(p[1]) for p in pairs) / len(pairs), "truncated": truncated,
-            "predictions": predictions}
+    return {
+        "accuracy": correct / len(examples),
+        "correct": correct,
+        "count": len(examples),
+        "target_tokens_mean": sum(len(p[1]) for p in pairs) / len(pairs),
+        "truncated": truncated,
+        "predictions": predictions,
+    }
 
 
-def choice_accuracy(scorer: Scorer, tokenizer: Any, examples: Sequence[Example], length: int, bos_id: int,
-                    pad_id: int, batch_size: int = 8, mc_samples: int = 32, score: str = "joint",
-                    normalize: str = "none", seed: int = 0, truncate: bool = False) -> dict[str, Any]:
+def choice_accuracy(
+    scorer: Scorer,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    length: int,
+    bos_id: int,
+    pad_id: int,
+    batch_size: int = 8,
+    mc_samples: int = 32,
+    score: str = "joint",
+    normalize: str = "none",
+    seed: int = 0,
+    truncate: bool = False,
+) -> dict[str, Any]:
     """Accuracy of ``argmin`` score over the choices, unnormalised and per scored token."""
     if score not in ("joint", "answer"):
         raise PartgmError(f"score must be joint or answer, not '{score}'")
@@ -277,19 +324,32 @@ def choice_accuracy(scorer: Scorer, tokenizer: Any, examples: Sequence[Example],
     k = 0
     for e in examples:
         n = len(e.continuations)
-        s, c = raw[k:k + n], counts[k:k + n]
+        s, c = raw[k : k + n], counts[k : k + n]
         k += n
         norm = [a / max(b, 1) for a, b in zip(s, c)]
         pick = min(range(n), key=lambda j: s[j])
         pick_norm = min(range(n), key=lambda j: norm[j])
         hits["none"] += pick == e.gold
         hits["tokens"] += pick_norm == e.gold
-        per_example.append({"line": e.line, "gold": e.gold, "pred": pick, "pred_token_normalized": pick_norm,
-                            "scores": s, "scored_tokens": c})
+        per_example.append(
+            {
+                "line": e.line,
+                "gold": e.gold,
+                "pred": pick,
+                "pred_token_normalized": pick_norm,
+                "scores": s,
+                "scored_tokens": c,
+            }
+        )
     total = len(examples)
-    return {"accuracy": hits[normalize] / total, "accuracy_unnormalized": hits["none"] / total,
-            "accuracy_token_normalized": hits["tokens"] / total, "count": total, "truncated": truncated,
-            "predictions": per_example}
+    return {
+        "accuracy": hits[normalize] / total,
+        "accuracy_unnormalized": hits["none"] / total,
+        "accuracy_token_normalized": hits["tokens"] / total,
+        "count": total,
+        "truncated": truncated,
+        "predictions": per_example,
+    }
 
 
 def evaluate_task(
@@ -328,18 +388,44 @@ def evaluate_task(
         result = lambada_accuracy(scorer, run.tokenizer, examples, length, bos, pad, batch, truncate)
         method = {"lambada": "whole target predicted in one pass; all target tokens must equal the argmax"}
     else:
-        result = choice_accuracy(scorer, run.tokenizer, examples, length, bos, pad, batch, mc_samples, score,
-                                 normalize, seed, truncate)
-        method = {"score": score, "normalize": normalize,
-                  "mc_samples": mc_samples if scorer.kind != "ar" else None, "seed": seed,
-                  "estimator": "exact log-likelihood" if scorer.kind == "ar" else "Monte-Carlo NELBO (upper bound)"}
+        result = choice_accuracy(
+            scorer,
+            run.tokenizer,
+            examples,
+            length,
+            bos,
+            pad,
+            batch,
+            mc_samples,
+            score,
+            normalize,
+            seed,
+            truncate,
+        )
+        method = {
+            "score": score,
+            "normalize": normalize,
+            "mc_samples": mc_samples if scorer.kind != "ar" else None,
+            "seed": seed,
+            "estimator": "exact log-likelihood" if scorer.kind == "ar" else "Monte-Carlo NELBO (upper bound)",
+        }
     predictions = result.pop("predictions")
     out_path = Path(out) if out else Path(run_dir) / "eval" / f"{task}-{Path(data).stem}.json"
     pred_path = out_path.with_name(out_path.stem + ".predictions.jsonl")
-    record = {"metric": task, "run_dir": str(run_dir), "algo": run.cfg.algo, "model_step": run.step,
-              "weights": weights, "data": str(data), **result, **method, "length": length,
-              "padding": "EOS to the model length" if scorer.pads_to_length else "none needed (causal)",
-              "predictions_file": str(pred_path), "device": device}
+    record = {
+        "metric": task,
+        "run_dir": str(run_dir),
+        "algo": run.cfg.algo,
+        "model_step": run.step,
+        "weights": weights,
+        "data": str(data),
+        **result,
+        **method,
+        "length": length,
+        "padding": "EOS to the model length" if scorer.pads_to_length else "none needed (causal)",
+        "predictions_file": str(pred_path),
+        "device": device,
+    }
     atomic_write_text(pred_path, "".join(json.dumps(p) + "\n" for p in predictions))
     atomic_write_json(out_path, record)
     return record
