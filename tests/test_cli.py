@@ -118,7 +118,7 @@ def test_empty_corpus_and_unreadable_file(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "fine"}\n{not json\n')
     assert "bad.jsonl" in _error(capsys, ["prepare", f"data.corpus={bad}", f"data.cache_dir={tmp_path}"])
-    assert "does not exist" in _error(capsys, ["prepare", f"data.corpus={tmp_path / 'nope.txt'}"])
+    assert "not found" in _error(capsys, ["prepare", f"data.corpus={tmp_path / 'nope.txt'}"])
 
 
 def test_resume_with_changed_model_config(pgm_run, corpus, tmp_path, capsys):
