@@ -333,6 +333,12 @@ def test_convert_with_a_tokenizer(tmp_path: Path) -> None:
     run = load_run(tmp_path / "run")
     assert run.tokenizer.encode("w3 w5") == [3, 5] and run.data_header["bos_id"] == N_REAL - 1
     assert run.cfg.data.length == LENGTH
+    from partgm.cli import sample_run  # the converted run samples like any other
+
+    (record,) = sample_run(
+        tmp_path / "run", steps=4, num_samples=1, batch=1, seed=0, nucleus=1.0, progress=False
+    )
+    assert len(record["token_ids"]) == LENGTH and record["token_ids"][0] == N_REAL - 1
     pgm = write_reference_ckpt(tmp_path / "p.ckpt", "pgm", random_model("pgm", 1), random_model("pgm", 1))
     with pytest.raises(PartgmError, match=f"has {N_REAL} tokens, the checkpoint {VOCAB_ROWS}"):
         convert_checkpoint(

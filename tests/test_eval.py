@@ -480,14 +480,14 @@ def test_choice_nelbo_estimates_the_likelihood(tmp_path: Path, tok: Tokenizer, a
     algorithm, model = make_run(tmp_path / algo, algo, tok, bias=bias)
     logp = torch.log_softmax(bias[: tok.vocab_size].double(), -1)  # the mask logit is -inf under SUBS
     examples = choice_examples()
-    result = choice_accuracy(Scorer(algorithm, model), tok, examples, 16, 0, 0, mc_samples=64, score="answer")
+    result = choice_accuracy(Scorer(algorithm, model), tok, examples, 16, 0, 0, mc_samples=32, score="answer")
     assert result["accuracy"] == 1.0
     # With predictions independent of the input, E[NELBO] = (1 - eps) * exact NLL under the log-linear schedule
     for e, p in zip(examples, result["predictions"]):
         for cont, s in zip(e.continuations, p["scores"]):
             exact = -sum(float(logp[i]) for i in tok.encode(cont))
-            assert s == pytest.approx(0.999 * exact, rel=0.3)
-    again = choice_accuracy(Scorer(algorithm, model), tok, examples, 16, 0, 0, mc_samples=64, score="answer")
+            assert s == pytest.approx(0.999 * exact, rel=0.2)
+    again = choice_accuracy(Scorer(algorithm, model), tok, examples, 16, 0, 0, mc_samples=32, score="answer")
     assert again["predictions"] == result["predictions"]  # seeded
     joint = choice_accuracy(Scorer(algorithm, model), tok, examples, 16, 0, 0, mc_samples=8, seed=1)
     assert all(
