@@ -150,7 +150,11 @@ class HFJudge(Judge):
                 name_or_path, local_files_only=local
             )
         except Exception as exc:  # noqa: BLE001 (OSError (not found / offline), ValueError (not a causal LM), ...)
-            where = "local directory" if local else "Hub model (needs network or the HF cache)"
+            where = (
+                "local directory"
+                if local
+                else "Hub model (there is no such local directory; the Hub needs network or the HF cache)"
+            )
             raise PartgmError(
                 f"cannot load judge '{name_or_path}' as a transformers {where}: "
                 f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
