@@ -133,7 +133,10 @@ def cmd_eval_ppl(args: argparse.Namespace) -> None:
     from partgm.engine.checkpoint import atomic_write_text
 
     run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
-    data = PreparedData.load(args.data or run.data_header["path"])
+    data_path = args.data or run.data_header.get("path")
+    if not data_path:
+        raise PartgmError(f"run directory '{args.run_dir}' records no prepared data: pass --data DIR")
+    data = PreparedData.load(data_path)
     if data.vocab_size != run.algorithm.vocab_size:
         raise PartgmError(f"data vocab {data.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}")
     split = data.val if args.split == "val" else data.train
@@ -145,11 +148,20 @@ def cmd_eval_ppl(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
+    from partgm.evaluation.plots import plot_genppl_vs_steps, plot_genppl_vs_throughput, read_records
     from partgm.plot import plot_run, plot_runs
 
-    paths = plot_run(Path(args.run_dirs[0])) if len(args.run_dirs) == 1 else plot_runs(
-        [Path(r) for r in args.run_dirs], Path(args.out or "plots")
-    )
+    runs = [Path(r) for r in args.run_dirs]
+    if not runs and not args.genppl:
+        raise PartgmError("give run directories and/or --genppl JSON files to plot")
+    out = Path(args.out) if args.out else (runs[0] / "plots" if len(runs) == 1 else Path("plots"))
+    paths = plot_run(runs[0]) if len(runs) == 1 and not args.out else plot_runs(runs, out) if runs else []
+    genppl_files = list(args.genppl) + [p for r in runs for p in sorted((r / "eval").glob("genppl-*.json"))]
+    if genppl_files:
+        genppl = read_records(genppl_files)
+        paths.append(plot_genppl_vs_steps(genppl, out / "genppl_vs_steps.png"))
+        if args.bench:
+            paths.append(plot_genppl_vs_throughput(genppl, read_records(args.bench), out / "genppl_vs_throughput.png"))
     for p in paths:
         print(p)
 
@@ -221,9 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_top_level_commands(sub)
     add_bench_command(sub)
 
-    p = sub.add_parser("plot", help="PNG plots of a run's metrics (several runs: overlaid)")
-    p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out", help="output folder when several runs are given")
+    p = sub.add_parser("plot", help="PNG plots: training curves (several runs overlaid), gen PPL and entropy "
+                       "vs steps, gen PPL vs tokens/s")
+    p.add_argument("run_dirs", nargs="*", help="run directories (their eval/genppl-*.json are picked up too)")
+    p.add_argument("--genppl", nargs="*", default=[], help="more `partgm eval genppl` JSON files")
+    p.add_argument("--bench", nargs="*", default=[], help="`partgm bench sample` JSON for gen PPL vs tokens/s")
+    p.add_argument("--out", help="output folder (default RUN/plots for one run, else ./plots)")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("presets", help="list model presets with parameter counts")

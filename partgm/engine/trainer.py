@@ -170,6 +170,11 @@ def _restore(
     _check_resumable(run_dir, cfg, data)
     checkpoint = latest_checkpoint(run_dir)
     state = load_training_state(checkpoint)
+    if "optimizer" not in state:
+        raise PartgmError(
+            f"cannot resume '{run_dir}': its checkpoint has weights but no training state (a converted or "
+            "imported model); start a new run from it instead"
+        )
     load_weights(model, checkpoint / WEIGHT_FILES["raw"])
     ema_weights = load_tensors(checkpoint / WEIGHT_FILES["ema"])
     check_state(model.state_dict(), ema_weights)
