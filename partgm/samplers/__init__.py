@@ -51,7 +51,9 @@ def generate(
         raise PartgmError(f"no sampler for algorithm '{algorithm.name}' (choose from {', '.join(SAMPLERS)})")
     sampler = choices[0] if sampler == "auto" else sampler
     if sampler not in choices:
-        raise PartgmError(f"unknown sampler '{sampler}' for {algorithm.name} (choose from auto, {', '.join(choices)})")
+        raise PartgmError(
+            f"unknown sampler '{sampler}' for {algorithm.name} (choose from auto, {', '.join(choices)})"
+        )
     if steps < 1:
         raise PartgmError(f"steps must be positive, got {steps}")
     if not 0.0 < nucleus <= 1.0:
@@ -64,16 +66,21 @@ def generate(
     model.eval()
     try:
         with torch.no_grad():
-            return _SAMPLE_FNS[algorithm.name](algorithm, model, prompt, steps, sampler, nucleus, generator, progress)
+            return _SAMPLE_FNS[algorithm.name](
+                algorithm, model, prompt, steps, sampler, nucleus, generator, progress
+            )
     finally:
         model.train(was_training)
 
 
-def _checked_prompt(prompt: Prompt, batch_size: int, length: int, vocab_size: int, device: torch.device) -> Prompt:
+def _checked_prompt(
+    prompt: Prompt, batch_size: int, length: int, vocab_size: int, device: torch.device
+) -> Prompt:
     """The prompt on ``device`` after checking its shape, its BOS and its token ids (one host sync)."""
     if prompt.tokens.shape != (batch_size, length) or prompt.fixed.shape != (batch_size, length):
         raise PartgmError(
-            f"the prompt is {list(prompt.tokens.shape)} but {batch_size} sequences of length {length} were asked for"
+            f"the prompt is {list(prompt.tokens.shape)} but {batch_size} sequences of length {length} "
+            "were asked for"
         )
     tokens, fixed = prompt.tokens.to(device, torch.long), prompt.fixed.to(device, torch.bool)
     if not bool(fixed[:, 0].all()):

@@ -40,14 +40,17 @@ def make_prompt(
     fixed = dict(fixed or {})
     if 1 + len(prefix_ids) > length:
         raise PartgmError(
-            f"the prompt has {1 + len(prefix_ids)} tokens (BOS + {len(prefix_ids)}) but the sequence length is {length}"
+            f"the prompt has {1 + len(prefix_ids)} tokens (BOS + {len(prefix_ids)}) "
+            f"but the sequence length is {length}"
         )
     entries = {0: bos_id, **{1 + i: token for i, token in enumerate(prefix_ids)}}
     for position, token in fixed.items():
         if not 0 < position < length:
             raise PartgmError(f"fixed position {position} is outside 1..{length - 1} (position 0 holds BOS)")
         if position in entries and entries[position] != token:
-            raise PartgmError(f"position {position} is given twice: by the prefix ({entries[position]}) and as {token}")
+            raise PartgmError(
+                f"position {position} is given twice: by the prefix ({entries[position]}) and as {token}"
+            )
         entries[position] = token
     if min(entries.values()) < 0:
         raise PartgmError(f"token ids must be non-negative, got {min(entries.values())}")
@@ -112,15 +115,15 @@ class DecodeStep:
 
 class DecodePlan:
     """Which positions each step decodes: a random order per row (fixed positions first) and counts [S, B]
-    of positions decoded per step and row. Steps where no row decodes anything are skipped when iterating,
-    so ``len(plan)`` is the number of forward passes. All shapes are known on the host after one sync."""
+    of positions decoded per step and row. Steps where no row decodes anything are dropped, so
+    ``len(plan)`` is the number of forward passes. All shapes are known on the host after one sync."""
 
     def __init__(self, fixed: torch.Tensor, order: torch.Tensor, counts: torch.Tensor):
+        counts = counts[counts.any(dim=1)]
         n_fixed = fixed.sum(dim=1)
         self.order = order  # [B, L]
         self.bounds = torch.cat([n_fixed[None], n_fixed[None] + counts.cumsum(dim=0)])  # [S + 1, B]
         self._host_bounds: list[list[int]] = self.bounds.tolist()
-        self._steps = [k for k in range(counts.shape[0]) if self._host_bounds[k] != self._host_bounds[k + 1]]
 
     @classmethod
     def uniform(cls, fixed: torch.Tensor, steps: int, generator: torch.Generator | None) -> DecodePlan:
@@ -129,7 +132,9 @@ class DecodePlan:
         order = random_order(fixed, generator)
         n_free = (~fixed).sum(dim=1)  # [B]
         n_steps = min(steps, int(n_free.max()))
-        done = torch.arange(n_steps + 1, device=fixed.device)[:, None] * n_free // max(n_steps, 1)  # [S + 1, B]
+        done = (
+            torch.arange(n_steps + 1, device=fixed.device)[:, None] * n_free // max(n_steps, 1)
+        )  # [S + 1, B]
         return cls(fixed, order, done.diff(dim=0))
 
     @classmethod
@@ -139,9 +144,10 @@ class DecodePlan:
         """The masked-diffusion schedule: ``steps`` steps on ``t_k = linspace(1, 1e-5, steps + 1)``, each
         still-masked position decoded w.p. ``(alpha_s - alpha_t) / (1 - alpha_t)``, then a final step
         (``alpha_s = 1``) for what is left. Per row the counts are therefore successive
-        ``Binomial(#remaining, (alpha_s - alpha_t) / (1 - alpha_t))`` draws; they are drawn at once, as the
-        histogram of each position's decoding step (whose CDF telescopes to
-        ``(alpha_s_k - alpha_1) / (1 - alpha_1)``)."""
+        ``Binomial(#remaining, (alpha_s - alpha_t) / (1 - alpha_t))`` draws. They are drawn at once, without
+        a loop over steps: as the histogram of each position's decoding step, which is independent across
+        positions with CDF ``(alpha(s_k) - alpha(1)) / (1 - alpha(1))`` after step k (a telescoping
+        product)."""
         order = random_order(fixed, generator)
         device = fixed.device
         t = torch.linspace(1.0, FINAL_TIME, steps + 1, dtype=torch.float64, device=device)
@@ -155,10 +161,10 @@ class DecodePlan:
         return cls(fixed, order, counts[:, :-1].T)
 
     def __len__(self) -> int:
-        return len(self._steps)
+        return len(self._host_bounds) - 1
 
     def __iter__(self) -> Iterator[DecodeStep]:
-        for k in self._steps:
+        for k in range(len(self)):
             lo, hi = self._host_bounds[k], self._host_bounds[k + 1]
             width = max(h - l for l, h in zip(lo, hi))
             start, end = self.bounds[k], self.bounds[k + 1]

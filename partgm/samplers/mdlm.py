@@ -46,7 +46,9 @@ def sample_mdlm(
     z = with_spare_column(prompt.tokens.masked_fill(~fixed, algorithm.mask_id))  # [B, L + 1]
     for step in tqdm(plan, total=len(plan), disable=not progress, desc=f"mdlm {sampler}"):
         if sampler == "fast-ancestral":
-            values = sample_tokens(subs_logits(algorithm, model, z[:, :length], step.query_positions), nucleus, generator)
+            values = sample_tokens(
+                subs_logits(algorithm, model, z[:, :length], step.query_positions), nucleus, generator
+            )
         else:
             x0 = sample_tokens(subs_logits(algorithm, model, z[:, :length]), nucleus, generator)  # [B, L]
             values = x0.gather(1, step.query_positions)

@@ -39,7 +39,9 @@ def sample_pgm(
         plan = DecodePlan.uniform(fixed, steps, generator)
     tokens = with_spare_column(prompt.tokens.masked_fill(~fixed, 0))  # [B, L + 1]
     if sampler == "naive":
-        rank = torch.empty_like(plan.order).scatter_(1, plan.order, torch.arange(length, device=fixed.device).expand_as(plan.order))
+        rank = torch.empty_like(plan.order).scatter_(
+            1, plan.order, torch.arange(length, device=fixed.device).expand_as(plan.order)
+        )
     for step in tqdm(plan, total=len(plan), disable=not progress, desc=f"pgm {sampler}"):
         if sampler == "naive":
             groups = (rank >= step.start[:, None]).long()  # [B, L]: 1 = not clean yet
