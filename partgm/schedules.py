@@ -45,6 +45,10 @@ class LogLinearSchedule(NoiseSchedule):
     def alpha_prime(self, t: torch.Tensor) -> torch.Tensor:
         return torch.full_like(t, -(1.0 - self.eps))
 
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Exactly ``1 / t`` (the generic formula loses digits in float32 near t = 0)."""
+        return 1.0 / t
+
 
 class CosineSchedule(NoiseSchedule):
     """``alpha_t = (1 - eps) cos(pi t / 2)``."""

@@ -153,6 +153,17 @@ def test_kv_cached_logits_equal_full_causal_logits() -> None:
     assert (torch.cat(cached, dim=1) - full).abs().max() < 1e-5
 
 
+def test_kv_cache_chunks_of_several_tokens_stay_causal() -> None:
+    _, model = tiny("ar")
+    x = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(6))
+    positions = torch.arange(12).expand(2, 12)
+    caches = model.new_caches()
+    with torch.no_grad():
+        full = model(x)
+        cached = [model(x[:, a:b], positions[:, a:b], caches) for a, b in ((0, 4), (4, 9), (9, 12))]
+    assert (torch.cat(cached, dim=1) - full).abs().max() < 1e-5
+
+
 def test_dit_output_index_equals_full_logits() -> None:
     _, model = tiny("mdlm")
     g = torch.Generator().manual_seed(6)

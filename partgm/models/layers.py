@@ -163,8 +163,15 @@ class DiTBlock(nn.Module):
         q = apply_rotary(split_heads(q, self.n_heads), rope)
         k = apply_rotary(split_heads(k, self.n_heads), rope)
         v = split_heads(v, self.n_heads)
-        if cache is not None:
-            causal = causal and cache.k is None  # a prefill is causal; one new token sees every cached key
+        if cache is not None and cache.k is not None:
+            past = cache.k.shape[2]
+            k, v = cache.append(k, v)
+            if causal:  # new token n sees every cached key and the new keys up to itself
+                n_new = q.shape[2]
+                mask = (torch.arange(n_new, device=x.device)[:, None] + past
+                        >= torch.arange(past + n_new, device=x.device))[None, None]
+                causal = False
+        elif cache is not None:
             k, v = cache.append(k, v)
         p = self.dropout if self.training else 0.0
         attn = self.attn_out(merge_heads(attention(q, k, v, mask, causal, p)))
