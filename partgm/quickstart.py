@@ -11,36 +11,23 @@ from pathlib import Path
 
 from partgm.config import resolve_config
 
-QUICKSTART_CONFIG = {
-    "algo": "pgm",
-    "preset": "cpu-small",
-    "data": {"corpus": "kjv", "tokenizer": "bpe-4096", "length": 128},
-    "train": {
-        "steps": 300,
-        "global_batch": 32,
-        "lr": 1e-3,
-        "warmup_steps": 50,
-        "lr_schedule": "cosine",
-        "ema_decay": 0.999,
-        "log_every": 10,
-        "eval_every": 150,
-        "eval_batches": 8,
-        "save_every": 150,
-        "keep_last": 1,
-    },
-}
+QUICKSTART_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
 
 
 def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
     from partgm.cli import _prepare, sample_run
     from partgm.engine import train
+    from partgm.engine.checkpoint import list_checkpoints
+    from partgm.engine.metrics import read_metrics
 
     start = time.time()
     overrides = [f"train.steps={steps}"] if steps else []
-    cfg = resolve_config(overrides=overrides, base=QUICKSTART_CONFIG)
+    cfg = resolve_config(QUICKSTART_CONFIG, overrides)
     data = _prepare(cfg)
-    resume = (run_dir / "config.json").exists()
-    result = train(cfg, data, run_dir, resume=resume)
+    checkpoints = list_checkpoints(run_dir) if run_dir.exists() else []
+    if not checkpoints or int(checkpoints[-1].name.split("_")[-1]) < cfg.train.steps:
+        train(cfg, data, run_dir, resume=bool(checkpoints))
+    val_ppl = [r["val_ppl"] for r in read_metrics(run_dir / "metrics.jsonl") if "val_ppl" in r][-1]
     records = sample_run(run_dir, steps=64, num_samples=num_samples, batch=num_samples, seed=0, nucleus=0.9,
                          progress=False)
     print()
@@ -48,6 +35,6 @@ def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
         text = r["text"].replace("<|endoftext|>", "\n").strip()
         print(f"--- sample {r['index']} (PGM, 64 steps, nucleus 0.9) ---\n{text}\n")
     minutes = (time.time() - start) / 60
-    print(f"validation PPL (EMA, NELBO bound): {result.get('val_ppl', float('nan')):.2f}")
+    print(f"validation PPL (EMA weights, NELBO bound, {cfg.train.eval_batches} batches): {val_ppl:.2f}")
     print(f"run saved in {run_dir.resolve()}  ({minutes:.1f} min)")
     print(f"next: partgm sample {run_dir} --prompt 'And God said'  |  partgm plot {run_dir}")

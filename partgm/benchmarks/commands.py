@@ -54,7 +54,9 @@ def _writer(out: Path, records: list[dict]):
         atomic_write_text(out, json.dumps(records, indent=2))
         print(f"{record['algo']:5s} {record['variant']:14s} steps={record.get('steps', '-')!s:5s} "
               f"latency {record['latency_s_mean']:.3f}s ± {record['latency_s_std']:.3f}  "
-              f"{record['tokens_per_s']:,.0f} tok/s", flush=True)
+              f"{record['tokens_per_s']:,.0f} tok/s"
+              + (f"  sampler overhead {record['sampler_overhead']:.1%}" if record.get("sampler_overhead") else ""),
+              flush=True)
 
     return on_record
 

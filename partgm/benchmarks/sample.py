@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from partgm.algorithms import get_algorithm
-from partgm.benchmarks.timing import autocast_for, environment, randomize_, time_call
+from partgm.benchmarks.timing import autocast_for, environment, network_time_share, randomize_, time_call
 from partgm.config import resolve_config
 from partgm.samplers import generate
 
@@ -41,9 +41,11 @@ def bench_sample(
     repeats: int = 3,
     nucleus: float = 1.0,
     seed: int = 0,
+    measure_overhead: bool = True,
     on_record=None,
 ) -> list[dict]:
-    """One record per (variant, steps): latency per batch (mean, std) and tokens/s = batch * length / latency."""
+    """One record per (variant, steps): latency per batch (mean, std), tokens/s = batch * length / latency,
+    and the sampler's overhead: the share of one extra run spent outside the network's forward passes."""
     records = []
     env = environment(device, dtype)
     for algo, variant in variants:
@@ -58,6 +60,7 @@ def bench_sample(
                                     nucleus, generator, None, device)
 
             timing = time_call(run, device, warmup, repeats)
+            timing["sampler_overhead"] = 1.0 - network_time_share(run, model, device) if measure_overhead else None
             record = {
                 "bench": "sample", "algo": algo, "variant": variant, "preset": presets[algo], "n_params": n_params,
                 "batch": batch, "length": length, "steps": steps, "nucleus": nucleus, **timing,

@@ -56,6 +56,38 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repea
     }
 
 
+def network_time_share(fn: Callable[[], object], model: torch.nn.Module, device: torch.device) -> float:
+    """Fraction of one call of ``fn`` spent inside the model's forward passes (``forward`` and, for the
+    Partition Transformer, ``forward_packed``); ``1 -`` it is the sampler's own overhead."""
+    spent = 0.0
+    originals = {name: getattr(model, name) for name in ("forward", "forward_packed") if hasattr(model, name)}
+
+    def timed(original):
+        def call(*args, **kwargs):
+            nonlocal spent
+            synchronize(device)
+            start = time.perf_counter()
+            out = original(*args, **kwargs)
+            synchronize(device)
+            spent += time.perf_counter() - start
+            return out
+
+        return call
+
+    for name, original in originals.items():
+        setattr(model, name, timed(original))
+    try:
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        total = time.perf_counter() - start
+    finally:
+        for name in originals:
+            delattr(model, name)
+    return spent / total
+
+
 def environment(device: torch.device, dtype: str) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     return {

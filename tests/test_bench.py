@@ -1,0 +1,35 @@
+"""Smoke test of the benchmark harness: it runs, writes one JSON record per configuration and a plot.
+No timing assertions: speed is measured by `partgm bench`, not by unit tests."""
+
+from __future__ import annotations
+
+import json
+
+from partgm.cli import main
+
+RECORD_KEYS = {"algo", "variant", "preset", "batch", "length", "latency_s_mean", "latency_s_std", "tokens_per_s",
+               "peak_mem_bytes", "device", "dtype", "torch"}
+
+
+def test_bench_sample_smoke(tmp_path):
+    out = tmp_path / "sample.json"
+    assert main(["bench", "sample", "--smoke", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert {(r["algo"], r["variant"]) for r in records} == {
+        ("pgm", "uniform"), ("pgm", "binomial"), ("mdlm", "reference"), ("mdlm", "best"), ("ar", "kv-cache")}
+    assert all(RECORD_KEYS | {"steps", "sampler_overhead"} <= r.keys() for r in records)
+    assert all(r["tokens_per_s"] > 0 and 0.0 <= r["sampler_overhead"] <= 1.0 for r in records)
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_bench_train_smoke(tmp_path):
+    out = tmp_path / "train.json"
+    assert main(["bench", "train", "--smoke", "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert [r["algo"] for r in records] == ["pgm", "mdlm"] and all(RECORD_KEYS <= r.keys() for r in records)
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_bench_rejects_unknown_variant(tmp_path, capsys):
+    assert main(["bench", "sample", "--smoke", "--variants", "pgm/warp", "--out", str(tmp_path / "x.json")]) == 2
+    assert "unknown variant 'pgm/warp'" in capsys.readouterr().err
