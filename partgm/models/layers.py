@@ -1,7 +1,7 @@
 """Building blocks shared by the DiT trunk and the Partition Transformer.
 
 Shapes: B batch, L (or Lq / Lk) sequence lengths, H hidden size, h heads, d = H / h, C conditioning size.
-Attention masks are boolean, True where a query may attend a key, shaped [B, 1, Lq, Lk].
+Attention masks (``AttentionMask``) are boolean, True where a query may attend a key, [B, 1, Lq, Lk].
 """
 
 from __future__ import annotations
@@ -74,25 +74,44 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, length, h * d)
 
 
+class AttentionMask:
+    """A boolean attention mask prepared once per forward pass and shared by every layer.
+
+    ``allowed`` [B, 1, Lq, Lk] (or broadcastable) is True where a query may attend a key. Queries with no
+    visible key (an empty group) are given every key and their output is zeroed, so they are defined and
+    finite on every torch version. ``has_key`` [B, 1, Lq, 1] is None when every query is known to see a
+    key (e.g. same-group attention, where a token sees itself). The additive float form that SDPA uses
+    is built once per dtype instead of once per layer.
+    """
+
+    def __init__(self, allowed: torch.Tensor, every_query_has_key: bool = False):
+        self.has_key = None if every_query_has_key else allowed.any(dim=-1, keepdim=True)
+        self.allowed = allowed if self.has_key is None else allowed | ~self.has_key
+        self._bias: dict[torch.dtype, torch.Tensor] = {}
+
+    def bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """The additive form: 0 where allowed, -inf elsewhere, in ``dtype``."""
+        if dtype not in self._bias:
+            zeros = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
+            self._bias[dtype] = zeros.masked_fill(~self.allowed, float("-inf"))
+        return self._bias[dtype]
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: torch.Tensor | None = None,
+    mask: AttentionMask | None = None,
     causal: bool = False,
     dropout: float = 0.0,
 ) -> torch.Tensor:
-    """Scaled dot-product attention (PyTorch SDPA) that is defined for queries with no visible key.
+    """Scaled dot-product attention (PyTorch SDPA): q [B, h, Lq, d], k/v [B, h, Lk, d] -> [B, h, Lq, d].
 
-    q [B, h, Lq, d], k/v [B, h, Lk, d], mask [B, 1, Lq, Lk] bool or None. A query whose mask row is
-    all False (e.g. the other group is empty) gets an all-zero output instead of NaN.
-    """
+    A query whose mask row is all False (e.g. the other group is empty) gets an all-zero output."""
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
-    has_key = mask.any(dim=-1, keepdim=True)  # [B, 1, Lq, 1]
-    safe_mask = mask | ~has_key
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe_mask, dropout_p=dropout)
-    return out * has_key.to(out.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bias(q.dtype), dropout_p=dropout)
+    return out if mask.has_key is None else out * mask.has_key.to(out.dtype)
 
 
 class MLP(nn.Module):
@@ -135,7 +154,7 @@ class KVCache:
 class DiTBlock(nn.Module):
     """Pre-LayerNorm transformer block with adaLN shift/scale/gate and self-attention.
 
-    x [B, L, H], c [B, C], rope for the L positions; mask [B, 1, L, L] or ``causal``.
+    x [B, L, H], c [B, C], rope for the L positions; a prepared ``mask`` or ``causal``.
     """
 
     def __init__(self, hidden: int, n_heads: int, cond_dim: int, mlp_ratio: int = 4, dropout: float = 0.0):
@@ -154,7 +173,7 @@ class DiTBlock(nn.Module):
         x: torch.Tensor,
         c: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor | None = None,
+        mask: AttentionMask | None = None,
         causal: bool = False,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
@@ -168,8 +187,8 @@ class DiTBlock(nn.Module):
             k, v = cache.append(k, v)
             if causal:  # new token n sees every cached key and the new keys up to itself
                 n_new = q.shape[2]
-                mask = (torch.arange(n_new, device=x.device)[:, None] + past
-                        >= torch.arange(past + n_new, device=x.device))[None, None]
+                mask = AttentionMask((torch.arange(n_new, device=x.device)[:, None] + past
+                                      >= torch.arange(past + n_new, device=x.device))[None, None], True)
                 causal = False
         elif cache is not None:
             k, v = cache.append(k, v)

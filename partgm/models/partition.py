@@ -20,6 +20,7 @@ from partgm.config import ModelConfig
 from partgm.models.layers import (
     MLP,
     AdaLNModulation,
+    AttentionMask,
     Conditioning,
     DiTBlock,
     OutputLayer,
@@ -81,7 +82,7 @@ class GroupSwap(nn.Module):
         key_rope: Rope,
         query_positions: torch.Tensor,
         query_rope: Rope,
-        mask: torch.Tensor | None,
+        mask: AttentionMask | None,
         summary: torch.Tensor | None,
     ) -> torch.Tensor:
         """h [B, Lk, H] encoder outputs, query_positions [B, Lq] -> [B, Lq, H]."""
@@ -116,7 +117,7 @@ class CrossAttentionBlock(nn.Module):
         self.adaLN_modulation = AdaLNModulation(cfg.cond_dim, hidden, 6)
 
     def forward(
-        self, s: torch.Tensor, h: torch.Tensor, c: torch.Tensor, query_rope: Rope, key_rope: Rope, mask: torch.Tensor | None
+        self, s: torch.Tensor, h: torch.Tensor, c: torch.Tensor, query_rope: Rope, key_rope: Rope, mask: AttentionMask | None
     ) -> torch.Tensor:
         """s [B, Lq, H] stream, h [B, Lk, H] encoder outputs, c [B, C] -> [B, Lq, H]."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)
@@ -155,7 +156,8 @@ class PartitionTransformer(nn.Module):
         positions = torch.arange(length, device=x.device).expand(b, length)
         groups = groups.long()
         same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
-        return self._run(x, positions, groups, None, positions, groups, same, ~same)
+        encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
+        return self._run(x, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
 
     def forward_packed(
         self,
@@ -170,7 +172,7 @@ class PartitionTransformer(nn.Module):
         b, lc = clean_tokens.shape
         zeros = torch.zeros(b, lc, dtype=torch.long, device=clean_tokens.device)
         ones = torch.ones_like(query_positions)
-        key_mask = None if clean_valid is None else clean_valid[:, None, None, :]  # [B, 1, 1, Lc]
+        key_mask = None if clean_valid is None else AttentionMask(clean_valid[:, None, None, :])  # [B, 1, 1, Lc]
         return self._run(clean_tokens, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask)
 
     def _run(
@@ -181,8 +183,8 @@ class PartitionTransformer(nn.Module):
         token_valid: torch.Tensor | None,
         query_positions: torch.Tensor,
         query_groups: torch.Tensor,
-        encoder_mask: torch.Tensor | None,
-        cross_mask: torch.Tensor | None,
+        encoder_mask: AttentionMask | None,
+        cross_mask: AttentionMask | None,
     ) -> torch.Tensor:
         c = self.cond(tokens.shape[0], tokens.device)
         key_rope = self.rotary(token_positions)
