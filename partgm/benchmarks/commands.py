@@ -46,11 +46,31 @@ def _setup(args: argparse.Namespace):
     return device, dtype, presets
 
 
+def _existing(out: Path) -> list[dict]:
+    """Records already in ``out`` (a JSON list), or none."""
+    from partgm.errors import PartgmError
+
+    if not out.is_file():
+        return []
+    try:
+        records = json.loads(out.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise PartgmError(f"'{out}' exists but is not a benchmark JSON list ({exc}); choose another --out") from None
+    if not isinstance(records, list):
+        raise PartgmError(f"'{out}' exists but is not a benchmark JSON list; choose another --out")
+    return records
+
+
 def _writer(out: Path, records: list[dict]):
+    """Appends each record to ``out`` as it comes (atomically), keeping records already in the file from
+    other configurations, so that a grid can be measured in several invocations."""
     from partgm.engine.checkpoint import atomic_write_text
 
+    def key(r: dict) -> tuple:
+        return tuple(r.get(k) for k in ("bench", "algo", "variant", "preset", "batch", "length", "steps", "device"))
+
     def on_record(record: dict) -> None:
-        records.append(record)
+        records[:] = [r for r in records if key(r) != key(record)] + [record]
         atomic_write_text(out, json.dumps(records, indent=2))
         print(f"{record['algo']:5s} {record['variant']:14s} steps={record.get('steps', '-')!s:5s} "
               f"latency {record['latency_s_mean']:.3f}s ± {record['latency_s_std']:.3f}  "
@@ -73,9 +93,10 @@ def cmd_bench_sample(args: argparse.Namespace) -> None:
             raise PartgmError(f"unknown variant '{'/'.join(v)}' (choose from "
                               f"{', '.join('/'.join(k) for k in SAMPLE_VARIANTS)})")
     steps = [4, 8] if args.smoke else _ints(args.steps)
-    out, records = Path(args.out), []
+    out = Path(args.out)
+    records = _existing(out)
     bench_sample(variants, presets, args.batch, args.length, steps, device, dtype, args.vocab_size, args.warmup,
-                 args.repeats, args.nucleus, on_record=_writer(out, records))
+                 args.repeats, args.nucleus, measure_overhead=not args.no_overhead, on_record=_writer(out, records))
     print(f"wrote {out} and {plot_sample_bench(records, out.with_suffix('.png'))}")
 
 
@@ -84,7 +105,8 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     from partgm.benchmarks.train import bench_train
 
     device, dtype, presets = _setup(args)
-    out, records = Path(args.out), []
+    out = Path(args.out)
+    records = _existing(out)
     bench_train(args.algos.split(","), presets, args.batch, args.length, device, dtype, args.vocab_size,
                 args.warmup, args.repeats, on_record=_writer(out, records))
     print(f"wrote {out} and {plot_train_bench(records, out.with_suffix('.png'))}")
@@ -100,6 +122,8 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated algo/variant pairs")
     p.add_argument("--steps", default="32,128,1024", help="comma-separated steps grid")
     p.add_argument("--nucleus", type=float, default=1.0)
+    p.add_argument("--no-overhead", action="store_true",
+                   help="skip the extra run that measures the time spent outside the network")
     p.set_defaults(func=cmd_bench_sample)
     p = bench.add_parser("train", help="training tokens/s (forward + backward): PGM vs MDLM")
     _common(p, "benchmarks/results/train.json")
