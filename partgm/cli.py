@@ -167,10 +167,10 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
+    import torch
+
     from partgm.algorithms import get_algorithm
     from partgm.config import MODEL_PRESETS, resolve_config
-
-    import torch
 
     for name in MODEL_PRESETS:
         for algo in ("mdlm", "pgm"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from partgm.algorithms import get_algorithm
@@ -53,12 +55,8 @@ def bench_sample(
         n_params = sum(p.numel() for p in model.parameters())
         for steps in steps_grid:
             generator = torch.Generator(device=device).manual_seed(seed)
-
-            def run() -> torch.Tensor:
-                with autocast_for(device, dtype):
-                    return generate(algorithm, model, batch, length, steps, SAMPLE_VARIANTS[(algo, variant)],
-                                    nucleus, generator, None, device)
-
+            run = partial(_sample_once, algorithm, model, batch, length, steps, SAMPLE_VARIANTS[(algo, variant)],
+                          nucleus, generator, device, dtype)
             timing = time_call(run, device, warmup, repeats)
             timing["sampler_overhead"] = 1.0 - network_time_share(run, model, device) if measure_overhead else None
             record = {
@@ -69,5 +67,9 @@ def bench_sample(
             records.append(record)
             if on_record is not None:
                 on_record(record)
-        del model
     return records
+
+
+def _sample_once(algorithm, model, batch, length, steps, sampler, nucleus, generator, device, dtype) -> torch.Tensor:
+    with autocast_for(device, dtype):
+        return generate(algorithm, model, batch, length, steps, sampler, nucleus, generator, None, device)

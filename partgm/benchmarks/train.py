@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from partgm.benchmarks.sample import build_random_model
@@ -30,15 +32,7 @@ def bench_train(
         model.train()
         generator = torch.Generator(device=device).manual_seed(seed)
         x = torch.randint(0, vocab_size - 1, (batch, length), generator=generator, device=device)
-
-        def step() -> None:
-            t = antithetic_times(batch, generator, device)
-            with autocast_for(device, dtype):
-                loss = algorithm.training_loss(model, x, t, generator)
-            loss.backward()
-            model.zero_grad(set_to_none=True)
-
-        timing = time_call(step, device, warmup, repeats)
+        timing = time_call(partial(_train_step, algorithm, model, x, generator, device, dtype), device, warmup, repeats)
         record = {
             "bench": "train", "algo": algo, "variant": "fwd+bwd", "preset": presets[algo],
             "n_params": sum(p.numel() for p in model.parameters()), "batch": batch, "length": length, **timing,
@@ -47,5 +41,13 @@ def bench_train(
         records.append(record)
         if on_record is not None:
             on_record(record)
-        del model
     return records
+
+
+def _train_step(algorithm, model, x: torch.Tensor, generator: torch.Generator, device, dtype: str) -> None:
+    """One forward + backward on x [B, L]."""
+    t = antithetic_times(x.shape[0], generator, device)
+    with autocast_for(device, dtype):
+        loss = algorithm.training_loss(model, x, t, generator)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
