@@ -28,6 +28,15 @@ def test_bench_train_smoke(tmp_path):
     records = json.loads(out.read_text())
     assert [r["algo"] for r in records] == ["pgm", "mdlm"] and all(RECORD_KEYS <= r.keys() for r in records)
     assert out.with_suffix(".png").stat().st_size > 0
+    # Both attention layouts of the Partition Transformer, timed side by side; merged into the same file.
+    assert main(["bench", "train", "--smoke", "--algos", "pgm/dense,pgm/blocks", "--out", str(out)]) == 0
+    variants = [r["variant"] for r in json.loads(out.read_text())]
+    assert variants == ["fwd+bwd, attention auto", "fwd+bwd", "fwd+bwd, attention dense", "fwd+bwd, attention blocks"]
+
+
+def test_bench_train_rejects_unknown_entry(tmp_path, capsys):
+    assert main(["bench", "train", "--smoke", "--algos", "pgm/sparse", "--out", str(tmp_path / "x.json")]) == 2
+    assert "unknown --algos entry 'pgm/sparse'" in capsys.readouterr().err
 
 
 def test_bench_rejects_unknown_variant(tmp_path, capsys):

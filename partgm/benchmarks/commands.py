@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from partgm.errors import PartgmError
+
 SMOKE = {"pgm": "cpu-tiny", "mdlm": "cpu-tiny", "ar": "cpu-tiny"}
 
 
@@ -48,7 +50,6 @@ def _setup(args: argparse.Namespace):
 
 def _existing(out: Path) -> list[dict]:
     """Records already in ``out`` (a JSON list), or none."""
-    from partgm.errors import PartgmError
 
     if not out.is_file():
         return []
@@ -84,7 +85,6 @@ def _writer(out: Path, records: list[dict]):
 def cmd_bench_sample(args: argparse.Namespace) -> None:
     from partgm.benchmarks.plots import plot_sample_bench
     from partgm.benchmarks.sample import SAMPLE_VARIANTS, bench_sample
-    from partgm.errors import PartgmError
 
     device, dtype, presets = _setup(args)
     variants = [tuple(v.split("/")) for v in args.variants.split(",")]
@@ -102,8 +102,11 @@ def cmd_bench_sample(args: argparse.Namespace) -> None:
 
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from partgm.benchmarks.plots import plot_train_bench
-    from partgm.benchmarks.train import bench_train
+    from partgm.benchmarks.train import TRAIN_ENTRIES, bench_train
 
+    for entry in args.algos.split(","):
+        if entry not in TRAIN_ENTRIES:
+            raise PartgmError(f"unknown --algos entry {entry!r} (choose from {', '.join(TRAIN_ENTRIES)})")
     device, dtype, presets = _setup(args)
     out = Path(args.out)
     records = _existing(out)
@@ -127,6 +130,7 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_bench_sample)
     p = bench.add_parser("train", help="training tokens/s (forward + backward): PGM vs MDLM")
     _common(p, "benchmarks/results/train.json")
-    p.add_argument("--algos", default="pgm,mdlm")
+    p.add_argument("--algos", default="pgm,mdlm",
+                   help="comma-separated; pgm/dense and pgm/blocks force the PGM attention layout")
     p.set_defaults(pgm_preset="pgm-6-6-d768")  # width and block count of mdlm-small
     p.set_defaults(func=cmd_bench_train)

@@ -44,7 +44,7 @@ def plot_sample_bench(records: list[dict], out_png: Path) -> Path:
 def plot_train_bench(records: list[dict], out_png: Path) -> Path:
     """Bar chart of training tokens/s per algorithm."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    labels = [f"{r['algo']}\n{r['preset']}" for r in records]
+    labels = [f"{r['algo']}\n{r['preset']}\n{r['variant'].removeprefix('fwd+bwd').strip(', ')}" for r in records]
     values = [r["tokens_per_s"] for r in records]
     ax.bar(labels, values, color=["tab:blue", "tab:orange", "tab:green", "tab:red"][: len(values)])
     for i, v in enumerate(values):

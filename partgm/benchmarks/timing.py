@@ -35,24 +35,41 @@ def randomize_(model: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torc
 
 def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> dict:
     """Latency of ``fn`` (seconds): ``warmup`` untimed calls, then ``repeats`` timed ones."""
+    return time_interleaved({"fn": fn}, device, warmup, repeats)["fn"]
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, dict]:
+    """Latency of each function, measured round-robin (A B A B ...) so that drift of the machine
+    (thermal state, allocator, other load) affects every function alike. ``warmup`` untimed rounds."""
     for _ in range(warmup):
-        fn()
+        for fn in fns.values():
+            fn()
     synchronize(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    latencies = []
+    latencies: dict[str, list[float]] = {name: [] for name in fns}
+    peak: dict[str, int | None] = dict.fromkeys(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        latencies.append(time.perf_counter() - start)
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            latencies[name].append(time.perf_counter() - start)
+            if device.type == "cuda":
+                peak[name] = max(peak[name] or 0, torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
-        "latency_s_mean": statistics.fmean(latencies),
-        "latency_s_std": statistics.stdev(latencies) if len(latencies) > 1 else 0.0,
-        "repeats": repeats,
-        "warmup": warmup,
-        "peak_mem_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-        "process_max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        name: {
+            "latency_s_mean": statistics.fmean(values),
+            "latency_s_std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "repeats": repeats,
+            "warmup": warmup,
+            "peak_mem_bytes": peak[name],
+            "process_max_rss_bytes": rss,
+        }
+        for name, values in latencies.items()
     }
 
 

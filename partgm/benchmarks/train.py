@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+TRAIN_ENTRIES = ("pgm", "pgm/auto", "pgm/dense", "pgm/blocks", "mdlm", "ar")
+
 from functools import partial
 
 import torch
 
 from partgm.benchmarks.sample import build_random_model
-from partgm.benchmarks.timing import autocast_for, environment, time_call
+from partgm.benchmarks.timing import autocast_for, environment, time_interleaved
 from partgm.schedules import antithetic_times
 
 
@@ -24,19 +26,34 @@ def bench_train(
     seed: int = 0,
     on_record=None,
 ) -> list[dict]:
-    """One record per algorithm: seconds per forward + backward of one batch, and tokens/s."""
-    records = []
+    """One record per entry of ``algos``: seconds per forward + backward of one batch, and tokens/s.
+
+    An entry is an algorithm (``pgm``, ``mdlm``, ...), or ``pgm/dense`` / ``pgm/blocks`` to force the
+    Partition Transformer's attention layout (``pgm`` alone is ``pgm/auto``). All models are built first and timed round-robin, so a slow phase of the machine hits each alike
+    (measured one after the other, the order alone moved the ratio by about 10% on a 2-core CPU)."""
     env = environment(device, dtype)
-    for algo in algos:
+    steps, n_params, variants = {}, {}, {}
+    for entry in algos:
+        algo, _, layout = entry.partition("/")
         algorithm, model = build_random_model(algo, presets[algo], vocab_size, length, device, seed)
         model.train()
+        variants[entry] = "fwd+bwd"
+        if algo == "pgm":
+            model.attention_layout = layout or "auto"
+            variants[entry] += f", attention {model.attention_layout}"
+
         generator = torch.Generator(device=device).manual_seed(seed)
         x = torch.randint(0, vocab_size - 1, (batch, length), generator=generator, device=device)
-        timing = time_call(partial(_train_step, algorithm, model, x, generator, device, dtype), device, warmup, repeats)
+        steps[entry] = partial(_train_step, algorithm, model, x, generator, device, dtype)
+        n_params[entry] = sum(p.numel() for p in model.parameters())
+    timings = time_interleaved(steps, device, warmup, repeats)
+    records = []
+    for entry in algos:
+        algo, timing = entry.partition("/")[0], timings[entry]
         record = {
-            "bench": "train", "algo": algo, "variant": "fwd+bwd", "preset": presets[algo],
-            "n_params": sum(p.numel() for p in model.parameters()), "batch": batch, "length": length, **timing,
-            "tokens_per_s": batch * length / timing["latency_s_mean"], **env,
+            "bench": "train", "algo": algo, "variant": variants[entry], "preset": presets[algo],
+            "n_params": n_params[entry], "batch": batch, "length": length, **timing,
+            "tokens_per_s": batch * length / timing["latency_s_mean"], "timing": "interleaved", **env,
         }
         records.append(record)
         if on_record is not None:

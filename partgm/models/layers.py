@@ -97,11 +97,48 @@ class AttentionMask:
         return self._bias[dtype]
 
 
+class GroupBlocks:
+    """Attention for sequences sorted so that each group is contiguous: group 0 first, then group 1.
+
+    ``group0_sizes[b]`` is n0 of sequence b (of ``length``). ``cross`` False: a query attends the keys of
+    its own group; True: the keys of the other group (an empty other group gives a zero output, as with
+    ``AttentionMask``). Each block is one unmasked SDPA call, so the work is n0^2 + n1^2 (same group) or
+    2 n0 n1 (cross) instead of the L^2 of a dense mask, and fused kernels apply.
+    """
+
+    def __init__(self, group0_sizes: list[int], length: int, cross: bool):
+        self.group0_sizes = group0_sizes
+        self.length = length
+        self.cross = cross
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
+        """q, k, v [B, h, L, d] in sorted order -> [B, h, L, d]."""
+        rows = []
+        for b, n0 in enumerate(self.group0_sizes):
+            spans = ((0, n0), (n0, self.length))
+            pieces = []
+            for group, (q_start, q_end) in enumerate(spans):
+                if q_end == q_start:
+                    continue
+                k_start, k_end = spans[1 - group] if self.cross else spans[group]
+                q_block = q[b : b + 1, :, q_start:q_end]
+                if k_end == k_start:
+                    pieces.append(q_block.new_zeros(1, q.shape[1], q_end - q_start, v.shape[-1]))
+                    continue
+                keys, values = k[b : b + 1, :, k_start:k_end], v[b : b + 1, :, k_start:k_end]
+                pieces.append(F.scaled_dot_product_attention(q_block, keys, values, dropout_p=dropout))
+            rows.append(torch.cat(pieces, dim=2))
+        return torch.cat(rows, dim=0)
+
+
+Mask = AttentionMask | GroupBlocks
+
+
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: AttentionMask | None = None,
+    mask: Mask | None = None,
     causal: bool = False,
     dropout: float = 0.0,
 ) -> torch.Tensor:
@@ -110,6 +147,8 @@ def attention(
     A query whose mask row is all False (e.g. the other group is empty) gets an all-zero output."""
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
+    if isinstance(mask, GroupBlocks):
+        return mask.attend(q, k, v, dropout)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bias(q.dtype), dropout_p=dropout)
     return out if mask.has_key is None else out * mask.has_key.to(out.dtype)
 
@@ -173,7 +212,7 @@ class DiTBlock(nn.Module):
         x: torch.Tensor,
         c: torch.Tensor,
         rope: tuple[torch.Tensor, torch.Tensor],
-        mask: AttentionMask | None = None,
+        mask: Mask | None = None,
         causal: bool = False,
         cache: KVCache | None = None,
     ) -> torch.Tensor:

@@ -23,6 +23,8 @@ from partgm.models.layers import (
     AttentionMask,
     Conditioning,
     DiTBlock,
+    GroupBlocks,
+    Mask,
     OutputLayer,
     Rotary,
     TokenEmbedding,
@@ -35,6 +37,8 @@ from partgm.models.layers import (
 )
 
 Rope = tuple[torch.Tensor, torch.Tensor]
+ATTENTION_LAYOUTS = ("auto", "dense", "blocks")
+BLOCKS_MIN_LENGTH = 256  # "auto": group blocks on CPU from this length on (measured: see README "Speed")
 
 
 def other_group_summary(
@@ -82,7 +86,7 @@ class GroupSwap(nn.Module):
         key_rope: Rope,
         query_positions: torch.Tensor,
         query_rope: Rope,
-        mask: AttentionMask | None,
+        mask: Mask | None,
         summary: torch.Tensor | None,
     ) -> torch.Tensor:
         """h [B, Lk, H] encoder outputs, query_positions [B, Lq] -> [B, Lq, H]."""
@@ -117,7 +121,7 @@ class CrossAttentionBlock(nn.Module):
         self.adaLN_modulation = AdaLNModulation(cfg.cond_dim, hidden, 6)
 
     def forward(
-        self, s: torch.Tensor, h: torch.Tensor, c: torch.Tensor, query_rope: Rope, key_rope: Rope, mask: AttentionMask | None
+        self, s: torch.Tensor, h: torch.Tensor, c: torch.Tensor, query_rope: Rope, key_rope: Rope, mask: Mask | None
     ) -> torch.Tensor:
         """s [B, Lq, H] stream, h [B, Lk, H] encoder outputs, c [B, C] -> [B, Lq, H]."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)
@@ -134,9 +138,12 @@ class CrossAttentionBlock(nn.Module):
 class PartitionTransformer(nn.Module):
     """Encoder (same-group self-attention) -> GroupSwap -> decoder (cross-attention) -> logits over N ids."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, attention_layout: str = "auto"):
         super().__init__()
+        if attention_layout not in ATTENTION_LAYOUTS:
+            raise ValueError(f"attention_layout must be one of {ATTENTION_LAYOUTS}, got {attention_layout!r}")
         self.cfg = cfg
+        self.attention_layout = attention_layout
         hidden = cfg.hidden_size
         self.vocab_embed = TokenEmbedding(vocab_size, hidden)
         self.cond = Conditioning(cfg.cond_dim)
@@ -153,11 +160,27 @@ class PartitionTransformer(nn.Module):
         """Training path. x [B, L] clean ids, groups [B, L] in {0, 1} -> logits [B, L, N]; the logits at
         i are a function of the tokens j with groups[j] != groups[i] only. Any partition is valid."""
         b, length = x.shape
-        positions = torch.arange(length, device=x.device).expand(b, length)
         groups = groups.long()
+        if self._uses_group_blocks(x):
+            return self._forward_group_blocks(x, groups)
+        positions = torch.arange(length, device=x.device).expand(b, length)
         same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
         encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
         return self._run(x, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
+
+    def _uses_group_blocks(self, x: torch.Tensor) -> bool:
+        if self.attention_layout == "auto":
+            return x.device.type == "cpu" and x.shape[1] >= BLOCKS_MIN_LENGTH
+        return self.attention_layout == "blocks"
+
+    def _forward_group_blocks(self, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """``forward`` with each sequence sorted so that its groups are contiguous (RoPE and the GroupSwap
+        codes keep the true positions): attention runs block by block without a mask. Same logits."""
+        order = torch.argsort(groups, dim=1, stable=True)  # [B, L]: group 0 first; the true positions
+        sorted_groups = groups.gather(1, order)
+        blocks = [GroupBlocks((groups == 0).sum(dim=1).tolist(), x.shape[1], cross) for cross in (False, True)]
+        unsort = torch.argsort(order, dim=1)
+        return self._run(x.gather(1, order), order, sorted_groups, None, order, sorted_groups, *blocks, unsort)
 
     def forward_packed(
         self,
@@ -183,9 +206,12 @@ class PartitionTransformer(nn.Module):
         token_valid: torch.Tensor | None,
         query_positions: torch.Tensor,
         query_groups: torch.Tensor,
-        encoder_mask: AttentionMask | None,
-        cross_mask: AttentionMask | None,
+        encoder_mask: Mask | None,
+        cross_mask: Mask | None,
+        unsort: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The shared computation. ``unsort`` [B, Lq], when the queries were permuted, restores their
+        order before the (per-token) output layer."""
         c = self.cond(tokens.shape[0], tokens.device)
         key_rope = self.rotary(token_positions)
         h = self.vocab_embed(tokens)
@@ -198,4 +224,6 @@ class PartitionTransformer(nn.Module):
         s = self.group_swap(h, key_rope, query_positions, query_rope, cross_mask, summary)
         for layer in self.decoder:
             s = layer(s, h, c, query_rope, key_rope, cross_mask)
+        if unsort is not None:
+            s = s.gather(1, unsort[..., None].expand(-1, -1, s.shape[-1]))
         return self.output_layer(s, c)
