@@ -9,6 +9,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from partgm.engine.metrics import read_metrics
 from partgm.errors import PartgmError
@@ -73,3 +74,11 @@ def plot_runs(run_dirs: list[Path], out: Path) -> list[Path]:
 def plot_run(run_dir: Path) -> list[Path]:
     """Plots of one run, written to ``RUN/plots/``."""
     return plot_runs([run_dir], Path(run_dir) / "plots")
+
+
+def label_steps(ax, steps) -> None:
+    """A log-scale x axis of sampling steps with one plain integer tick per measured value."""
+    values = sorted({int(v) for v in steps})
+    ax.set_xscale("log")
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.xaxis.set_minor_locator(NullLocator())

@@ -10,13 +10,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from partgm.plot import label_steps
+
 
 def _label(r: dict) -> str:
     return f"{r['algo']} ({r['variant']}, {r['preset']})"
 
 
 def plot_sample_bench(records: list[dict], out_png: Path) -> Path:
-    """tokens/s vs steps, one line per algorithm/variant; PGM over MDLM-reference speed-ups annotated."""
+    """tokens/s vs steps, one line per algorithm/variant; PGM-uniform over MDLM (reference, best) annotated."""
     lines: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for r in records:
         lines[_label(r)].append((r["steps"], r["tokens_per_s"]))
@@ -24,14 +26,19 @@ def plot_sample_bench(records: list[dict], out_png: Path) -> Path:
     for label, points in sorted(lines.items()):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-    reference = {r["steps"]: r["tokens_per_s"] for r in records if r["algo"] == "mdlm" and r["variant"] == "reference"}
+    mdlm = {(r["variant"], r["steps"]): r["tokens_per_s"] for r in records if r["algo"] == "mdlm"}
     for r in records:
-        if r["algo"] == "pgm" and r["variant"] == "uniform" and r["steps"] in reference:
-            ax.annotate(f"{r['tokens_per_s'] / reference[r['steps']]:.1f}x", (r["steps"], r["tokens_per_s"]),
-                        textcoords="offset points", xytext=(4, 6), fontsize=9)
+        speedups = [f"{r['tokens_per_s'] / mdlm[v, r['steps']]:.1f}x vs MDLM {v}" for v in ("reference", "best")
+                    if (v, r["steps"]) in mdlm]
+        if r["algo"] == "pgm" and r["variant"] == "uniform" and speedups:
+            ax.annotate("\n".join(speedups), (r["steps"], r["tokens_per_s"]),
+                        textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9)
     first = records[0]
-    ax.set(xscale="log", yscale="log", xlabel="sampling steps", ylabel="tokens / s",
-           title=f"Sampling throughput, batch {first['batch']}, L {first['length']}, {first['device']}")
+    devices = ", ".join(sorted({r["device"] for r in records}))
+    ax.set(yscale="log", xlabel="sampling steps", ylabel="tokens / s",
+           title=f"Sampling throughput, batch {first['batch']}, L {first['length']}, {devices}")
+    label_steps(ax, (r["steps"] for r in records))
+    ax.margins(x=0.3, y=0.15)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

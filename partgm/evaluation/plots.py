@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from partgm.errors import PartgmError
+from partgm.plot import label_steps
 
 
 def read_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -82,16 +83,16 @@ def plot_genppl_vs_steps(records: list[dict[str, Any]], out_png: str | Path) -> 
     judges = sorted({str(r.get("judge")) for r in records if r.get("judge")})
     judge = Path(judges[0]).name if len(judges) == 1 else "several judges"
     ax_ppl.set(
-        xscale="log",
         yscale="log",
         xlabel="sampling steps",
         ylabel=f"generative perplexity ({judge})",
         title="Gen PPL vs steps (lower is better)",
     )
     ax_ent.set(
-        xscale="log", xlabel="sampling steps", ylabel="unigram entropy (nats)", title="Entropy vs steps"
+        xlabel="sampling steps", ylabel="unigram entropy (nats)", title="Entropy vs steps"
     )
     for ax in (ax_ppl, ax_ent):
+        label_steps(ax, (p[0] for points in lines.values() for p in points))
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, out_png)
