@@ -104,17 +104,23 @@ class RunConfig:
 
 # Named model shapes. Sizes of the paper's models, plus small ones that train on 2 CPU cores.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "mdlm-small": dict(hidden_size=768, n_heads=12, n_blocks=12, cond_dim=128),
-    "pgm-6-6-d1024": dict(hidden_size=1024, n_heads=16, n_encoder_blocks=6, n_decoder_blocks=6, cond_dim=128),
-    "pgm-8-8": dict(hidden_size=768, n_heads=12, n_encoder_blocks=8, n_decoder_blocks=8, cond_dim=128),
+    "mdlm-small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12, "cond_dim": 128},
+    "pgm-6-6-d1024": {
+        "hidden_size": 1024, "n_heads": 16, "n_encoder_blocks": 6, "n_decoder_blocks": 6, "cond_dim": 128,
+    },
+    "pgm-8-8": {"hidden_size": 768, "n_heads": 12, "n_encoder_blocks": 8, "n_decoder_blocks": 8, "cond_dim": 128},
     # Same width and number of blocks as mdlm-small: the matched comparison for training throughput.
-    "pgm-6-6-d768": dict(hidden_size=768, n_heads=12, n_encoder_blocks=6, n_decoder_blocks=6, cond_dim=128),
-    "cpu-small": dict(
-        hidden_size=256, n_heads=4, n_blocks=6, n_encoder_blocks=3, n_decoder_blocks=3, cond_dim=64, dropout=0.0
-    ),
-    "cpu-tiny": dict(
-        hidden_size=64, n_heads=2, n_blocks=2, n_encoder_blocks=1, n_decoder_blocks=1, cond_dim=32, dropout=0.0
-    ),
+    "pgm-6-6-d768": {
+        "hidden_size": 768, "n_heads": 12, "n_encoder_blocks": 6, "n_decoder_blocks": 6, "cond_dim": 128,
+    },
+    "cpu-small": {
+        "hidden_size": 256, "n_heads": 4, "n_blocks": 6, "n_encoder_blocks": 3, "n_decoder_blocks": 3,
+        "cond_dim": 64, "dropout": 0.0,
+    },
+    "cpu-tiny": {
+        "hidden_size": 64, "n_heads": 2, "n_blocks": 2, "n_encoder_blocks": 1, "n_decoder_blocks": 1,
+        "cond_dim": 32, "dropout": 0.0,
+    },
 }
 
 
@@ -191,7 +197,7 @@ def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        key = sorted(unknown)[0]
+        key = min(unknown)
         raise PartgmError(
             f"unknown option '{where + '.' if where else ''}{key}' (known: {', '.join(sorted(names))})"
         )

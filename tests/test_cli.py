@@ -9,8 +9,9 @@ import pytest
 
 from partgm.cli import main
 
-WORDS = ("and the lord said unto moses in the beginning god created the heaven and the earth "
-         "and the earth was without form and void and darkness was upon the face of the deep").split()
+TEXT = ("and the lord said unto moses in the beginning god created the heaven and the earth "
+        "and the earth was without form and void and darkness was upon the face of the deep")
+WORDS = TEXT.split()
 
 
 @pytest.fixture(scope="module")
