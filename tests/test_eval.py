@@ -281,30 +281,11 @@ def tok_dir(tmp_path: Path, tok: Tokenizer) -> Path:
 
 
 def test_genppl_draws_samples(tmp_path: Path, tok: Tokenizer, capsys) -> None:
-    samplers = pytest.importorskip("partgm.samplers")
-    if not hasattr(samplers, "generate"):
-        pytest.skip("partgm.samplers.generate is not there yet")
     make_run(tmp_path / "judge", "ar", tok, length=16)
     make_run(tmp_path / "model", "pgm", tok, length=16, seed=1)
-    result = run_cli(
-        [
-            "eval",
-            "genppl",
-            str(tmp_path / "model"),
-            "--judge",
-            str(tmp_path / "judge"),
-            "--num-samples",
-            "3",
-            "--batch",
-            "2",
-            "--steps",
-            "4",
-            "--seed",
-            "3",
-            "--quiet",
-        ],
-        capsys,
-    )
+    command = ["eval", "genppl", str(tmp_path / "model"), "--judge", str(tmp_path / "judge"),
+               "--num-samples", "3", "--batch", "2", "--steps", "4", "--seed", "3", "--quiet"]
+    result = run_cli(command, capsys)
     assert (result["num_samples"], result["steps"], result["seed"], result["samples_source"]) == (
         3,
         4,
@@ -317,27 +298,7 @@ def test_genppl_draws_samples(tmp_path: Path, tok: Tokenizer, capsys) -> None:
     rescored = judge_texts(load_judge(str(tmp_path / "judge")), [r["text"] for r in rows])
     assert result["gen_ppl"] == pytest.approx(rescored["gen_ppl"], rel=1e-12) and result["gen_ppl"] > 1.0
     assert result["entropy"] == pytest.approx(mean_entropy([r["token_ids"] for r in rows]))
-    again = run_cli(
-        [
-            "eval",
-            "genppl",
-            str(tmp_path / "model"),
-            "--judge",
-            str(tmp_path / "judge"),
-            "--num-samples",
-            "3",
-            "--batch",
-            "2",
-            "--steps",
-            "4",
-            "--seed",
-            "3",
-            "--quiet",
-            "--out",
-            str(tmp_path / "again.json"),
-        ],
-        capsys,
-    )
+    again = run_cli([*command, "--out", str(tmp_path / "again.json")], capsys)
     assert again["gen_ppl"] == result["gen_ppl"]  # seeded sampling
 
 
