@@ -161,18 +161,9 @@ def test_genppl_with_partgm_ar_judge_is_hand_computable(tmp_path: Path, tok: Tok
     targets = [r[1:] for r in rows]  # the word tokenizer retokenises the decoded text to the same ids
     total = -sum(float(logp[t]) for ids in targets for t in ids)
     count = sum(len(ids) for ids in targets)
-    result = run_cli(
-        [
-            "eval",
-            "genppl",
-            str(tmp_path / "model"),
-            "--judge",
-            str(tmp_path / "judge"),
-            "--samples",
-            str(tmp_path / "samples.jsonl"),
-        ],
-        capsys,
-    )
+    command = ["eval", "genppl", str(tmp_path / "model"), "--judge", str(tmp_path / "judge"),
+               "--samples", str(tmp_path / "samples.jsonl")]
+    result = run_cli(command, capsys)
     assert result["gen_ppl"] == pytest.approx(math.exp(total / count), rel=1e-9)
     assert result["tokens_scored"] == count and result["samples_truncated"] == 0
     assert result["entropy"] == pytest.approx(sum(unigram_entropy(r[1:]) for r in rows) / 3)
@@ -188,22 +179,7 @@ def test_genppl_with_partgm_ar_judge_is_hand_computable(tmp_path: Path, tok: Tok
     assert [json.loads(line)["token_ids"] for line in lines] == rows
 
     # truncation to the judge's max length: BOS + 3 text tokens
-    result = run_cli(
-        [
-            "eval",
-            "genppl",
-            str(tmp_path / "model"),
-            "--judge",
-            str(tmp_path / "judge"),
-            "--samples",
-            str(tmp_path / "samples.jsonl"),
-            "--max-length",
-            "4",
-            "--out",
-            str(tmp_path / "short.json"),
-        ],
-        capsys,
-    )
+    result = run_cli([*command, "--max-length", "4", "--out", str(tmp_path / "short.json")], capsys)
     short = [ids[:3] for ids in targets]
     expected = math.exp(-sum(float(logp[t]) for ids in short for t in ids) / 9)
     assert result["gen_ppl"] == pytest.approx(expected, rel=1e-9)
