@@ -15,7 +15,7 @@ from partgm.evaluation.commands import add_eval_commands, add_top_level_commands
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or JSON config file")
-    p.add_argument("--algo", help="mdlm | mdlm-complement | pgm | ar (same as algo=...)")
+    p.add_argument("--algo", help="a registered algorithm: mdlm | mdlm-complement | pgm | ar | ... (same as algo=...)")
     p.add_argument("--preset", help="model preset, e.g. cpu-small, mdlm-small, pgm-8-8 (same as preset=...)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden_size=256 train.steps=500")
 
@@ -31,94 +31,37 @@ def _resolve(args: argparse.Namespace, base: dict | None = None):
     return resolve_config(args.config, overrides, base)
 
 
-def _prepare(cfg, progress: bool = True):
-    from partgm.data import prepare_dataset
-
-    d = cfg.data
-    return prepare_dataset(
-        d.corpus, d.tokenizer, d.length, d.val_fraction, d.cache_dir, seed=cfg.train.seed, progress=progress
-    )
-
-
 def cmd_prepare(args: argparse.Namespace) -> None:
-    cfg = _resolve(args)
-    data = _prepare(cfg)
+    from partgm.runs import prepare_data
+
+    data = prepare_data(_resolve(args))
     h = data.header
     print(f"prepared {data.path}: vocab {h['vocab_size']}, length {h['length']}, "
-          f"train rows {h['rows']['train']}, val rows {h['rows']['val']}")
+          f"train rows {h['splits']['train']['rows']}, val rows {h['splits']['val']['rows']}")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     from partgm.engine import train
+    from partgm.runs import prepare_data
 
     cfg = _resolve(args)
     run_dir = Path(args.run_dir or f"runs/{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
     if run_dir.exists() and any(run_dir.iterdir()) and not args.resume:
         raise PartgmError(f"run directory '{run_dir}' is not empty: pass --resume to continue it, or another --run-dir")
-    data = _prepare(cfg, progress=cfg.train.progress)
+    data = prepare_data(cfg, progress=cfg.train.progress)
     result = train(cfg, data, run_dir, resume=args.resume)
     print(json.dumps({"run_dir": str(run_dir), **result}))
 
 
-def _parse_infill(items: list[str], tokenizer) -> dict[int, int]:
-    """``POS:TEXT`` items -> {position: token id}, the text's tokens placed from POS on."""
-    fixed: dict[int, int] = {}
-    for item in items:
-        pos, sep, text = item.partition(":")
-        if not sep or not pos.strip().isdigit():
-            raise PartgmError(f"--infill '{item}' must look like POSITION:TEXT, e.g. 40:the LORD")
-        for offset, token in enumerate(tokenizer.encode(text)):
-            fixed[int(pos) + offset] = token
-    return fixed
-
-
-def sample_run(
-    run_dir: Path,
-    steps: int,
-    num_samples: int,
-    batch: int,
-    seed: int,
-    nucleus: float,
-    sampler: str = "auto",
-    prompt: str | None = None,
-    infill: list[str] | None = None,
-    weights: str = "ema",
-    device: str = "cpu",
-    progress: bool = True,
-) -> list[dict]:
-    """Draw samples from a run directory: a list of {"index", "text", "token_ids"}."""
-    import torch
-
-    from partgm.engine import load_run
-    from partgm.samplers import generate, make_prompt
-
-    run = load_run(run_dir, weights=weights, device=device)
-    if run.tokenizer is None:
-        raise PartgmError(f"run directory '{run_dir}' has no tokenizer.json")
-    if run.tokenizer.vocab_size != run.algorithm.vocab_size:
-        raise PartgmError(
-            f"tokenizer vocab {run.tokenizer.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}"
-        )
-    length = run.cfg.data.length
-    prefix = run.tokenizer.encode(prompt) if prompt else None
-    fixed = _parse_infill(infill or [], run.tokenizer)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    records: list[dict] = []
-    while len(records) < num_samples:
-        n = min(batch, num_samples - len(records))
-        p = make_prompt(n, length, run.algorithm.bos_id, prefix, fixed, device=device)
-        tokens = generate(run.algorithm, run.model, n, length, steps, sampler, nucleus, generator, p, device, progress)
-        for row in tokens.tolist():
-            records.append({"index": len(records), "text": run.tokenizer.decode(row[1:]), "token_ids": row})
-    return records
-
-
 def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.engine.checkpoint import atomic_write_text
+    from partgm.runs import sample_run
+    from partgm.samplers import SamplingOptions
 
+    options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature, progress=True)
     records = sample_run(
-        Path(args.run_dir), args.steps, args.num_samples, args.batch, args.seed, args.nucleus, args.sampler,
-        args.prompt, args.infill, args.weights, args.device,
+        Path(args.run_dir), options, num_samples=args.num_samples, batch=args.batch, seed=args.seed,
+        sampler=args.sampler, prompt=args.prompt, infill=args.infill, weights=args.weights, device=args.device,
     )
     out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"samples-steps{args.steps}-seed{args.seed}.jsonl"
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
@@ -170,13 +113,13 @@ def cmd_presets(args: argparse.Namespace) -> None:
     import torch
 
     from partgm.algorithms import get_algorithm
-    from partgm.config import MODEL_PRESETS, resolve_config
+    from partgm.config import PRESETS, resolve_config
 
-    for name in MODEL_PRESETS:
+    for name in PRESETS:
         for algo in ("mdlm", "pgm"):
             cfg = resolve_config(overrides=[f"preset={name}", f"algo={algo}"])
             with torch.device("meta"):
-                model = get_algorithm(algo, args.vocab_size, args.vocab_size - 1).build_model(cfg.model, 1024)
+                model = get_algorithm(algo, args.vocab_size, args.vocab_size - 1).build_model(cfg.model)
             n = sum(p.numel() for p in model.parameters())
             print(f"{name:16s} {algo:5s} {n / 1e6:8.1f}M parameters (vocab {args.vocab_size})")
 
@@ -208,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--nucleus", type=float, default=1.0, help="top-p; 1.0 disables")
-    p.add_argument("--sampler", default="auto", help="pgm: uniform | binomial | naive; mdlm/ar: ancestral")
+    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits; 1.0 disables")
+    p.add_argument("--sampler", default="auto",
+                   help="pgm: uniform | binomial | naive; mdlm: ancestral | fast-ancestral; ar: ancestral")
     p.add_argument("--prompt", help="text placed right after BOS (a prefix)")
     p.add_argument("--infill", action="append", default=[], metavar="POS:TEXT",
                    help="fix TEXT's tokens from position POS on (repeatable)")

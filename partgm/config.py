@@ -16,36 +16,49 @@ from typing import Any, Literal
 
 import yaml
 
-from partgm.errors import PartgmError
-
-ALGORITHMS = ("mdlm", "mdlm-complement", "pgm", "ar")
+from partgm.errors import PartgmError, unknown_choice
+from partgm.registry import Registry
 
 
 @dataclass
 class ModelConfig:
-    """Network shape. ``n_blocks`` is used by the DiT trunk (MDLM, AR); the Partition Transformer
-    uses ``n_encoder_blocks`` / ``n_decoder_blocks``."""
+    """What every network family shares. Each algorithm builds one family and names its config class
+    (``Algorithm.model_config``): ``DiTConfig`` (MDLM, AR, MaskGIT) or ``PartitionConfig`` (PGM)."""
 
     hidden_size: int = 768
     n_heads: int = 12
-    n_blocks: int = 12
-    n_encoder_blocks: int = 6
-    n_decoder_blocks: int = 6
     cond_dim: int = 128
     mlp_ratio: int = 4
     dropout: float = 0.1
     rope_base: float = 10000.0
+
+
+@dataclass
+class DiTConfig(ModelConfig):
+    """The DiT trunk: ``n_blocks`` self-attention blocks."""
+
+    n_blocks: int = 12
+
+
+@dataclass
+class PartitionConfig(ModelConfig):
+    """The Partition Transformer: encoder / decoder depths, the GroupSwap queries, and how training-mode
+    attention is laid out (``auto``: group-sorted blocks on CPU from L 256, a dense mask elsewhere)."""
+
+    n_encoder_blocks: int = 6
+    n_decoder_blocks: int = 6
     swap_query_mode: Literal["learn", "learn+freqs", "learn+freqs+mean", "learn+freqs+logsumexp"] = (
         "learn+freqs"
     )
     swap_projection: Literal["linear", "mlp4"] = "linear"
+    attention_layout: Literal["auto", "dense", "blocks"] = "auto"
 
 
 @dataclass
 class DataConfig:
-    """Where text comes from and how it is cut into training sequences."""
+    """Where the data comes from and how it is cut into training sequences."""
 
-    corpus: str = "kjv"  # kjv | openwebtext | a path to .txt / .jsonl / a directory
+    corpus: str = "kjv"  # a registered corpus (kjv, openwebtext[:PATH], ...) or a path to .txt / .jsonl / a dir
     tokenizer: str = "gpt2"  # gpt2 | bpe-N | a path to tokenizer.json or a tokenizer directory
     length: int = 128  # sequence length L, including BOS and EOS
     val_fraction: float = 0.02
@@ -69,6 +82,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     noise_schedule: str = "loglinear"
+    label_dropout: float = 0.1  # class-conditional data only: share of labels replaced by the null class
+    init_from: str = ""  # a run directory whose weights (EMA) start this run
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
@@ -87,23 +102,24 @@ class SampleConfig:
     steps: int = 128
     batch: int = 4
     num_samples: int = 4
-    sampler: str = "auto"  # auto | uniform | binomial | naive | ancestral
+    sampler: str = "auto"  # auto, or one of the algorithm's family (``partgm sample --help``)
     nucleus: float = 1.0
     seed: int = 0
 
 
 @dataclass
 class RunConfig:
-    algo: Literal["mdlm", "mdlm-complement", "pgm", "ar"] = "pgm"
+    algo: str = "pgm"  # a registered algorithm: mdlm | mdlm-complement | pgm | ar | ...
     preset: str = ""
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=PartitionConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-# Named model shapes. Sizes of the paper's models, plus small ones that train on 2 CPU cores.
-MODEL_PRESETS: dict[str, dict[str, Any]] = {
+# Named model shapes. A preset may give fields of several families: each run takes its family's.
+PRESETS: Registry[dict[str, Any]] = Registry("preset", "partgm.presets")
+for _name, _shape in {
     "mdlm-small": {"hidden_size": 768, "n_heads": 12, "n_blocks": 12, "cond_dim": 128},
     "pgm-6-6-d1024": {
         "hidden_size": 1024, "n_heads": 16, "n_encoder_blocks": 6, "n_decoder_blocks": 6, "cond_dim": 128,
@@ -121,7 +137,33 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "hidden_size": 64, "n_heads": 2, "n_blocks": 2, "n_encoder_blocks": 1, "n_decoder_blocks": 1,
         "cond_dim": 32, "dropout": 0.0,
     },
-}
+}.items():
+    PRESETS.register(_name, _shape)
+
+
+def model_config_class(algo: str) -> type[ModelConfig]:
+    """The model config class of a registered algorithm."""
+    from partgm.algorithms import ALGORITHMS
+
+    return ALGORITHMS.get(algo).model_config
+
+
+def _family_fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _fit_model_section(model: dict[str, Any], cls: type[ModelConfig], strict: bool) -> dict[str, Any]:
+    """Keep the fields of ``cls``. A field of another family is dropped (``strict`` False: presets and
+    run directories written before the per-family configs) or refused with the family named."""
+    own = _family_fields(cls)
+    foreign = {name for family in (DiTConfig, PartitionConfig) for name in _family_fields(family)} - own
+    for key in model:
+        if key in foreign and strict:
+            raise PartgmError(
+                f"model.{key} does not apply to this algorithm's network ({cls.__name__}: "
+                f"{', '.join(sorted(own))})"
+            )
+    return {k: v for k, v in model.items() if k not in foreign}
 
 
 def _type_name(tp: Any) -> str:
@@ -194,13 +236,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     hints = typing.get_type_hints(cls)
+    if cls is RunConfig and isinstance(data.get("model"), dict):
+        hints["model"] = model_config_class(str(data.get("algo", RunConfig.algo)))
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
         key = min(unknown)
-        raise PartgmError(
-            f"unknown option '{where + '.' if where else ''}{key}' (known: {', '.join(sorted(names))})"
-        )
+        raise unknown_choice("option", f"{where + '.' if where else ''}{key}",
+                             [f"{where + '.' if where else ''}{n}" for n in sorted(names)])
     kwargs = {k: _coerce(v, hints[k], f"{where + '.' if where else ''}{k}") for k, v in data.items()}
     return cls(**kwargs)
 
@@ -230,10 +273,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node = data
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise PartgmError(f"unknown option '{key}'")
+                raise unknown_choice("option", key, [k for k, v in data.items() if isinstance(v, dict)])
             node = node[part]
         if parts[-1] not in node:
-            raise PartgmError(f"unknown option '{key}'")
+            prefix = ".".join(parts[:-1]) + "." if len(parts) > 1 else ""
+            raise unknown_choice("option", key, [prefix + k for k in node])
         node[parts[-1]] = _parse_scalar(raw)
     return data
 
@@ -257,21 +301,26 @@ def resolve_config(
 ) -> RunConfig:
     """Defaults <- model preset <- ``base`` <- config file <- dotted overrides, type-checked.
 
-    The preset is named by the highest layer that names one; explicit ``model.*`` values win over it.
+    The algorithm and the preset are named by the highest layer that names them; the model section
+    is the algorithm's family config; explicit ``model.*`` values win over the preset.
     """
     layers = [base or {}, read_config_file(file) if file else {}]
     overrides = list(overrides or [])
-    preset = next((o.split("=", 1)[1].strip() for o in reversed(overrides) if o.split("=", 1)[0].strip() == "preset"),
-                  None)
-    for layer in reversed(layers):
-        if preset is None and layer.get("preset"):
-            preset = str(layer["preset"])
-    data = to_dict(RunConfig())
+
+    def named(key: str) -> str | None:
+        for o in reversed(overrides):
+            if o.split("=", 1)[0].strip() == key:
+                return o.split("=", 1)[1].strip()
+        return next((str(layer[key]) for layer in reversed(layers) if layer.get(key)), None)
+
+    algo, preset = named("algo") or RunConfig.algo, named("preset")
+    family = model_config_class(algo)
+    data = to_dict(RunConfig(algo=algo, model=family()))
     if preset:
-        if preset not in MODEL_PRESETS:
-            raise PartgmError(f"unknown preset '{preset}' (choose from {', '.join(MODEL_PRESETS)})")
-        _merge(data["model"], MODEL_PRESETS[preset])
+        _merge(data["model"], _fit_model_section(PRESETS.get(preset), family, strict=False))
     for layer in layers:
+        if isinstance(layer.get("model"), dict):
+            layer = {**layer, "model": _fit_model_section(layer["model"], family, strict=True)}
         _merge(data, layer)
     apply_overrides(data, overrides)
     cfg = _from_dict(RunConfig, data)
@@ -280,7 +329,12 @@ def resolve_config(
 
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a saved (resolved) config, type-checked."""
+    """Rebuild a saved (resolved) config, type-checked. Configs written before the per-family model
+    sections hold the fields of every family: the other families' are dropped."""
+    data = dict(data)
+    if isinstance(data.get("model"), dict):
+        family = model_config_class(str(data.get("algo", RunConfig.algo)))
+        data["model"] = _fit_model_section(data["model"], family, strict=False)
     cfg = _from_dict(RunConfig, data)
     validate(cfg)
     return cfg
@@ -300,6 +354,8 @@ def validate(cfg: RunConfig) -> None:
         raise PartgmError(f"model.hidden_size={m.hidden_size} is not divisible by model.n_heads={m.n_heads}")
     if (m.hidden_size // m.n_heads) % 2:
         raise PartgmError("model.hidden_size / model.n_heads must be even (rotary embeddings)")
+    if cfg.train.label_dropout < 0 or cfg.train.label_dropout >= 1:
+        raise PartgmError("train.label_dropout must be in [0, 1)")
     if d.length < 4:
         raise PartgmError(f"data.length={d.length} is too short (at least 4: BOS, two tokens, EOS)")
     for name in ("steps", "global_batch"):

@@ -512,7 +512,7 @@ def convert_checkpoint(
     weights) or ``raw`` (the raw weights are both). ``tokenizer``: a tokenizer spec (``gpt2``, a path)
     copied into the run, or ``none``. ``vocab_size``: N real tokens (default: the reference embedding's
     rows minus the trailing [MASK] row)."""
-    from partgm.algorithms import get_algorithm
+    from partgm.algorithms import TokenSpace, build_algorithm
 
     if algo not in SUPPORTED_ALGOS:
         raise PartgmError(f"--algo must be one of {', '.join(SUPPORTED_ALGOS)}, not '{algo}'")
@@ -568,9 +568,9 @@ def convert_checkpoint(
     ours_ema = (
         map_state(ema_state(ckpt, raw, algo, model_cfg), algo, n_real) if weights == "ema" else ours_raw
     )
-    algorithm = get_algorithm(algo, n_real, bos)
+    algorithm = build_algorithm(cfg, TokenSpace(n_real, cfg.data.length, bos))
     with torch.device("meta"):
-        expected = algorithm.build_model(cfg.model, cfg.data.length).state_dict()
+        expected = algorithm.build_model(cfg.model).state_dict()
     from partgm.engine.checkpoint import check_state
 
     check_state(expected, ours_raw)

@@ -68,15 +68,15 @@ def write_run_directory(
     tokenizer.json (when given) and one checkpoint ``step_XXXXXXXX`` holding ``weights`` as the raw and
     ``ema_weights`` (default: the same tensors) as the EMA weights. The run has no optimizer state, so
     it can be sampled and evaluated, not resumed. ``weights`` must load into the model the config builds."""
-    from partgm.algorithms import get_algorithm
+    from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.engine.checkpoint import atomic_write_json, check_state, save_checkpoint
 
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints").exists() or (run_dir / "config.json").exists():
         raise PartgmError(f"'{run_dir}' already holds a run; pick a new directory")
-    algorithm = get_algorithm(cfg.algo, vocab_size, bos_id, cfg.train.noise_schedule)
+    algorithm = build_algorithm(cfg, TokenSpace(vocab_size, cfg.data.length, bos_id))
     with torch.device("meta"):
-        expected = algorithm.build_model(cfg.model, cfg.data.length).state_dict()
+        expected = algorithm.build_model(cfg.model).state_dict()
     check_state(expected, weights)
     if ema_weights is not None:
         check_state(expected, ema_weights)
@@ -220,14 +220,14 @@ def load_pretrained(
     directory_or_hub_id: str | Path, device: str = "cpu", revision: str | None = None
 ) -> Pretrained:
     """Load a pretrained directory (or download a Hub repository holding one) into a :class:`Pretrained`."""
-    from partgm.algorithms import get_algorithm
+    from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.data.tokenizers import Tokenizer
     from partgm.engine.checkpoint import check_state
 
     directory = resolve_pretrained(directory_or_hub_id, revision)
     cfg, meta = _read_config(directory)
-    algorithm = get_algorithm(cfg.algo, meta["vocab_size"], meta["bos_id"], cfg.train.noise_schedule)
-    model = algorithm.build_model(cfg.model, cfg.data.length)
+    algorithm = build_algorithm(cfg, TokenSpace(meta["vocab_size"], cfg.data.length, meta["bos_id"]))
+    model = algorithm.build_model(cfg.model)
     path = directory / WEIGHTS_FILE
     if not path.is_file():
         raise PartgmError(f"pretrained directory '{directory}' has no {WEIGHTS_FILE}")

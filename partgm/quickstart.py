@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 from partgm.config import resolve_config
+from partgm.runs import prepare_data, sample_run
+from partgm.samplers import SamplingOptions
 
 QUICKSTART_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
 
 
 def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
-    from partgm.cli import _prepare, sample_run
     from partgm.engine import train
     from partgm.engine.checkpoint import list_checkpoints
     from partgm.engine.metrics import read_metrics
@@ -23,13 +24,13 @@ def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
     start = time.time()
     overrides = [f"train.steps={steps}"] if steps else []
     cfg = resolve_config(QUICKSTART_CONFIG, overrides)
-    data = _prepare(cfg)
+    data = prepare_data(cfg)
     checkpoints = list_checkpoints(run_dir) if run_dir.exists() else []
     if not checkpoints or int(checkpoints[-1].name.split("_")[-1]) < cfg.train.steps:
         train(cfg, data, run_dir, resume=bool(checkpoints))
     val_ppl = [r["val_ppl"] for r in read_metrics(run_dir / "metrics.jsonl") if "val_ppl" in r][-1]
-    records = sample_run(run_dir, steps=64, num_samples=num_samples, batch=num_samples, seed=0, nucleus=0.9,
-                         progress=False)
+    records = sample_run(run_dir, SamplingOptions(steps=64, nucleus=0.9), num_samples=num_samples,
+                         batch=num_samples, seed=0)
     print()
     for r in records:
         text = r["text"].replace("<|endoftext|>", "\n").strip()

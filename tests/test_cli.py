@@ -76,7 +76,7 @@ def test_unknown_option_preset_and_wrong_type(corpus, tmp_path, capsys):
     assert "unknown preset 'huge'" in _error(capsys, ["train", "--preset", "huge"])
     assert "model.hidden_size" in _error(capsys, _train_args(corpus, tmp_path, tmp_path / "r", "pgm",
                                                              "model.hidden_size=abc"))
-    assert "'diffusion' is not one of" in _error(capsys, ["train", "--algo", "diffusion"])
+    assert "unknown algorithm 'diffusion'" in _error(capsys, ["train", "--algo", "diffusion"])
 
 
 def test_prompt_longer_than_context(pgm_run, capsys):

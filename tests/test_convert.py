@@ -161,11 +161,9 @@ def tiny_cfg(algo: str, mode: str = "learn+freqs"):
             f"model.hidden_size={HIDDEN}",
             f"model.n_heads={HEADS}",
             f"model.cond_dim={COND}",
-            "model.n_blocks=2",
-            "model.n_encoder_blocks=2",
-            "model.n_decoder_blocks=2",
             "model.dropout=0.0",
-            f"model.swap_query_mode={mode}",
+            *(["model.n_encoder_blocks=2", "model.n_decoder_blocks=2", f"model.swap_query_mode={mode}"]
+              if algo == "pgm" else ["model.n_blocks=2"]),
             f"data.length={LENGTH}",
         ]
     )
@@ -173,7 +171,7 @@ def tiny_cfg(algo: str, mode: str = "learn+freqs"):
 
 def random_model(algo: str, seed: int, mode: str = "learn+freqs") -> nn.Module:
     torch.manual_seed(seed)
-    model = get_algorithm(algo, N_REAL, N_REAL - 1).build_model(tiny_cfg(algo, mode).model, LENGTH)
+    model = get_algorithm(algo, N_REAL, N_REAL - 1).build_model(tiny_cfg(algo, mode).model)
     with torch.no_grad():
         for p in model.parameters():  # zero-initialised layers too: nothing may be silently skipped
             p.normal_(0.0, 0.2)
@@ -333,10 +331,11 @@ def test_convert_with_a_tokenizer(tmp_path: Path) -> None:
     run = load_run(tmp_path / "run")
     assert run.tokenizer.encode("w3 w5") == [3, 5] and run.data_header["bos_id"] == N_REAL - 1
     assert run.cfg.data.length == LENGTH
-    from partgm.cli import sample_run  # the converted run samples like any other
+    from partgm.runs import sample_run  # the converted run samples like any other
+    from partgm.samplers import SamplingOptions
 
     (record,) = sample_run(
-        tmp_path / "run", steps=4, num_samples=1, batch=1, seed=0, nucleus=1.0, progress=False
+        tmp_path / "run", SamplingOptions(steps=4), num_samples=1, batch=1, seed=0
     )
     assert len(record["token_ids"]) == LENGTH and record["token_ids"][0] == N_REAL - 1
     pgm = write_reference_ckpt(tmp_path / "p.ckpt", "pgm", random_model("pgm", 1), random_model("pgm", 1))

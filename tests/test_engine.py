@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from partgm.algorithms import TokenSpace
 from partgm.algorithms.base import Algorithm
-from partgm.config import ModelConfig, RunConfig, TrainConfig, resolve_config, to_dict
+from partgm.config import DiTConfig, ModelConfig, RunConfig, TrainConfig, resolve_config, to_dict
 from partgm.engine import evaluate_ppl, load_run, train
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
 from partgm.engine.checkpoint import list_checkpoints, read_run_config
@@ -51,10 +52,10 @@ class ToyAlgorithm(Algorithm):
     name = "toy"
 
     def __init__(self, dropout: float = 0.1, random_masks: bool = True):
-        super().__init__(VOCAB, 0, get_schedule("loglinear"))
+        super().__init__(TokenSpace(VOCAB, LENGTH, 0), get_schedule("loglinear"))
         self.dropout, self.random_masks = dropout, random_masks
 
-    def build_model(self, model_cfg: ModelConfig, length: int) -> nn.Module:
+    def build_model(self, model_cfg: ModelConfig) -> nn.Module:
         return ToyModel(self.vocab_size, model_cfg.hidden_size, self.dropout)
 
     def _terms(self, model, x, t, generator):
@@ -68,11 +69,11 @@ class ToyAlgorithm(Algorithm):
         )
         return nll * masked / t[:, None]
 
-    def training_loss(self, model, x, t, generator=None):
-        return self._terms(model, x, t, generator).mean()
+    def training_loss(self, model, batch, t, generator=None):
+        return self._terms(model, batch.tokens, t, generator).mean()
 
-    def validation_nelbo(self, model, x, t, generator=None):
-        return self._terms(model, x, t, generator).double().sum(), x.numel()
+    def validation_nelbo(self, model, batch, t, generator=None):
+        return self._terms(model, batch.tokens, t, generator).double().sum(), batch.tokens.numel()
 
 
 @dataclasses.dataclass
@@ -86,7 +87,8 @@ class ToyData:
     eos_id: int = 1
     length: int = LENGTH
     path: str = "toy-data"
-    header: dict = dataclasses.field(default_factory=lambda: {"vocab_size": VOCAB, "length": LENGTH})
+    header: dict = dataclasses.field(default_factory=lambda: {"vocab_size": VOCAB, "length": LENGTH, "bos_id": 0})
+    labels: dict = dataclasses.field(default_factory=dict)
 
     def tokenizer(self):
         return None
@@ -118,7 +120,7 @@ def toy_cfg(**train: object) -> RunConfig:
     tc.update(train)
     return RunConfig(
         algo="mdlm",
-        model=dataclasses.replace(ModelConfig(), hidden_size=16, n_heads=2),
+        model=DiTConfig(hidden_size=16, n_heads=2),
         train=dataclasses.replace(TrainConfig(), **tc),
         data=dataclasses.replace(RunConfig().data, length=LENGTH),
     )
@@ -290,7 +292,7 @@ def test_lr_schedule() -> None:
 
 def test_evaluate_ppl_is_deterministic() -> None:
     algo, data = ToyAlgorithm(), toy_data(val_rows=10)
-    model = algo.build_model(ModelConfig(hidden_size=16, n_heads=2), LENGTH)
+    model = algo.build_model(ModelConfig(hidden_size=16, n_heads=2))
     a = evaluate_ppl(algo, model, data.val, batch_size=4, device="cpu", seed=1)
     assert a == evaluate_ppl(algo, model, data.val, batch_size=4, device="cpu", seed=1)
     assert a["tokens"] == 10 * LENGTH and math.isclose(a["ppl"], math.exp(a["nelbo"]))

@@ -92,7 +92,7 @@ def make_run(
     )
     algorithm = get_algorithm(algo, tok.vocab_size, tok.bos_id)
     torch.manual_seed(seed)
-    model = algorithm.build_model(cfg.model, length)
+    model = algorithm.build_model(cfg.model)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 0.3)
@@ -367,18 +367,25 @@ def test_diffusion_predicts_targets_without_seeing_them(tmp_path: Path, tok: Tok
     calls = []
 
     class Spy(torch.nn.Module):
-        def forward(self, *inputs):
+        def forward(self, *inputs, **kwargs):
             calls.append(inputs)
-            return model(*inputs)
+            return model(*inputs, **kwargs)
+
+        def forward_packed(self, *inputs, **kwargs):
+            calls.append(inputs)
+            return model.forward_packed(*inputs, **kwargs)
 
     Scorer(algorithm, Spy()).argmax(x, target)
     assert len(calls) == 1  # one pass for the whole target
     if algo == "mdlm":
         (z,) = calls[0]
         assert torch.equal(z, torch.where(target, algorithm.mask_id, x))
-    else:
-        seen, groups = calls[0]
-        assert torch.equal(seen, x) and torch.equal(groups, target.long())  # targets are the queried group
+    else:  # the encoder reads exactly the non-target tokens
+        clean_tokens, clean_positions, _, clean_valid = calls[0]
+        for row in range(len(x)):
+            valid = clean_valid[row] if clean_valid is not None else torch.ones_like(clean_positions[row], dtype=torch.bool)
+            assert torch.equal(clean_positions[row][valid], (~target[row]).nonzero().squeeze(1))
+            assert torch.equal(clean_tokens[row][valid], x[row][~target[row]])
 
 
 def choice_examples() -> list[Example]:

@@ -9,28 +9,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from partgm.algorithms import get_algorithm
-from partgm.benchmarks.timing import randomize_
+from partgm.algorithms import Batch, get_algorithm
 from partgm.config import resolve_config
+from partgm.models import randomize_
 
 VOCAB = 11
 MODES = ("learn", "learn+freqs", "learn+freqs+mean", "learn+freqs+logsumexp")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and then a busy machine does not slow them down tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(algo: str, *overrides: str, vocab: int = VOCAB, seed: int = 0):
     """(algorithm, randomised cpu-tiny model in eval mode)."""
     cfg = resolve_config(overrides=[f"algo={algo}", "preset=cpu-tiny", *overrides])
     algorithm = get_algorithm(algo, vocab_size=vocab, bos_id=vocab - 1)
-    return algorithm, randomize_(algorithm.build_model(cfg.model, 16), std=0.1, seed=seed).eval()
+    return algorithm, randomize_(algorithm.build_model(cfg.model), std=0.1, seed=seed).eval()
 
 
 def one_token_changed(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -143,13 +137,13 @@ def test_empty_groups_give_finite_outputs_losses_and_gradients(mode: str, layout
     for batch in (slice(0, 1), slice(1, 2), slice(None)):  # each kind alone, and mixed in one batch
         model.zero_grad()
         assert torch.isfinite(model(x[batch], groups[batch])).all()
-        nll, weight = algorithm.weighted_nll(model, x[batch], t[batch], groups[batch])
+        nll, weight = algorithm.weighted_nll(model, Batch(x[batch]), t[batch], groups[batch])
         loss = (weight * nll).mean() / 2
         loss.backward()
         assert torch.isfinite(loss)
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     model.zero_grad()
-    loss = algorithm.training_loss(model, x, torch.full((4,), 1e-3), g)  # group 1 is mostly empty at L = 128
+    loss = algorithm.training_loss(model, Batch(x), torch.full((4,), 1e-3), g)  # group 1 is mostly empty at L = 128
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -213,7 +207,7 @@ def test_parameter_counts_match_the_paper(algo: str, preset: str, paper_millions
     cfg = resolve_config(overrides=[f"algo={algo}", f"preset={preset}"])
     algorithm = get_algorithm(algo, vocab_size=50257, bos_id=50256)
     with torch.device("meta"):
-        model = algorithm.build_model(cfg.model, 1024)
+        model = algorithm.build_model(cfg.model)
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"{preset}: {millions:.1f}M parameters (paper: {paper_millions}M)")
     assert abs(millions - paper_millions) / paper_millions < 0.05

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from partgm.algorithms import get_algorithm
-from partgm.benchmarks.timing import randomize_
+from partgm.algorithms import Batch, get_algorithm
 from partgm.config import resolve_config
+from partgm.models import randomize_
 from partgm.schedules import antithetic_times
 
 VOCAB, EPS = 5, 1e-3  # EPS: the log-linear schedule's, alpha_t = 1 - (1 - EPS) t
@@ -19,7 +19,7 @@ def tiny(algo: str, vocab: int = VOCAB, randomize: bool = True, seed: int = 0):
     cfg = resolve_config(overrides=[f"algo={algo}", "preset=cpu-tiny"])
     algorithm = get_algorithm(algo, vocab_size=vocab, bos_id=vocab - 1)
     torch.manual_seed(seed)
-    model = algorithm.build_model(cfg.model, 16)
+    model = algorithm.build_model(cfg.model)
     return algorithm, randomize_(model, std=0.1, seed=seed) if randomize else model
 
 
@@ -42,13 +42,7 @@ T = torch.tensor([0.3, 1.0])  # t = 1: the complement's time 1 - t is clamped to
 RTOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and then a busy machine does not slow them down tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pgm_training_loss_by_hand() -> None:
@@ -57,7 +51,7 @@ def test_pgm_training_loss_by_hand() -> None:
     algorithm.draw_groups = lambda x, t, generator: groups
     with torch.no_grad():
         nll = nll_by_hand(model(X, groups), X)
-        loss = algorithm.training_loss(model, X, T)
+        loss = algorithm.training_loss(model, Batch(X), T)
     w = torch.where(
         groups.bool(), weight(T.double())[:, None], weight((1 - T.double()).clamp(min=1e-3))[:, None]
     )
@@ -74,7 +68,7 @@ class MaskedInputView(nn.Module):
         super().__init__()
         self.pgm_model, self.mask_id = pgm_model, mask_id
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, output_index=None, labels=None) -> torch.Tensor:
         masked = z == self.mask_id
         logits = self.pgm_model(z.masked_fill(masked, 0), masked.long())
         return torch.cat([logits, torch.zeros_like(logits[..., :1])], dim=-1)
@@ -86,8 +80,8 @@ def test_pgm_validation_is_mdlm_nelbo() -> None:
     masked = torch.tensor([[0, 1, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)
     pgm.draw_groups = lambda x, t, generator: masked.long()
     with torch.no_grad():
-        pgm_sum, pgm_count = pgm.validation_nelbo(model, X, T)
-        mdlm_sum = mdlm.masked_nelbo(MaskedInputView(model, mdlm.mask_id), X, T, masked).double().sum()
+        pgm_sum, pgm_count = pgm.validation_nelbo(model, Batch(X), T)
+        mdlm_sum = mdlm.masked_nelbo_terms(MaskedInputView(model, mdlm.mask_id), Batch(X), masked, T).double().sum()
         by_hand = (weight(T.double())[:, None] * nll_by_hand(model(X, masked.long()), X) * masked).sum()
     assert pgm_count == X.numel()
     assert torch.isclose(pgm_sum, mdlm_sum, rtol=1e-6)
@@ -100,7 +94,7 @@ def test_complementary_mdlm_loss_by_hand() -> None:
     algorithm.draw_mask = lambda x, t, generator: masked
     mask_id = algorithm.mask_id
     with torch.no_grad():
-        loss = algorithm.training_loss(model, X, T)
+        loss = algorithm.training_loss(model, Batch(X), T)
         # SUBS: the mask logit is -inf, i.e. the softmax runs over the N real ids only.
         nll_masked = nll_by_hand(model(torch.where(masked, mask_id, X))[..., :mask_id], X)
         nll_complement = nll_by_hand(model(torch.where(masked, X, mask_id))[..., :mask_id], X)
@@ -131,14 +125,13 @@ def test_tiny_model_learns_repeated_tokens(algo: str) -> None:
 
     def eval_loss() -> float:
         with torch.no_grad():
-            return algorithm.training_loss(model, x_eval, t_eval, torch.Generator().manual_seed(1)).item()
+            return algorithm.training_loss(model, Batch(x_eval), t_eval, torch.Generator().manual_seed(1)).item()
 
     start = eval_loss()
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(100):
-        loss = algorithm.training_loss(
-            model, repeated_token_batch(batch, length, vocab, g), antithetic_times(batch, g), g
-        )
+        x = repeated_token_batch(batch, length, vocab, g)
+        loss = algorithm.training_loss(model, Batch(x), antithetic_times(batch, g), g)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

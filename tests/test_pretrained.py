@@ -58,7 +58,7 @@ def make_run(run_dir: Path, algo: str, tok: Tokenizer, seed: int = 0) -> None:
     states = []
     for s in (seed, seed + 100):
         torch.manual_seed(s)
-        model = algorithm.build_model(cfg.model, LENGTH)
+        model = algorithm.build_model(cfg.model)
         with torch.no_grad():
             for p in model.parameters():
                 p.normal_(0.0, 0.2)

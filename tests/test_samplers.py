@@ -11,14 +11,15 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from helpers import sample
 from scipy import stats
 from torch import nn
 
-from partgm.algorithms import get_algorithm
-from partgm.benchmarks.timing import randomize_
+from partgm.algorithms import ALGORITHMS, Batch, get_algorithm
 from partgm.config import resolve_config
 from partgm.errors import PartgmError
-from partgm.samplers import SAMPLERS, Prompt, generate, make_prompt
+from partgm.models import randomize_
+from partgm.samplers import Prompt, make_prompt, sampler_names
 from partgm.samplers.common import DecodePlan, sample_tokens, token_probs
 from partgm.schedules import NoiseSchedule, antithetic_times, get_schedule
 
@@ -27,20 +28,14 @@ BOS = VOCAB - 1
 PREFIX, INFILL = [1, 2], {9: 4, 13: 0}  # fixed: 0 (BOS), 1, 2, 9, 13
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and then a busy machine does not slow them down tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(algo: str, vocab: int = VOCAB, seed: int = 0):
     """(algorithm, randomised cpu-tiny model in eval mode)."""
     cfg = resolve_config(overrides=[f"algo={algo}", "preset=cpu-tiny"])
     algorithm = get_algorithm(algo, vocab_size=vocab, bos_id=vocab - 1)
-    return algorithm, randomize_(algorithm.build_model(cfg.model, LENGTH), std=0.1, seed=seed).eval()
+    return algorithm, randomize_(algorithm.build_model(cfg.model), std=0.1, seed=seed).eval()
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -81,11 +76,11 @@ def briefly_trained(algo: str, vocab: int = 4) -> tuple:
     cfg = resolve_config(overrides=[f"algo={algo}", "preset=cpu-tiny"])
     algorithm = get_algorithm(algo, vocab_size=vocab, bos_id=vocab - 1)
     torch.manual_seed(0)
-    model = algorithm.build_model(cfg.model, 4)
+    model = algorithm.build_model(cfg.model)
     g = seeded(0)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(100):
-        loss = algorithm.training_loss(model, noisy_copies(64, vocab, g), antithetic_times(64, g), g)
+        loss = algorithm.training_loss(model, Batch(noisy_copies(64, vocab, g)), antithetic_times(64, g), g)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -149,7 +144,7 @@ def test_pgm_decodes_each_position_once_and_keeps_the_prompt(sampler: str, steps
     algorithm, model = tiny("pgm")
     calls = record_calls(model, "forward_packed")
     prompt = make_prompt(3, LENGTH, BOS, PREFIX, INFILL)
-    out = generate(algorithm, model, 3, LENGTH, steps, sampler, generator=seeded(0), prompt=prompt)
+    out = sample(algorithm, model, 3, LENGTH, steps, sampler, generator=seeded(0), prompt=prompt)
     n_free = LENGTH - 5
     if sampler == "uniform":
         assert len(calls) == min(steps, n_free)
@@ -177,8 +172,8 @@ def test_pgm_uniform_equals_naive_for_the_same_seed(steps: int, trained_pgm: tup
     prompt = Prompt(
         torch.randint(0, algorithm.vocab_size, (4, LENGTH), generator=g), ragged_fixed(4, LENGTH, g)
     )
-    fast = generate(algorithm, model, 4, LENGTH, steps, "uniform", generator=seeded(2), prompt=prompt)
-    naive = generate(algorithm, model, 4, LENGTH, steps, "naive", generator=seeded(2), prompt=prompt)
+    fast = sample(algorithm, model, 4, LENGTH, steps, "uniform", generator=seeded(2), prompt=prompt)
+    naive = sample(algorithm, model, 4, LENGTH, steps, "naive", generator=seeded(2), prompt=prompt)
     assert torch.equal(fast, naive)
 
 
@@ -186,7 +181,7 @@ def test_pgm_greedy_with_a_tiny_nucleus() -> None:
     """One step decodes every free position from the prompt alone: a tiny nucleus gives its argmax."""
     algorithm, model = tiny("pgm")
     prompt = make_prompt(2, LENGTH, BOS, PREFIX, INFILL)
-    out = generate(algorithm, model, 2, LENGTH, 1, nucleus=1e-9, generator=seeded(3), prompt=prompt)
+    out = sample(algorithm, model, 2, LENGTH, 1, nucleus=1e-9, generator=seeded(3), prompt=prompt)
     clean = prompt.fixed[0].nonzero()[:, 0].expand(2, -1)
     free = (~prompt.fixed[0]).nonzero()[:, 0].expand(2, -1)
     with torch.no_grad():
@@ -236,8 +231,8 @@ def test_pgm_uniform_and_naive_samplers_match_the_exact_distribution(trained_pgm
     algorithm, model = trained_pgm
     vocab, n = algorithm.vocab_size, 4000
     exact = exact_pgm_two_step_distribution(model, vocab).flatten()
-    fast = histogram(generate(algorithm, model, n, 4, 2, "uniform", generator=seeded(5)), vocab)
-    naive = histogram(generate(algorithm, model, n, 4, 2, "naive", generator=seeded(6)), vocab)
+    fast = histogram(sample(algorithm, model, n, 4, 2, "uniform", generator=seeded(5)), vocab)
+    naive = histogram(sample(algorithm, model, n, 4, 2, "naive", generator=seeded(6)), vocab)
     for counts in (fast, naive):
         assert stats.chisquare(counts.numpy(), (exact * n).numpy()).pvalue > 1e-3
         assert 0.5 * (counts / n - exact).abs().sum() < 0.08
@@ -254,7 +249,7 @@ def test_mdlm_unmasks_each_position_once_and_skips_idle_steps(algo: str, sampler
     algorithm, model = tiny(algo)
     calls = record_calls(model, "forward")
     prompt = make_prompt(2, LENGTH, BOS, PREFIX, INFILL)
-    out = generate(algorithm, model, 2, LENGTH, steps, sampler, generator=seeded(0), prompt=prompt)
+    out = sample(algorithm, model, 2, LENGTH, steps, sampler, generator=seeded(0), prompt=prompt)
     inputs = [args[0] for args in calls] + [out]
     mask = algorithm.mask_id
     assert len(calls) <= steps + 1
@@ -270,8 +265,8 @@ def test_mdlm_unmasks_each_position_once_and_skips_idle_steps(algo: str, sampler
 def test_mdlm_ancestral_and_fast_ancestral_agree_in_distribution(trained_mdlm: tuple) -> None:
     algorithm, model = trained_mdlm
     vocab, n = algorithm.vocab_size, 4000
-    reference = histogram(generate(algorithm, model, n, 4, 3, "ancestral", generator=seeded(7)), vocab)
-    fast = histogram(generate(algorithm, model, n, 4, 3, "fast-ancestral", generator=seeded(8)), vocab)
+    reference = histogram(sample(algorithm, model, n, 4, 3, "ancestral", generator=seeded(7)), vocab)
+    fast = histogram(sample(algorithm, model, n, 4, 3, "fast-ancestral", generator=seeded(8)), vocab)
     assert stats.chi2_contingency(torch.stack([reference, fast]).numpy()).pvalue > 1e-3
 
 
@@ -282,14 +277,14 @@ def test_ar_prefills_then_decodes_one_token_per_forward() -> None:
     algorithm, model = tiny("ar")
     calls = record_calls(model, "forward")
     prompt = make_prompt(2, LENGTH, BOS, PREFIX)
-    out = generate(algorithm, model, 2, LENGTH, 7, generator=seeded(0), prompt=prompt)
+    out = sample(algorithm, model, 2, LENGTH, 7, generator=seeded(0), prompt=prompt)
     assert [args[0].shape[1] for args in calls] == [3] + [1] * (LENGTH - 4)
     assert torch.equal(out[:, :3], prompt.tokens[:, :3])
 
 
 def test_ar_greedy_equals_full_forward_argmax() -> None:
     algorithm, model = tiny("ar")
-    out = generate(algorithm, model, 2, LENGTH, 1, nucleus=1e-9, generator=seeded(0))
+    out = sample(algorithm, model, 2, LENGTH, 1, nucleus=1e-9, generator=seeded(0))
     with torch.no_grad():
         greedy = model(out[:, :-1]).argmax(dim=-1)
     assert torch.equal(out[:, 1:], greedy)
@@ -297,14 +292,14 @@ def test_ar_greedy_equals_full_forward_argmax() -> None:
 
 # ----- every sampler --------------------------------------------------------------------------------------
 
-ALL = [(algo, s) for algo, samplers in SAMPLERS.items() for s in samplers]
+ALL = [(algo, s) for algo in ALGORITHMS.names() for s in sampler_names(ALGORITHMS.get(algo).sampler_family)]
 
 
 @pytest.mark.parametrize("algo, sampler", ALL)
 def test_same_seed_same_samples_and_model_mode_restored(algo: str, sampler: str) -> None:
     algorithm, model = tiny(algo)
     model.train()
-    draws = [generate(algorithm, model, 2, LENGTH, 6, sampler, 0.9, seeded(seed)) for seed in (0, 0, 1)]
+    draws = [sample(algorithm, model, 2, LENGTH, 6, sampler, 0.9, seeded(seed)) for seed in (0, 0, 1)]
     assert torch.equal(draws[0], draws[1])
     assert not torch.equal(draws[0], draws[2])
     assert bool((draws[0][:, 0] == BOS).all())
@@ -332,15 +327,15 @@ def test_sampler_errors() -> None:
     with pytest.raises(PartgmError, match="outside"):
         make_prompt(1, LENGTH, BOS, fixed={LENGTH: 1})
     with pytest.raises(PartgmError, match="unknown sampler 'ancestral'.*uniform, binomial, naive"):
-        generate(algorithm, model, 1, LENGTH, 4, "ancestral")
+        sample(algorithm, model, 1, LENGTH, 4, "ancestral")
     with pytest.raises(PartgmError, match="outside the vocabulary"):
-        generate(algorithm, model, 1, LENGTH, 4, prompt=make_prompt(1, LENGTH, BOS, [VOCAB]))
-    with pytest.raises(PartgmError, match="asked for"):
-        generate(algorithm, model, 1, LENGTH, 4, prompt=make_prompt(1, 8, BOS))
+        sample(algorithm, model, 1, LENGTH, 4, prompt=make_prompt(1, LENGTH, BOS, [VOCAB]))
+    with pytest.raises(PartgmError, match="context is 8"):
+        sample(get_algorithm("pgm", VOCAB, BOS, length=8), model, 1, LENGTH, 4)
     with pytest.raises(PartgmError, match="nucleus"):
-        generate(algorithm, model, 1, LENGTH, 4, nucleus=0.0)
+        sample(algorithm, model, 1, LENGTH, 4, nucleus=0.0)
     with pytest.raises(PartgmError, match="steps"):
-        generate(algorithm, model, 1, LENGTH, 0)
+        sample(algorithm, model, 1, LENGTH, 0)
     ar, ar_model = tiny("ar")
     with pytest.raises(PartgmError, match="prefix prompts only"):
-        generate(ar, ar_model, 1, LENGTH, 4, prompt=make_prompt(1, LENGTH, BOS, fixed={5: 1}))
+        sample(ar, ar_model, 1, LENGTH, 4, prompt=make_prompt(1, LENGTH, BOS, fixed={5: 1}))

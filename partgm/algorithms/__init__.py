@@ -1,27 +1,38 @@
-"""Training algorithms, looked up by name."""
+"""Training algorithms, looked up by name in ``ALGORITHMS`` (open to outside code: see ``partgm.registry``)."""
 
 from __future__ import annotations
 
-from partgm.algorithms.base import Algorithm
-from partgm.errors import PartgmError
-from partgm.schedules import get_schedule
+from partgm.algorithms.ar import AutoregressiveAlgorithm
+from partgm.algorithms.base import Algorithm, Batch, Context, TokenSpace
+from partgm.algorithms.mdlm import ComplementaryMDLMAlgorithm, MDLMAlgorithm
+from partgm.algorithms.pgm import PGMAlgorithm
+from partgm.config import RunConfig
+from partgm.registry import Registry
+
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "partgm.algorithms")
+for _cls in (PGMAlgorithm, MDLMAlgorithm, ComplementaryMDLMAlgorithm, AutoregressiveAlgorithm):
+    ALGORITHMS.register(_cls.name, _cls)
 
 
-def get_algorithm(name: str, vocab_size: int, bos_id: int, noise_schedule: str = "loglinear") -> Algorithm:
-    """The algorithm ``name`` (mdlm | mdlm-complement | pgm | ar) for a vocabulary of N real ids."""
-    from partgm.algorithms.ar import AutoregressiveAlgorithm
-    from partgm.algorithms.mdlm import ComplementaryMDLMAlgorithm, MDLMAlgorithm
-    from partgm.algorithms.pgm import PGMAlgorithm
-
-    registry = {
-        "mdlm": MDLMAlgorithm,
-        "mdlm-complement": ComplementaryMDLMAlgorithm,
-        "pgm": PGMAlgorithm,
-        "ar": AutoregressiveAlgorithm,
-    }
-    if name not in registry:
-        raise PartgmError(f"unknown algorithm '{name}' (choose from {', '.join(registry)})")
-    return registry[name](vocab_size=vocab_size, bos_id=bos_id, schedule=get_schedule(noise_schedule))
+def register_algorithm(cls: type[Algorithm], replace: bool = False) -> type[Algorithm]:
+    """Register an ``Algorithm`` subclass under its ``name`` (usable as a class decorator)."""
+    ALGORITHMS.register(cls.name, cls, replace=replace)
+    return cls
 
 
-__all__ = ["Algorithm", "get_algorithm"]
+def build_algorithm(cfg: RunConfig, space: TokenSpace) -> Algorithm:
+    """The algorithm ``cfg.algo`` for data described by ``space``."""
+    return ALGORITHMS.get(cfg.algo).from_config(cfg, space)
+
+
+def get_algorithm(
+    name: str, vocab_size: int, bos_id: int | None, noise_schedule: str = "loglinear", length: int = 0, **space: int
+) -> Algorithm:
+    """Shorthand for tests and scripts: algorithm ``name`` for N ids and sequences of ``length``."""
+    return ALGORITHMS.get(name)(TokenSpace(vocab_size, length, bos_id, **space), noise_schedule)
+
+
+__all__ = [
+    "ALGORITHMS", "Algorithm", "Batch", "Context", "TokenSpace", "build_algorithm", "get_algorithm",
+    "register_algorithm",
+]

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partgm.algorithms.base import Algorithm
-from partgm.config import ModelConfig
+from partgm.algorithms.base import Algorithm, Batch, Context
+from partgm.config import DiTConfig
 from partgm.models import DiT
 from partgm.schedules import MIN_TRAIN_TIME
 
@@ -21,40 +21,51 @@ class MDLMAlgorithm(Algorithm):
     """Tokens are masked independently w.p. ``1 - alpha_t``; the mask id is N (``vocab_size``)."""
 
     name = "mdlm"
+    model_config = DiTConfig
+    sampler_family = "masked"
 
     @property
     def mask_id(self) -> int:
         return self.vocab_size
 
-    def build_model(self, model_cfg: ModelConfig, length: int) -> nn.Module:
-        return DiT(model_cfg, in_vocab=self.vocab_size + 1, out_vocab=self.vocab_size + 1)
+    def build_model(self, model_cfg: DiTConfig) -> nn.Module:
+        return DiT(model_cfg, in_vocab=self.vocab_size + 1, out_vocab=self.vocab_size + 1,
+                   num_classes=self.space.num_classes, grid=self.space.grid)
 
-    def logits(self, model: nn.Module, z: torch.Tensor) -> torch.Tensor:
-        """SUBS logits for z [B, L] (with mask ids): the mask id can never be predicted. [B, L, N + 1]."""
-        logits = model(z)
+    def subs_logits(
+        self, model: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """SUBS logits for z [B, L] (with mask ids): the mask id can never be predicted. [B, L, N + 1],
+        or [B, K, N + 1] at the sequence indices ``index`` [B, K]."""
+        logits = model(z, output_index=index, labels=labels)
         return logits.masked_fill(
             torch.arange(logits.shape[-1], device=z.device) == self.mask_id, float("-inf")
         )
+
+    def logits(self, model: nn.Module, context: Context, query_positions: torch.Tensor) -> torch.Tensor:
+        z = torch.where(context.clean, context.tokens, self.mask_id)
+        return model(z, output_index=query_positions, labels=context.labels)[..., : self.mask_id]
 
     def draw_mask(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """[B, L] bool, True w.p. ``1 - alpha_t`` per token."""
         u = torch.rand(x.shape, generator=generator, device=x.device)
         return u < (1.0 - self.schedule.alpha(t))[:, None]
 
-    def masked_nelbo(
-        self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, masked: torch.Tensor
-    ) -> torch.Tensor:
-        """Per-token NELBO terms [B, L]: ``w(t) * -log p(x_l | z_t)`` at masked positions, 0 elsewhere."""
+    def masked_nelbo_terms(self, model, batch, masked, t):
+        x = batch.tokens
         z = torch.where(masked, self.mask_id, x)
-        nll = token_nll(self.logits(model, z), x)
+        nll = token_nll(self.subs_logits(model, z, batch.labels), x)
         return torch.where(masked, self.schedule.loss_weight(t)[:, None] * nll, torch.zeros_like(nll))
 
-    def training_loss(self, model, x, t, generator=None):
-        return self.masked_nelbo(model, x, t, self.draw_mask(x, t, generator)).mean()
+    def training_loss(self, model, batch, t, generator=None):
+        masked = self.draw_mask(batch.tokens, t, generator)
+        batch = Batch(batch.tokens, self.drop_labels(batch.labels, generator))
+        return self.masked_nelbo_terms(model, batch, masked, t).mean()
 
-    def validation_nelbo(self, model, x, t, generator=None):
-        terms = self.masked_nelbo(model, x, t, self.draw_mask(x, t, generator))
-        return terms.double().sum(), x.numel()
+    def validation_nelbo(self, model, batch, t, generator=None):
+        terms = self.masked_nelbo_terms(model, batch, self.draw_mask(batch.tokens, t, generator), t)
+        return terms.double().sum(), batch.tokens.numel()
 
 
 class ComplementaryMDLMAlgorithm(MDLMAlgorithm):
@@ -65,11 +76,14 @@ class ComplementaryMDLMAlgorithm(MDLMAlgorithm):
 
     name = "mdlm-complement"
 
-    def training_loss(self, model, x, t, generator=None):
+    def training_loss(self, model, batch, t, generator=None):
+        x = batch.tokens
         masked = self.draw_mask(x, t, generator)
+        labels = self.drop_labels(batch.labels, generator)
         t_complement = (1.0 - t).clamp(min=MIN_TRAIN_TIME)
         z = torch.cat([torch.where(masked, self.mask_id, x), torch.where(masked, x, self.mask_id)])
-        nll = token_nll(self.logits(model, z), torch.cat([x, x]))
+        nll = token_nll(self.subs_logits(model, z, None if labels is None else torch.cat([labels, labels])),
+                        torch.cat([x, x]))
         nll_masked, nll_complement = nll.chunk(2)
         terms = torch.where(
             masked,

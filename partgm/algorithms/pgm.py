@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partgm.algorithms.base import Algorithm
+from partgm.algorithms.base import Algorithm, Batch, Context
 from partgm.algorithms.mdlm import token_nll
-from partgm.config import ModelConfig
+from partgm.config import PartitionConfig
 from partgm.models import PartitionTransformer
 from partgm.schedules import MIN_TRAIN_TIME
 
@@ -17,9 +17,20 @@ class PGMAlgorithm(Algorithm):
     other group: group-1 tokens with weight ``w(t)``, group-0 tokens with ``w(1 - t)``."""
 
     name = "pgm"
+    model_config = PartitionConfig
+    sampler_family = "partition"
 
-    def build_model(self, model_cfg: ModelConfig, length: int) -> nn.Module:
-        return PartitionTransformer(model_cfg, self.vocab_size)
+    def build_model(self, model_cfg: PartitionConfig) -> nn.Module:
+        return PartitionTransformer(model_cfg, self.vocab_size, num_classes=self.space.num_classes,
+                                    grid=self.space.grid)
+
+    def logits(self, model: nn.Module, context: Context, query_positions: torch.Tensor) -> torch.Tensor:
+        """The packed sampling path: the encoder reads only the clean tokens, the decoder only the queries."""
+        clean_positions, clean_valid = context.packed_clean()
+        return model.forward_packed(
+            context.tokens.gather(1, clean_positions), clean_positions, query_positions, clean_valid,
+            labels=context.labels,
+        )
 
     def draw_groups(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """[B, L] long in {0, 1}: 1 w.p. ``1 - alpha_t``."""
@@ -27,21 +38,26 @@ class PGMAlgorithm(Algorithm):
         return (u < (1.0 - self.schedule.alpha(t))[:, None]).long()
 
     def weighted_nll(
-        self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, groups: torch.Tensor
+        self, model: nn.Module, batch: Batch, t: torch.Tensor, groups: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-token NLL [B, L], per-token weight [B, L]) for a given partition. The complement's time
         is clamped to the training minimum so that ``w(1 - t)`` stays finite."""
-        nll = token_nll(model(x, groups), x)
+        nll = token_nll(model(batch.tokens, groups, labels=batch.labels), batch.tokens)
         w_group1 = self.schedule.loss_weight(t)[:, None]
         w_group0 = self.schedule.loss_weight((1.0 - t).clamp(min=MIN_TRAIN_TIME))[:, None]
         return nll, torch.where(groups.bool(), w_group1, w_group0)
 
-    def training_loss(self, model, x, t, generator=None):
-        nll, weight = self.weighted_nll(model, x, t, self.draw_groups(x, t, generator))
+    def masked_nelbo_terms(self, model, batch, masked, t):
+        nll, weight = self.weighted_nll(model, batch, t, masked.long())
+        return weight * nll * masked
+
+    def training_loss(self, model, batch, t, generator=None):
+        groups = self.draw_groups(batch.tokens, t, generator)
+        batch = Batch(batch.tokens, self.drop_labels(batch.labels, generator))
+        nll, weight = self.weighted_nll(model, batch, t, groups)
         return (weight * nll).mean() / 2
 
-    def validation_nelbo(self, model, x, t, generator=None):
+    def validation_nelbo(self, model, batch, t, generator=None):
         """Group-1 tokens only with weight ``w(t)``: exactly MDLM's NELBO estimator."""
-        groups = self.draw_groups(x, t, generator)
-        nll, weight = self.weighted_nll(model, x, t, groups)
-        return (weight * nll * groups).double().sum(), x.numel()
+        groups = self.draw_groups(batch.tokens, t, generator)
+        return self.masked_nelbo_terms(model, batch, groups.bool(), t).double().sum(), batch.tokens.numel()

@@ -6,10 +6,12 @@ from functools import partial
 
 import torch
 
-from partgm.algorithms import get_algorithm
-from partgm.benchmarks.timing import autocast_for, environment, network_time_share, randomize_, time_call
+from partgm.algorithms import TokenSpace, build_algorithm
+from partgm.benchmarks.timing import environment, network_time_share, time_call
 from partgm.config import resolve_config
-from partgm.samplers import generate
+from partgm.models import randomize_
+from partgm.precision import autocast_for
+from partgm.samplers import SamplingOptions, generate, make_prompt
 
 # (algo, variant) -> sampler name. MDLM "reference" is the paper's sampler (float64 probabilities over all
 # L x V every step); "best" is our fastest exact MDLM sampler.
@@ -22,11 +24,14 @@ SAMPLE_VARIANTS: dict[tuple[str, str], str] = {
 }
 
 
-def build_random_model(algo: str, preset: str, vocab_size: int, length: int, device: torch.device, seed: int = 0):
+def build_random_model(
+    algo: str, preset: str, vocab_size: int, length: int, device: torch.device, seed: int = 0,
+    overrides: list[str] | None = None,
+):
     """(algorithm, model) with random weights in eval mode: speed does not depend on training."""
-    cfg = resolve_config(overrides=[f"algo={algo}", f"preset={preset}", "model.dropout=0.0"])
-    algorithm = get_algorithm(algo, vocab_size=vocab_size, bos_id=vocab_size - 1)
-    model = randomize_(algorithm.build_model(cfg.model, length), seed=seed).to(device).eval()
+    cfg = resolve_config(overrides=[f"algo={algo}", f"preset={preset}", "model.dropout=0.0", *(overrides or [])])
+    algorithm = build_algorithm(cfg, TokenSpace(vocab_size, length, bos_id=vocab_size - 1))
+    model = randomize_(algorithm.build_model(cfg.model), seed=seed).to(device).eval()
     return algorithm, model
 
 
@@ -71,5 +76,6 @@ def bench_sample(
 
 
 def _sample_once(algorithm, model, batch, length, steps, sampler, nucleus, generator, device, dtype) -> torch.Tensor:
+    prompt = make_prompt(batch, length, algorithm.bos_id, device=device)
     with autocast_for(device, dtype):
-        return generate(algorithm, model, batch, length, steps, sampler, nucleus, generator, None, device)
+        return generate(algorithm, model, prompt, SamplingOptions(steps=steps, nucleus=nucleus), sampler, generator)

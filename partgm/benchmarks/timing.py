@@ -7,30 +7,13 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
-
-
-def autocast_for(device: torch.device, dtype: str):
-    """The paper's protocol: fp32 weights with bf16 autocast on GPU; plain fp32 on CPU unless asked."""
-    if dtype == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def randomize_(model: torch.nn.Module, std: float = 0.02, seed: int = 0) -> torch.nn.Module:
-    """Random weights everywhere (the zero-initialised layers too), so outputs are not degenerate."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * std)
-    return model
 
 
 def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> dict:

@@ -8,8 +8,10 @@ from functools import partial
 
 import torch
 
+from partgm.algorithms import Batch
 from partgm.benchmarks.sample import build_random_model
-from partgm.benchmarks.timing import autocast_for, environment, time_interleaved
+from partgm.benchmarks.timing import environment, time_interleaved
+from partgm.precision import autocast_for
 from partgm.schedules import antithetic_times
 
 
@@ -35,12 +37,12 @@ def bench_train(
     steps, n_params, variants = {}, {}, {}
     for entry in algos:
         algo, _, layout = entry.partition("/")
-        algorithm, model = build_random_model(algo, presets[algo], vocab_size, length, device, seed)
+        overrides = [f"model.attention_layout={layout}"] if layout else []
+        algorithm, model = build_random_model(algo, presets[algo], vocab_size, length, device, seed, overrides)
         model.train()
         variants[entry] = "fwd+bwd"
-        if algo == "pgm":
-            model.attention_layout = layout or "auto"
-            variants[entry] += f", attention {model.attention_layout}"
+        if hasattr(model.cfg, "attention_layout"):
+            variants[entry] += f", attention {model.cfg.attention_layout}"
 
         generator = torch.Generator(device=device).manual_seed(seed)
         x = torch.randint(0, vocab_size - 1, (batch, length), generator=generator, device=device)
@@ -65,6 +67,6 @@ def _train_step(algorithm, model, x: torch.Tensor, generator: torch.Generator, d
     """One forward + backward on x [B, L]."""
     t = antithetic_times(x.shape[0], generator, device)
     with autocast_for(device, dtype):
-        loss = algorithm.training_loss(model, x, t, generator)
+        loss = algorithm.training_loss(model, Batch(x), t, generator)
     loss.backward()
     model.zero_grad(set_to_none=True)

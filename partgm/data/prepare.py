@@ -33,25 +33,31 @@ _BATCH_DOCS = 256
 
 
 class PreparedData:
-    """A prepared dataset directory; ``train`` / ``val`` are read-only memmaps of shape [rows, length]."""
+    """A prepared dataset directory; ``train`` / ``val`` are read-only memmaps of shape [rows, length].
+    Class-conditional data (header ``num_classes`` > 0) also has ``labels[split]``: int64 memmaps [rows]
+    from ``{split}.labels.bin``; image data has ``grid`` [height, width] and ``bos_id`` None."""
 
-    def __init__(self, path: Path, header: dict[str, Any], train: np.memmap, val: np.memmap) -> None:
+    def __init__(
+        self, path: Path, header: dict[str, Any], train: np.memmap, val: np.memmap,
+        labels: dict[str, np.memmap] | None = None,
+    ) -> None:
         self.path = path
         self.header = header
         self.train = train
         self.val = val
+        self.labels = labels or {}
 
     @property
     def vocab_size(self) -> int:
         return self.header["vocab_size"]
 
     @property
-    def bos_id(self) -> int:
+    def bos_id(self) -> int | None:
         return self.header["bos_id"]
 
     @property
-    def eos_id(self) -> int:
-        return self.header["eos_id"]
+    def eos_id(self) -> int | None:
+        return self.header.get("eos_id")
 
     @property
     def length(self) -> int:
@@ -91,7 +97,15 @@ class PreparedData:
                     f" delete '{path}' and prepare the data again"
                 )
             arrays[split] = np.memmap(file, dtype=dtype, mode="r", shape=(rows[split], length))
-        return cls(path, header, arrays["train"], arrays["val"])
+        labels = {}
+        if header.get("num_classes"):
+            for split in SPLITS:
+                file = path / f"{split}.labels.bin"
+                found = file.stat().st_size if file.is_file() else 0
+                if found != rows[split] * 8:
+                    raise PartgmError(f"'{file}' is missing or truncated; delete '{path}' and prepare again")
+                labels[split] = np.memmap(file, dtype=np.int64, mode="r", shape=(rows[split],))
+        return cls(path, header, arrays["train"], arrays["val"], labels)
 
 
 def prepare_dataset(

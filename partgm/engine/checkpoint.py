@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from partgm.algorithms import Algorithm, get_algorithm
+from partgm.algorithms import Algorithm, TokenSpace, build_algorithm
 from partgm.config import RunConfig, config_from_dict, to_dict
 from partgm.data.tokenizers import Tokenizer
 from partgm.engine.distributed import resolve_device
@@ -96,8 +96,8 @@ def write_run_files(run_dir: Path, cfg: RunConfig, data: Any) -> None:
             **dict(data.header),
             "path": str(data.path),
             "vocab_size": int(data.vocab_size),
-            "bos_id": int(data.bos_id),
-            "eos_id": int(data.eos_id),
+            "bos_id": data.bos_id,
+            "eos_id": data.eos_id,
             "length": int(data.length),
         },
     )
@@ -274,8 +274,8 @@ def load_run(
     header = read_data_header(run_dir)
     checkpoint = latest_checkpoint(run_dir)
     if algorithm is None:
-        algorithm = get_algorithm(cfg.algo, header["vocab_size"], header["bos_id"], cfg.train.noise_schedule)
-    model = algorithm.build_model(cfg.model, cfg.data.length)
+        algorithm = build_algorithm(cfg, TokenSpace.from_header(header))
+    model = algorithm.build_model(cfg.model)
     load_weights(model, checkpoint / WEIGHT_FILES[weights])
     tokenizer = None
     if (run_dir / "tokenizer.json").is_file():

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from partgm.algorithms import Algorithm, get_algorithm
+from partgm.algorithms import Algorithm, Batch, TokenSpace, build_algorithm
 from partgm.config import RunConfig, to_dict
 from partgm.engine import distributed
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
@@ -29,6 +29,7 @@ from partgm.engine.checkpoint import (
     WEIGHT_FILES,
     check_state,
     latest_checkpoint,
+    load_run,
     load_tensors,
     load_training_state,
     load_weights,
@@ -41,6 +42,7 @@ from partgm.engine.ema import EMA
 from partgm.engine.metrics import MetricsLogger, Throughput
 from partgm.engine.optim import build_optimizer, build_scheduler
 from partgm.errors import PartgmError
+from partgm.precision import autocast_for
 from partgm.schedules import antithetic_times
 
 _NOISE, _MASK, _EVAL = 1, 2, 3  # streams derived from the run seed
@@ -56,9 +58,9 @@ def _rows(array: Any, index: np.ndarray | slice, device: torch.device) -> torch.
     return torch.from_numpy(np.asarray(array[index], dtype=np.int64)).to(device)
 
 
-def _autocast(device: torch.device, precision: str) -> torch.autocast:
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+def read_batch(tokens: Any, labels: Any | None, index: np.ndarray | slice, device: torch.device) -> Batch:
+    """A ``Batch`` of rows ``index`` of a token array [rows, L] and, when given, a label array [rows]."""
+    return Batch(_rows(tokens, index, device), None if labels is None else _rows(labels, index, device))
 
 
 @torch.no_grad()
@@ -71,8 +73,10 @@ def evaluate_ppl(
     seed: int = 0,
     max_batches: int = 0,
     precision: str = "fp32",
+    val_labels: Any | None = None,
 ) -> dict[str, float]:
-    """Perplexity bound ``exp(sum NELBO / tokens)`` over the rows of ``val_array`` [rows, L].
+    """Perplexity bound ``exp(sum NELBO / tokens)`` over the rows of ``val_array`` [rows, L] (and their
+    ``val_labels`` [rows] for class-conditional data).
 
     Batch b holds rows ``[b * batch_size, (b + 1) * batch_size)``, with stratified times
     ``antithetic_times(batch)`` and masks from generators seeded by (seed, b). Under DDP rank r takes
@@ -92,11 +96,11 @@ def evaluate_ppl(
     was_training = model.training
     model.eval()
     for b in range(rank, n_batches, world):
-        x = _rows(val_array, slice(b * batch_size, (b + 1) * batch_size), device)  # [B, L]
-        t = antithetic_times(len(x), time_gen.manual_seed(derive_seed(seed, _EVAL, b)), device)
+        batch = read_batch(val_array, val_labels, slice(b * batch_size, (b + 1) * batch_size), device)
+        t = antithetic_times(len(batch), time_gen.manual_seed(derive_seed(seed, _EVAL, b)), device)
         mask_gen.manual_seed(derive_seed(seed, _EVAL, b, _MASK))
-        with _autocast(device, precision):
-            nelbo, count = algorithm.validation_nelbo(model, x, t, mask_gen)
+        with autocast_for(device, precision):
+            nelbo, count = algorithm.validation_nelbo(model, batch, t, mask_gen)
         sums[0] += nelbo.double()
         sums[1] += count
     model.train(was_training)
@@ -149,183 +153,208 @@ def _check_resumable(run_dir: Path, cfg: RunConfig, data: Any) -> None:
 
     old, new = shape(read_run_config(run_dir)), shape(cfg)
     old["data.vocab_size"], new["data.vocab_size"] = read_data_header(run_dir)["vocab_size"], data.vocab_size
-    changed = [f"{k} {old[k]} -> {new[k]}" for k in old if old[k] != new[k]]
+    changed = [f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if changed:
         raise PartgmError(f"cannot resume: model config changed ({', '.join(changed)})")
-
-
-def _restore(
-    run_dir: Path,
-    cfg: RunConfig,
-    data: Any,
-    model: nn.Module,
-    ema: EMA,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    sampler: GlobalBatchSampler,
-    noise: torch.Generator,
-    device: torch.device,
-) -> tuple[int, float]:
-    """Load the latest checkpoint into the freshly built training objects; returns (step, elapsed s)."""
-    _check_resumable(run_dir, cfg, data)
-    checkpoint = latest_checkpoint(run_dir)
-    state = load_training_state(checkpoint)
-    if "optimizer" not in state:
-        raise PartgmError(
-            f"cannot resume '{run_dir}': its checkpoint has weights but no training state (a converted or "
-            "imported model); start a new run from it instead"
-        )
-    load_weights(model, checkpoint / WEIGHT_FILES["raw"])
-    ema_weights = load_tensors(checkpoint / WEIGHT_FILES["ema"])
-    check_state(model.state_dict(), ema_weights)
-    ema.load_state_dict({"num_updates": state["ema_num_updates"], "shadow": ema_weights})
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    sampler.load_state_dict(state["sampler"])
-    _set_rng_state(state["rng"], noise, device)
-    return state["step"], state["elapsed"]
 
 
 def _due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
 
 
+class Trainer:
+    """One training run, in stages: ``build`` (algorithm, model, optimizer, EMA, samplers of batches and
+    times), ``restore`` (from the run's latest checkpoint), ``train_step``, ``evaluate`` and ``save``;
+    ``run`` drives them. The algorithm's hooks are called at their stages: ``draw_times`` per step,
+    ``after_optimizer_step`` after each optimizer step, ``state_dict`` / ``load_state_dict`` with the
+    training state, ``extra_metrics`` at each evaluation.
+
+    ``data`` is a PreparedData: ``train`` / ``val`` arrays [rows, L], optional ``labels`` per split,
+    ``vocab_size``, ``bos_id``, ``length``, ``path``, ``header``, ``tokenizer()``.
+    """
+
+    def __init__(self, cfg: RunConfig, data: Any, run_dir: Path, algorithm: Algorithm | None = None):
+        self.cfg, self.data, self.run_dir = cfg, data, Path(run_dir)
+        tc = cfg.train
+        self.dist = distributed.init_distributed(tc.device)
+        self.device = self.dist.device
+        self.slices = micro_slices(tc.global_batch, self.dist.world_size, self.dist.rank, tc.micro_batch)
+        self.rank_rows = slice(self.slices[0].start, self.slices[-1].stop)
+        if data.length != cfg.data.length:
+            raise PartgmError(
+                f"the data has sequences of length {data.length}, the config data.length={cfg.data.length}"
+            )
+        self.algorithm = algorithm or build_algorithm(cfg, TokenSpace.from_header({**data.header, "path": None}))
+        self.step, self.elapsed = 0, 0.0
+
+    # --- stages ---------------------------------------------------------------------------------------
+    def build(self) -> None:
+        """Fresh model (or ``train.init_from``'s weights), optimizer, scheduler, EMA, batch sampler and
+        the stream of training times."""
+        tc = self.cfg.train
+        _seed_everything(tc.seed)
+        self.model = self.algorithm.build_model(self.cfg.model).to(self.device)
+        if tc.init_from:
+            source = load_run(Path(tc.init_from), weights="ema", device=self.device)
+            check_state(self.model.state_dict(), source.model.state_dict())
+            self.model.load_state_dict(source.model.state_dict())
+        self.optimizer, self.ema = build_optimizer(self.model, tc), EMA(self.model, tc.ema_decay)
+        self.scheduler = build_scheduler(self.optimizer, tc)
+        self.batches = GlobalBatchSampler(len(self.data.train), tc.global_batch, tc.seed)
+        # On the CPU, so that the training times do not depend on the device.
+        self.noise = torch.Generator().manual_seed(derive_seed(tc.seed, _NOISE))
+        self.mask_gen = torch.Generator(device=self.device)
+        self.net = distributed.parallelize(self.model, self.dist)  # what the loss calls
+        self.autocast = autocast_for(self.device, tc.precision)
+
+    def restore(self) -> None:
+        """Load the latest checkpoint of ``run_dir`` into the built objects."""
+        _check_resumable(self.run_dir, self.cfg, self.data)
+        checkpoint = latest_checkpoint(self.run_dir)
+        state = load_training_state(checkpoint)
+        if "optimizer" not in state:
+            raise PartgmError(
+                f"cannot resume '{self.run_dir}': its checkpoint has weights but no training state (a converted "
+                "or imported model); start a new run from it instead"
+            )
+        load_weights(self.model, checkpoint / WEIGHT_FILES["raw"])
+        ema_weights = load_tensors(checkpoint / WEIGHT_FILES["ema"])
+        check_state(self.model.state_dict(), ema_weights)
+        self.ema.load_state_dict({"num_updates": state["ema_num_updates"], "shadow": ema_weights})
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.batches.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"], self.noise, self.device)
+        self.algorithm.load_state_dict(state.get("algorithm", {}))
+        self.step, self.elapsed = state["step"], state["elapsed"]
+
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimizer step over a global batch -> (summed micro-batch loss, grad norm, lr used)."""
+        tc, step = self.cfg.train, self.step + 1
+        index = next(self.batches)  # [global_batch]
+        t = self.algorithm.draw_times(tc.global_batch, self.noise, self.device)  # [global_batch]
+        rows = index[self.rank_rows]
+        batch = read_batch(self.data.train, self.data.labels.get("train"), rows, self.device)  # [per_rank, L]
+        loss_sum = torch.zeros((), device=self.device)
+        for i, piece in enumerate(self.slices):
+            self.mask_gen.manual_seed(derive_seed(tc.seed, _MASK, step, piece.start))
+            local = slice(piece.start - self.rank_rows.start, piece.stop - self.rank_rows.start)
+            with distributed.no_sync(self.net, i < len(self.slices) - 1):
+                with self.autocast:
+                    loss = self.algorithm.training_loss(self.net, batch[local], t[piece], self.mask_gen)
+                    loss = loss / len(self.slices)
+                loss.backward()
+            loss_sum += loss.detach()
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(self.model)
+        self.step = step
+        self.algorithm.after_optimizer_step(self, step)
+        return loss_sum, grad_norm, lr
+
+    def evaluate(self) -> dict[str, Any]:
+        """Validation perplexity with the EMA weights (and the algorithm's extra metrics)."""
+        tc = self.cfg.train
+        eval_batch = self.slices[0].stop - self.slices[0].start  # per process, like a training micro-batch
+        with self.ema.swapped(self.model):
+            result = evaluate_ppl(
+                self.algorithm, self.model, self.data.val, eval_batch, self.device, tc.seed, tc.eval_batches,
+                tc.precision, self.data.labels.get("val"),
+            )
+            extra = self.algorithm.extra_metrics(self.model, self)
+        return {"step": self.step, "val_ppl": result["ppl"], "val_nelbo": result["nelbo"],
+                "val_tokens": result["tokens"], **extra}
+
+    def save(self, elapsed: float) -> None:
+        """Checkpoint the weights, EMA and the whole training state (rank 0 writes; all ranks wait)."""
+        if self.dist.is_main:
+            training_state = {
+                "step": self.step,
+                "elapsed": elapsed,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "sampler": self.batches.state_dict(),
+                "ema_num_updates": self.ema.num_updates,
+                "rng": _rng_state(self.noise, self.device),
+                "algorithm": self.algorithm.state_dict(),
+            }
+            save_checkpoint(
+                self.run_dir, self.step, self.model.state_dict(), self.ema.model_state_dict(self.model),
+                training_state, self.cfg.train.keep_last,
+            )
+        distributed.barrier()
+
+    # --- the loop -------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> dict[str, Any]:
+        tc, d = self.cfg.train, self.dist
+        if not resume and (self.run_dir / CHECKPOINTS / "latest").exists():
+            raise PartgmError(f"run directory '{self.run_dir}' already holds checkpoints: resume it or pick another")
+        self.build()
+        if resume:
+            self.restore()
+        if self.step >= tc.steps:
+            raise PartgmError(f"the run is already at step {self.step}: raise train.steps above it to continue")
+        logger: MetricsLogger | None = None
+        if d.is_main:
+            write_run_files(self.run_dir, self.cfg, self.data)
+            logger = MetricsLogger(self.run_dir / "metrics.jsonl", resume_step=self.step if resume else None)
+        distributed.barrier()
+
+        tokens_per_step = tc.global_batch * self.cfg.data.length
+        throughput, window_loss, window_steps = Throughput(), torch.zeros((), device=self.device), 0
+        final: dict[str, Any] = {}
+        t0 = time.perf_counter() - self.elapsed
+        bar = tqdm(total=tc.steps, initial=self.step, disable=not (d.is_main and tc.progress), dynamic_ncols=True)
+        self.model.train()
+        while self.step < tc.steps:
+            loss, grad_norm, lr = self.train_step()
+            step = self.step
+            window_loss += loss
+            throughput.add(tokens_per_step)
+            window_steps += 1
+            bar.update(1)
+            if _due(step, tc.log_every, tc.steps):
+                mean_loss = distributed.all_reduce_sum(window_loss).item() / (d.world_size * window_steps)
+                window_loss, window_steps = torch.zeros((), device=self.device), 0
+                record = {
+                    "step": step,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm.item(),
+                    "tokens_per_s": throughput.rate(),
+                    "elapsed": time.perf_counter() - t0,
+                }
+                final.update(record)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                if logger:
+                    logger.log(record)
+            if _due(step, tc.eval_every, tc.steps) and len(self.data.val):
+                with throughput.paused():
+                    record = self.evaluate()
+                final.update(record)
+                if logger:
+                    logger.log(record)
+            if _due(step, tc.save_every, tc.steps):
+                with throughput.paused():
+                    self.save(time.perf_counter() - t0)
+        bar.close()
+        return final
+
+
 def train(
     cfg: RunConfig, data: Any, run_dir: Path, resume: bool = False, algorithm: Algorithm | None = None
 ) -> dict[str, Any]:
-    """Train ``cfg.algo`` on ``data`` (a PreparedData: ``train``/``val`` arrays [rows, L], ``vocab_size``,
-    ``bos_id``, ``eos_id``, ``length``, ``path``, ``header``, ``tokenizer()``), writing ``run_dir``.
+    """Train ``cfg.algo`` on ``data`` (a PreparedData), writing ``run_dir``.
 
     ``resume``: continue from the latest checkpoint of ``run_dir``. ``algorithm`` replaces the one
     named by ``cfg.algo``. Returns the final metrics: step, loss, val_ppl, val_nelbo, val_tokens, ...
     """
     owns_group = not torch.distributed.is_initialized()
     try:
-        return _train(cfg, data, Path(run_dir), resume, algorithm)
+        return Trainer(cfg, data, Path(run_dir), algorithm).run(resume)
     finally:
         if owns_group:
             distributed.destroy_distributed()
-
-
-def _train(
-    cfg: RunConfig, data: Any, run_dir: Path, resume: bool, algorithm: Algorithm | None
-) -> dict[str, Any]:
-    tc = cfg.train
-    d = distributed.init_distributed(tc.device)
-    slices = micro_slices(tc.global_batch, d.world_size, d.rank, tc.micro_batch)
-    rank_rows = slice(slices[0].start, slices[-1].stop)
-    if data.length != cfg.data.length:
-        raise PartgmError(
-            f"the data has sequences of length {data.length}, the config data.length={cfg.data.length}"
-        )
-    if not resume and (run_dir / CHECKPOINTS / "latest").exists():
-        raise PartgmError(f"run directory '{run_dir}' already holds checkpoints: resume it or pick another")
-
-    _seed_everything(tc.seed)
-    algorithm = algorithm or get_algorithm(cfg.algo, data.vocab_size, data.bos_id, tc.noise_schedule)
-    model = algorithm.build_model(cfg.model, cfg.data.length).to(d.device)
-    optimizer, ema = build_optimizer(model, tc), EMA(model, tc.ema_decay)
-    scheduler = build_scheduler(optimizer, tc)
-    sampler = GlobalBatchSampler(len(data.train), tc.global_batch, tc.seed)
-    # On the CPU, so that the training times do not depend on the device.
-    noise = torch.Generator().manual_seed(derive_seed(tc.seed, _NOISE))
-    start, elapsed = 0, 0.0
-    if resume:
-        start, elapsed = _restore(
-            run_dir, cfg, data, model, ema, optimizer, scheduler, sampler, noise, d.device
-        )
-    if start >= tc.steps:
-        raise PartgmError(f"the run is already at step {start}: raise train.steps above it to continue")
-
-    logger: MetricsLogger | None = None
-    if d.is_main:
-        write_run_files(run_dir, cfg, data)
-        logger = MetricsLogger(run_dir / "metrics.jsonl", resume_step=start if resume else None)
-    distributed.barrier()
-
-    net = distributed.parallelize(model, d)  # what the loss calls; `model` stays the plain module
-    autocast = _autocast(d.device, tc.precision)
-    mask_gen = torch.Generator(device=d.device)
-    tokens_per_step = tc.global_batch * cfg.data.length
-    eval_batch = slices[0].stop - slices[0].start  # per process, like a training micro-batch
-    throughput, window_loss, window_steps = Throughput(), torch.zeros((), device=d.device), 0
-    final: dict[str, Any] = {}
-    t0 = time.perf_counter() - elapsed
-    bar = tqdm(total=tc.steps, initial=start, disable=not (d.is_main and tc.progress), dynamic_ncols=True)
-    model.train()
-    for step in range(start + 1, tc.steps + 1):
-        index = next(sampler)  # [global_batch]
-        t = antithetic_times(tc.global_batch, noise, d.device)  # [global_batch]
-        x = _rows(data.train, index[rank_rows], d.device)  # [per_rank, L]
-        for i, piece in enumerate(slices):
-            mask_gen.manual_seed(derive_seed(tc.seed, _MASK, step, piece.start))
-            local = slice(piece.start - rank_rows.start, piece.stop - rank_rows.start)
-            with distributed.no_sync(net, i < len(slices) - 1):
-                with autocast:
-                    loss = algorithm.training_loss(net, x[local], t[piece], mask_gen) / len(slices)
-                loss.backward()
-            window_loss += loss.detach()
-        grad_norm = nn.utils.clip_grad_norm_(
-            model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf
-        )
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.update(model)
-        throughput.add(tokens_per_step)
-        window_steps += 1
-        bar.update(1)
-
-        if _due(step, tc.log_every, tc.steps):
-            mean_loss = distributed.all_reduce_sum(window_loss).item() / (d.world_size * window_steps)
-            window_loss, window_steps = torch.zeros((), device=d.device), 0
-            record = {
-                "step": step,
-                "loss": mean_loss,
-                "lr": lr,
-                "grad_norm": grad_norm.item(),
-                "tokens_per_s": throughput.rate(),
-                "elapsed": time.perf_counter() - t0,
-            }
-            final.update(record)
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-            if logger:
-                logger.log(record)
-        if _due(step, tc.eval_every, tc.steps) and len(data.val):
-            with throughput.paused(), ema.swapped(model):
-                result = evaluate_ppl(
-                    algorithm, model, data.val, eval_batch, d.device, tc.seed, tc.eval_batches, tc.precision
-                )
-            record = {
-                "step": step,
-                "val_ppl": result["ppl"],
-                "val_nelbo": result["nelbo"],
-                "val_tokens": result["tokens"],
-            }
-            final.update(record)
-            if logger:
-                logger.log(record)
-        if _due(step, tc.save_every, tc.steps):
-            with throughput.paused():
-                if d.is_main:
-                    training_state = {
-                        "step": step,
-                        "elapsed": time.perf_counter() - t0,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "sampler": sampler.state_dict(),
-                        "ema_num_updates": ema.num_updates,
-                        "rng": _rng_state(noise, d.device),
-                    }
-                    save_checkpoint(
-                        run_dir,
-                        step,
-                        model.state_dict(),
-                        ema.model_state_dict(model),
-                        training_state,
-                        tc.keep_last,
-                    )
-                distributed.barrier()
-    bar.close()
-    return final

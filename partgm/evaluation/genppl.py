@@ -20,7 +20,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from partgm.errors import PartgmError
+from partgm.precision import autocast_for
 
 DEFAULT_MAX_LENGTH = 1024
 
@@ -249,14 +249,6 @@ def _checkpoint_step(run_dir: Path) -> int | None:
         return None
 
 
-def _autocast(precision: str, device: str):
-    if precision == "fp32":
-        return nullcontext()
-    if precision == "bf16":
-        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-    raise PartgmError(f"precision must be fp32 or bf16, not '{precision}'")
-
-
 def evaluate_genppl(
     run_dir: str | Path,
     judge: str | Judge,
@@ -291,22 +283,15 @@ def evaluate_genppl(
     else:
         if num_samples < 1 or batch < 1 or steps < 1:
             raise PartgmError("--num-samples, --batch and --steps must be positive")
-        from partgm import cli
+        from partgm.runs import sample_run
+        from partgm.samplers import SamplingOptions
 
-        with _autocast(precision, device):
-            records = cli.sample_run(
-                run_dir,
-                steps,
-                num_samples,
-                batch,
-                seed,
-                nucleus,
-                sampler,
-                None,
-                None,
-                weights,
-                device,
-                progress,
+        if precision not in ("fp32", "bf16"):
+            raise PartgmError(f"precision must be fp32 or bf16, not '{precision}'")
+        with autocast_for(device, precision):
+            records = sample_run(
+                run_dir, SamplingOptions(steps=steps, nucleus=nucleus, progress=progress), num_samples=num_samples,
+                batch=batch, seed=seed, sampler=sampler, weights=weights, device=device,
             )
         source = "sampled"
     sample_time = time.perf_counter() - start

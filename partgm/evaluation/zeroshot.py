@@ -41,6 +41,8 @@ from typing import Any
 
 import torch
 
+from partgm.algorithms.base import Batch as TokenBatch
+from partgm.algorithms.base import Context
 from partgm.errors import PartgmError
 from partgm.schedules import antithetic_times
 
@@ -126,7 +128,7 @@ def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[i
 
 
 @dataclass
-class Batch:
+class ScoringBatch:
     x: torch.Tensor  # [B, T] token ids
     context: torch.Tensor  # [B, T] bool: context positions
     target: torch.Tensor  # [B, T] bool: continuation positions
@@ -141,7 +143,7 @@ def build_batch(
     pad_id: int,
     pad_to_length: bool,
     truncate: bool,
-) -> Batch:
+) -> ScoringBatch:
     """Rows ``[BOS] + context + continuation`` padded with ``pad_id`` (to ``length`` or the longest row)."""
     rows, truncated = [], 0
     for (ctx, cont), line in zip(pairs, lines):
@@ -167,58 +169,44 @@ def build_batch(
         x[i, n : n + len(cont)] = torch.tensor(cont, dtype=torch.long)
         context[i, 1:n] = True
         target[i, n : n + len(cont)] = True
-    return Batch(x, context, target, truncated)
+    return ScoringBatch(x, context, target, truncated)
 
 
 class Scorer:
-    """Argmax predictions and (MC) likelihood scores of sequences for one algorithm and model."""
+    """Argmax predictions and (MC) likelihood scores of sequences for one algorithm and model, through
+    the algorithm's denoiser (``Algorithm.logits``) and NELBO terms; exact for left-to-right models."""
 
     def __init__(self, algorithm: Any, model: torch.nn.Module, device: str | torch.device = "cpu"):
-        from partgm.algorithms.mdlm import MDLMAlgorithm
-
         self.algorithm, self.model, self.device = algorithm, model, torch.device(device)
-        if algorithm.name == "ar":
-            self.kind = "ar"
-        elif algorithm.name == "pgm":
-            self.kind = "pgm"
-        elif isinstance(algorithm, MDLMAlgorithm):
-            self.kind = "mdlm"
-        else:
-            raise PartgmError(
-                f"zero-shot scoring supports mdlm, mdlm-complement, pgm and ar, not '{algorithm.name}'"
-            )
+
+    @property
+    def exact(self) -> bool:
+        return self.algorithm.exact_likelihood
 
     @property
     def pads_to_length(self) -> bool:
-        return self.kind != "ar"
+        return not self.exact
 
     @torch.no_grad()
     def argmax(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(argmax ids [B, T] at the target positions (-1 elsewhere), all-correct [B] bool), every
         target position predicted at once from the non-target tokens (AR: teacher forcing)."""
         x, target = x.to(self.device), target.to(self.device)
-        if self.kind == "ar":
-            logits = self.model(x[:, :-1])
-            pred = torch.full_like(x, -1)
-            pred[:, 1:] = logits.argmax(-1)
-        elif self.kind == "mdlm":
-            z = torch.where(target, self.algorithm.mask_id, x)
-            pred = self.algorithm.logits(self.model, z).argmax(-1)
-        else:
-            pred = self.model(x, target.long()).argmax(-1)
+        first = 1 if self.exact else 0  # a left-to-right model does not predict position 0
+        positions = torch.arange(first, x.shape[1], device=self.device).expand(x.shape[0], -1)
+        pred = torch.full_like(x, -1)
+        pred[:, first:] = self.algorithm.logits(self.model, Context(x, ~target), positions).argmax(-1)
         pred = torch.where(target, pred, torch.full_like(pred, -1))
         correct = ((pred == x) | ~target).all(dim=1)
         return pred.cpu(), correct.cpu()
 
     @torch.no_grad()
     def nll(self, x: torch.Tensor, region: torch.Tensor, mc_samples: int = 32, seed: int = 0) -> torch.Tensor:
-        """Per-row score (float64 [B]) of the tokens in ``region`` [B, T]: AR exact NLL given the tokens
-        before; MDLM / PGM the NELBO averaged over ``mc_samples`` draws shared by all rows."""
+        """Per-row score (float64 [B]) of the tokens in ``region`` [B, T]: the exact NLL given the tokens
+        before for left-to-right models; else the NELBO averaged over ``mc_samples`` draws shared by all rows."""
         x, region = x.to(self.device), region.to(self.device)
-        if self.kind == "ar":
-            from partgm.algorithms.mdlm import token_nll
-
-            nll = token_nll(self.model(x[:, :-1]), x[:, 1:]).double()
+        if self.exact:
+            nll = self.algorithm.sequence_nll(self.model, TokenBatch(x)).double()
             return (nll * region[:, 1:]).sum(1).cpu()
         if mc_samples < 1:
             raise PartgmError("the number of Monte-Carlo samples must be positive")
@@ -231,12 +219,7 @@ class Scorer:
             t = times[k].expand(x.shape[0]).to(self.device)
             p_mask = float(1.0 - schedule.alpha(times[k].double()))
             masked = region & (uniforms[k] < p_mask).to(self.device)[None, :]
-            if self.kind == "mdlm":
-                terms = self.algorithm.masked_nelbo(self.model, x, t, masked)
-            else:
-                nll, weight = self.algorithm.weighted_nll(self.model, x, t, masked.long())
-                terms = weight * nll * masked
-            total += terms.double().sum(1)
+            total += self.algorithm.masked_nelbo_terms(self.model, TokenBatch(x), masked, t).double().sum(1)
         return (total / mc_samples).cpu()
 
 
@@ -405,9 +388,9 @@ def evaluate_task(
         method = {
             "score": score,
             "normalize": normalize,
-            "mc_samples": mc_samples if scorer.kind != "ar" else None,
+            "mc_samples": None if scorer.exact else mc_samples,
             "seed": seed,
-            "estimator": "exact log-likelihood" if scorer.kind == "ar" else "Monte-Carlo NELBO (upper bound)",
+            "estimator": "exact log-likelihood" if scorer.exact else "Monte-Carlo NELBO (upper bound)",
         }
     predictions = result.pop("predictions")
     out_path = Path(out) if out else Path(run_dir) / "eval" / f"{task}-{Path(data).stem}.json"

@@ -39,21 +39,6 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(sinusoidal_encoding(sigma, self.frequency_dim))
 
 
-class Rotary(nn.Module):
-    """Rotary position embedding (rotate-half) evaluated at arbitrary integer positions."""
-
-    def __init__(self, head_dim: int, base: float = 10000.0):
-        super().__init__()
-        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
-
-    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions [B, L] (long) -> (cos, sin), each [B, 1, L, d] in float32."""
-        freqs = positions.float()[..., None] * self.inv_freq
-        emb = torch.cat([freqs, freqs], dim=-1)[:, None]
-        return emb.cos(), emb.sin()
-
-
 def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """x [B, h, L, d] rotated by (cos, sin) [B, 1, L, d]."""
     cos, sin = rope
@@ -267,13 +252,26 @@ class TokenEmbedding(nn.Module):
 
 
 class Conditioning(nn.Module):
-    """The adaLN conditioning vector: SiLU(TimestepEmbedder(sigma)). Text models pass sigma = 0."""
+    """The adaLN conditioning vector [B, C]: SiLU(TimestepEmbedder(sigma) + class embedding). Text models
+    pass sigma = 0 and no labels. With ``num_classes`` > 0 the class table has a null class (id
+    ``num_classes``) used for label dropout and classifier-free guidance; missing labels mean null."""
 
-    def __init__(self, cond_dim: int):
+    def __init__(self, cond_dim: int, num_classes: int = 0):
         super().__init__()
+        self.num_classes = num_classes
         self.sigma_map = TimestepEmbedder(cond_dim)
+        if num_classes:
+            self.class_embedding = nn.Embedding(num_classes + 1, cond_dim)
 
-    def forward(self, batch_size: int, device: torch.device, sigma: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, batch_size: int, device: torch.device, labels: torch.Tensor | None = None,
+        sigma: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if sigma is None:
             sigma = torch.zeros(batch_size, device=device)
-        return F.silu(self.sigma_map(sigma))
+        c = self.sigma_map(sigma)
+        if self.num_classes:
+            if labels is None:
+                labels = torch.full((batch_size,), self.num_classes, dtype=torch.long, device=device)
+            c = c + self.class_embedding(labels)
+        return F.silu(c)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partgm.config import ModelConfig
+from partgm.config import PartitionConfig
 from partgm.models.layers import (
     MLP,
     AdaLNModulation,
@@ -26,18 +26,16 @@ from partgm.models.layers import (
     GroupBlocks,
     Mask,
     OutputLayer,
-    Rotary,
     TokenEmbedding,
     apply_rotary,
     attention,
     merge_heads,
     modulate,
-    sinusoidal_encoding,
     split_heads,
 )
+from partgm.models.positions import build_positions
 
 Rope = tuple[torch.Tensor, torch.Tensor]
-ATTENTION_LAYOUTS = ("auto", "dense", "blocks")
 BLOCKS_MIN_LENGTH = 256  # "auto": group blocks on CPU from this length on (measured: see README "Speed")
 
 
@@ -69,7 +67,7 @@ class GroupSwap(nn.Module):
     """Queries from position only (learned vector + sinusoidal code [+ other-group summary]); keys and
     values from the raw encoder outputs; output Linear with no residual: the decoder's initial stream."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: PartitionConfig):
         super().__init__()
         hidden = cfg.hidden_size
         self.n_heads = cfg.n_heads
@@ -84,16 +82,16 @@ class GroupSwap(nn.Module):
         self,
         h: torch.Tensor,
         key_rope: Rope,
-        query_positions: torch.Tensor,
+        query_code: torch.Tensor,
         query_rope: Rope,
         mask: Mask | None,
         summary: torch.Tensor | None,
     ) -> torch.Tensor:
-        """h [B, Lk, H] encoder outputs, query_positions [B, Lq] -> [B, Lq, H]."""
-        b, lq = query_positions.shape
+        """h [B, Lk, H] encoder outputs, query_code [B, Lq, H] the position code of the queries -> [B, Lq, H]."""
+        b, lq, _ = query_code.shape
         q = self.base_embedding.expand(b, lq, -1)
         if "freqs" in self.mode:
-            q = q + sinusoidal_encoding(query_positions, q.shape[-1]).to(q.dtype)
+            q = q + query_code.to(q.dtype)
         if summary is not None:
             q = q + summary
         q = self.query_processor(self.pre_query_norm(q))
@@ -106,7 +104,7 @@ class GroupSwap(nn.Module):
 class CrossAttentionBlock(nn.Module):
     """Decoder block: adaLN-modulated cross-attention to the encoder outputs, then an MLP; no self-attention."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: PartitionConfig):
         super().__init__()
         hidden = cfg.hidden_size
         self.n_heads = cfg.n_heads
@@ -138,16 +136,16 @@ class CrossAttentionBlock(nn.Module):
 class PartitionTransformer(nn.Module):
     """Encoder (same-group self-attention) -> GroupSwap -> decoder (cross-attention) -> logits over N ids."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, attention_layout: str = "auto"):
+    def __init__(
+        self, cfg: PartitionConfig, vocab_size: int, num_classes: int = 0, grid: tuple[int, int] | None = None
+    ):
         super().__init__()
-        if attention_layout not in ATTENTION_LAYOUTS:
-            raise ValueError(f"attention_layout must be one of {ATTENTION_LAYOUTS}, got {attention_layout!r}")
         self.cfg = cfg
-        self.attention_layout = attention_layout
+        self.attention_layout = cfg.attention_layout
         hidden = cfg.hidden_size
         self.vocab_embed = TokenEmbedding(vocab_size, hidden)
-        self.cond = Conditioning(cfg.cond_dim)
-        self.rotary = Rotary(hidden // cfg.n_heads, cfg.rope_base)
+        self.cond = Conditioning(cfg.cond_dim, num_classes)
+        self.positions = build_positions(hidden // cfg.n_heads, cfg.rope_base, grid)
         self.encoder = nn.ModuleList(
             DiTBlock(hidden, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_encoder_blocks)
         )
@@ -156,31 +154,33 @@ class PartitionTransformer(nn.Module):
         self.output_layer = OutputLayer(hidden, cfg.cond_dim, vocab_size)
         self.summary_kind = {"learn+freqs+mean": "mean", "learn+freqs+logsumexp": "logsumexp"}.get(cfg.swap_query_mode)
 
-    def forward(self, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-        """Training path. x [B, L] clean ids, groups [B, L] in {0, 1} -> logits [B, L, N]; the logits at
-        i are a function of the tokens j with groups[j] != groups[i] only. Any partition is valid."""
+    def forward(self, x: torch.Tensor, groups: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Training path. x [B, L] clean ids, groups [B, L] in {0, 1}, labels [B] or None -> logits
+        [B, L, N]; the logits at i are a function of the tokens j with groups[j] != groups[i] (and the
+        label) only. Any partition is valid."""
         b, length = x.shape
         groups = groups.long()
+        c = self.cond(b, x.device, labels)
         if self._uses_group_blocks(x):
-            return self._forward_group_blocks(x, groups)
+            return self._forward_group_blocks(x, groups, c)
         positions = torch.arange(length, device=x.device).expand(b, length)
         same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
         encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
-        return self._run(x, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
+        return self._run(x, c, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
 
     def _uses_group_blocks(self, x: torch.Tensor) -> bool:
         if self.attention_layout == "auto":
             return x.device.type == "cpu" and x.shape[1] >= BLOCKS_MIN_LENGTH
         return self.attention_layout == "blocks"
 
-    def _forward_group_blocks(self, x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    def _forward_group_blocks(self, x: torch.Tensor, groups: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """``forward`` with each sequence sorted so that its groups are contiguous (RoPE and the GroupSwap
         codes keep the true positions): attention runs block by block without a mask. Same logits."""
         order = torch.argsort(groups, dim=1, stable=True)  # [B, L]: group 0 first; the true positions
         sorted_groups = groups.gather(1, order)
         blocks = [GroupBlocks((groups == 0).sum(dim=1).tolist(), x.shape[1], cross) for cross in (False, True)]
         unsort = torch.argsort(order, dim=1)
-        return self._run(x.gather(1, order), order, sorted_groups, None, order, sorted_groups, *blocks, unsort)
+        return self._run(x.gather(1, order), c, order, sorted_groups, None, order, sorted_groups, *blocks, unsort)
 
     def forward_packed(
         self,
@@ -188,6 +188,7 @@ class PartitionTransformer(nn.Module):
         clean_positions: torch.Tensor,
         query_positions: torch.Tensor,
         clean_valid: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sampling path. clean_tokens / clean_positions [B, Lc] (right-padded; clean_valid [B, Lc] is
         False on padding, None when nothing is padded), query_positions [B, Lq] -> logits [B, Lq, N]
@@ -196,11 +197,15 @@ class PartitionTransformer(nn.Module):
         zeros = torch.zeros(b, lc, dtype=torch.long, device=clean_tokens.device)
         ones = torch.ones_like(query_positions)
         key_mask = None if clean_valid is None else AttentionMask(clean_valid[:, None, None, :])  # [B, 1, 1, Lc]
-        return self._run(clean_tokens, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask)
+        c = self.cond(b, clean_tokens.device, labels)
+        return self._run(
+            clean_tokens, c, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask
+        )
 
     def _run(
         self,
         tokens: torch.Tensor,
+        c: torch.Tensor,
         token_positions: torch.Tensor,
         token_groups: torch.Tensor,
         token_valid: torch.Tensor | None,
@@ -211,17 +216,17 @@ class PartitionTransformer(nn.Module):
         unsort: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The shared computation. ``unsort`` [B, Lq], when the queries were permuted, restores their
-        order before the (per-token) output layer."""
-        c = self.cond(tokens.shape[0], tokens.device)
-        key_rope = self.rotary(token_positions)
+        order before the (per-token) output layer. c [B, C] is the adaLN conditioning."""
+        key_rope = self.positions.rope(token_positions)
         h = self.vocab_embed(tokens)
         for block in self.encoder:
             h = block(h, c, key_rope, mask=encoder_mask)
         summary = None
         if self.summary_kind is not None:
             summary = other_group_summary(h, token_groups, token_valid, query_groups, self.summary_kind)
-        query_rope = self.rotary(query_positions)
-        s = self.group_swap(h, key_rope, query_positions, query_rope, cross_mask, summary)
+        query_rope = self.positions.rope(query_positions)
+        query_code = self.positions.code(query_positions, h.shape[-1])
+        s = self.group_swap(h, key_rope, query_code, query_rope, cross_mask, summary)
         for layer in self.decoder:
             s = layer(s, h, c, query_rope, key_rope, cross_mask)
         if unsort is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,46 +21,123 @@ FINAL_TIME = 1e-5  # the last time of the grid linspace(1, FINAL_TIME, T + 1), a
 @dataclass
 class Prompt:
     """tokens [B, L] long, fixed [B, L] bool: fixed positions are clean from the start and never change;
-    the values of ``tokens`` elsewhere are ignored."""
+    the values of ``tokens`` elsewhere are ignored. labels [B] long: the class of each sample
+    (class-conditional models; None: unconditional / null class)."""
 
     tokens: torch.Tensor
     fixed: torch.Tensor
+    labels: torch.Tensor | None = None
 
 
 def make_prompt(
     batch_size: int,
     length: int,
-    bos_id: int,
+    bos_id: int | None,
     prefix_ids: list[int] | None = None,
     fixed: dict[int, int] | None = None,
     device: torch.device | str = "cpu",
+    labels: list[int] | torch.Tensor | None = None,
 ) -> Prompt:
-    """BOS at position 0, ``prefix_ids`` at positions 1.., and ``fixed`` {position: id} anywhere (infilling),
-    the same for every row. Token ids are checked against the vocabulary by ``generate``."""
+    """BOS at position 0 (when the data has one), ``prefix_ids`` after it, and ``fixed`` {position: id}
+    anywhere (infilling), the same for every row; ``labels`` [B] the classes. Token ids are checked
+    against the vocabulary by ``generate``."""
     prefix_ids = list(prefix_ids or [])
     fixed = dict(fixed or {})
-    if 1 + len(prefix_ids) > length:
+    first = 0 if bos_id is None else 1
+    if first + len(prefix_ids) > length:
         raise PartgmError(
-            f"the prompt has {1 + len(prefix_ids)} tokens (BOS + {len(prefix_ids)}) "
+            f"the prompt has {first + len(prefix_ids)} tokens ({'BOS + ' if first else ''}{len(prefix_ids)}) "
             f"but the sequence length is {length}"
         )
-    entries = {0: bos_id, **{1 + i: token for i, token in enumerate(prefix_ids)}}
+    entries = {} if bos_id is None else {0: bos_id}
+    entries.update({first + i: token for i, token in enumerate(prefix_ids)})
     for position, token in fixed.items():
-        if not 0 < position < length:
-            raise PartgmError(f"fixed position {position} is outside 1..{length - 1} (position 0 holds BOS)")
+        if not first <= position < length:
+            raise PartgmError(
+                f"fixed position {position} is outside {first}..{length - 1}"
+                + (" (position 0 holds BOS)" if first else "")
+            )
         if position in entries and entries[position] != token:
             raise PartgmError(
                 f"position {position} is given twice: by the prefix ({entries[position]}) and as {token}"
             )
         entries[position] = token
-    if min(entries.values()) < 0:
+    if entries and min(entries.values()) < 0:
         raise PartgmError(f"token ids must be non-negative, got {min(entries.values())}")
     tokens = torch.zeros(batch_size, length, dtype=torch.long, device=device)
     is_fixed = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
-    positions = torch.tensor(list(entries), device=device)
-    tokens[:, positions] = torch.tensor(list(entries.values()), device=device)
-    is_fixed[:, positions] = True
-    return Prompt(tokens, is_fixed)
+    if entries:
+        positions = torch.tensor(list(entries), device=device)
+        tokens[:, positions] = torch.tensor(list(entries.values()), device=device)
+        is_fixed[:, positions] = True
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
+        if labels.numel() == 1:
+            labels = labels.expand(batch_size)
+        if labels.numel() != batch_size:
+            raise PartgmError(f"{labels.numel()} labels for {batch_size} samples")
+    return Prompt(tokens, is_fixed, labels)
+
+
+@dataclass
+class SamplingOptions:
+    """How tokens are chosen. ``steps`` denoising steps (forward passes, for the parallel samplers);
+    ``nucleus`` < 1 keeps the smallest set of tokens whose probability reaches it; ``temperature``
+    divides the logits; ``guidance`` w > 0 is classifier-free guidance ``(1 + w) cond - w uncond``
+    (class-conditional models), ``constant`` or ramped ``linear``-ly from 0 to w over the steps."""
+
+    steps: int = 128
+    nucleus: float = 1.0
+    temperature: float = 1.0
+    guidance: float = 0.0
+    guidance_schedule: Literal["constant", "linear"] = "constant"
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise PartgmError(f"steps must be a positive integer, got {self.steps!r}")
+        if not 0.0 < self.nucleus <= 1.0:
+            raise PartgmError(f"nucleus must be in (0, 1], got {self.nucleus}")
+        if not self.temperature > 0.0:
+            raise PartgmError(f"temperature must be positive, got {self.temperature}")
+        if not self.guidance >= 0.0:
+            raise PartgmError(f"guidance must be >= 0, got {self.guidance}")
+        if self.guidance_schedule not in ("constant", "linear"):
+            raise PartgmError(f"guidance_schedule must be constant or linear, got {self.guidance_schedule!r}")
+
+    def guidance_at(self, fraction: float) -> float:
+        """The guidance weight at ``fraction`` in [0, 1] of the way through sampling."""
+        return self.guidance * (fraction if self.guidance_schedule == "linear" else 1.0)
+
+
+def denoiser_logits(
+    algorithm: Any, model: torch.nn.Module, context: Any, query_positions: torch.Tensor,
+    options: SamplingOptions, fraction: float = 1.0,
+) -> torch.Tensor:
+    """``algorithm.logits`` [B, K, N] with classifier-free guidance when ``options`` asks for it and the
+    context has labels: one batched call on the labels and on the null class."""
+    w = options.guidance_at(fraction)
+    if w == 0.0 or context.labels is None:
+        return algorithm.logits(model, context, query_positions)
+    null = algorithm.null_labels(len(context.labels), context.labels.device)
+    packed = context.packed
+    both = type(context)(
+        torch.cat([context.tokens, context.tokens]),
+        torch.cat([context.clean, context.clean]),
+        torch.cat([context.labels, null]),
+        None if packed is None else (
+            torch.cat([packed[0], packed[0]]), None if packed[1] is None else torch.cat([packed[1], packed[1]])
+        ),
+    )
+    cond, uncond = algorithm.logits(model, both, torch.cat([query_positions, query_positions])).float().chunk(2)
+    return (1.0 + w) * cond - w * uncond
+
+
+def choose_tokens(logits: torch.Tensor, options: SamplingOptions, generator: torch.Generator | None) -> torch.Tensor:
+    """logits [..., V] -> ids [...]: temperature, then the float64 (nucleus-filtered) Gumbel-max draw."""
+    if options.temperature != 1.0:
+        logits = logits.float() / options.temperature
+    return sample_tokens(logits, options.nucleus, generator)
 
 
 def token_probs(logits: torch.Tensor, nucleus: float = 1.0) -> torch.Tensor:

@@ -1,0 +1,14 @@
+"""Numeric precision: the one place that decides when bf16 autocast is on."""
+
+from __future__ import annotations
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_for(device: torch.device | str, precision: str = "auto") -> torch.autocast:
+    """bf16 autocast for ``precision`` bf16, or ``auto`` on CUDA; fp32 (autocast off) otherwise."""
+    device = torch.device(device)
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
