@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -38,7 +39,7 @@ def test_halton_order_is_spread_and_raster_is_not():
 def test_arccos_schedule_sums_and_grows(steps, n_tokens):
     counts = arccos_schedule(steps, n_tokens)
     assert len(counts) == steps and sum(counts) == n_tokens and min(counts) >= 1
-    assert all(b >= a - 1 for a, b in zip(counts, counts[1:]))  # non-decreasing up to rounding
+    assert all(b >= a - 1 for a, b in itertools.pairwise(counts))  # non-decreasing up to rounding
     assert counts[-1] >= counts[0]
 
 

@@ -23,14 +23,23 @@ def _blocky_images(n: int = 64, size: int = 16) -> torch.Tensor:
 
 def test_training_reduces_the_reconstruction_loss():
     recon = []
-    train_vqvae(_blocky_images(), TINY, steps=120, lr=3e-3, batch_size=16, progress=lambda s, l: recon.append(l["recon"]))
+    train_vqvae(
+        _blocky_images(),
+        TINY,
+        steps=120,
+        lr=3e-3,
+        batch_size=16,
+        progress=lambda s, l: recon.append(l["recon"]),
+    )
     assert len(recon) == 120
     assert np.mean(recon[-20:]) < 0.85 * np.mean(recon[:10])
 
 
 @pytest.mark.parametrize("downsample,l2_norm", [(4, False), (8, True)])
 def test_encode_decode_shapes(downsample, l2_norm):
-    model = VQVAE(VQVAEConfig(hidden=8, codebook_size=16, code_dim=4, downsample=downsample, l2_norm=l2_norm)).eval()
+    model = VQVAE(
+        VQVAEConfig(hidden=8, codebook_size=16, code_dim=4, downsample=downsample, l2_norm=l2_norm)
+    ).eval()
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     codes = model.encode(images)
     assert codes.shape == (2, 16 // downsample, 16 // downsample) and codes.dtype == torch.long

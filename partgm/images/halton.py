@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -50,4 +51,4 @@ def arccos_schedule(steps: int, n_tokens: int) -> list[int]:
     revealed = [
         min(k, n_tokens) + round(extra * (1 - math.acos(k / steps) / (math.pi / 2))) for k in range(steps + 1)
     ]
-    return [b - a for a, b in zip(revealed, revealed[1:])]
+    return [b - a for a, b in itertools.pairwise(revealed)]

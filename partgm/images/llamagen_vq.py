@@ -114,7 +114,9 @@ class Encoder(nn.Module):
             if i != last:
                 level.downsample = Downsample(c)
             self.conv_blocks.append(level)
-        self.mid = nn.ModuleList([ResnetBlock(chans[-1], chans[-1]), AttnBlock(chans[-1]), ResnetBlock(chans[-1], chans[-1])])
+        self.mid = nn.ModuleList(
+            [ResnetBlock(chans[-1], chans[-1]), AttnBlock(chans[-1]), ResnetBlock(chans[-1], chans[-1])]
+        )
         self.norm_out = _norm(chans[-1])
         self.conv_out = nn.Conv2d(chans[-1], cfg.z_channels, 3, padding=1)
 
@@ -207,7 +209,7 @@ def load_llamagen_vq(path: str | Path, config: LlamaGenVQConfig = LlamaGenVQConf
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load raises many types on a damaged or foreign file
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types on a damaged file
         raise PartgmError(f"cannot read LlamaGen VQ checkpoint {path}: {str(e).splitlines()[0]}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise PartgmError(f"LlamaGen VQ checkpoint {path} has no 'model' state dict")
@@ -215,7 +217,9 @@ def load_llamagen_vq(path: str | Path, config: LlamaGenVQConfig = LlamaGenVQConf
     expected = (config.codebook_size, config.codebook_embed_dim)
     codebook = state.get("quantize.embedding.weight")
     if codebook is not None and tuple(codebook.shape) != expected:
-        raise PartgmError(f"LlamaGen VQ codebook in {path} is {list(codebook.shape)}, expected {list(expected)}")
+        raise PartgmError(
+            f"LlamaGen VQ codebook in {path} is {list(codebook.shape)}, expected {list(expected)}"
+        )
     model = LlamaGenVQ(config)
     names = set(model.state_dict())
     missing, unexpected = sorted(names - set(state)), sorted(set(state) - names)

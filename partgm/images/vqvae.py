@@ -81,7 +81,9 @@ class VectorQuantizer(nn.Module):
 class _ResBlock(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 1))
+        self.net = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)
@@ -96,12 +98,18 @@ class VQVAE(nn.Module):
         n_down, c, h = int(math.log2(cfg.downsample)), cfg.channels, cfg.hidden
         down = [nn.Conv2d(c if i == 0 else h, h, 4, stride=2, padding=1) for i in range(n_down)]
         self.encoder = nn.Sequential(
-            *[m for conv in down for m in (conv, nn.ReLU())], _ResBlock(h), nn.ReLU(), nn.Conv2d(h, cfg.code_dim, 1)
+            *[m for conv in down for m in (conv, nn.ReLU())],
+            _ResBlock(h),
+            nn.ReLU(),
+            nn.Conv2d(h, cfg.code_dim, 1),
         )
         up = [nn.ConvTranspose2d(h, h, 4, stride=2, padding=1) for _ in range(n_down)]
         self.decoder = nn.Sequential(
-            nn.Conv2d(cfg.code_dim, h, 3, padding=1), _ResBlock(h), *[m for conv in up for m in (nn.ReLU(), conv)],
-            nn.ReLU(), nn.Conv2d(h, c, 3, padding=1),
+            nn.Conv2d(cfg.code_dim, h, 3, padding=1),
+            _ResBlock(h),
+            *[m for conv in up for m in (nn.ReLU(), conv)],
+            nn.ReLU(),
+            nn.Conv2d(h, c, 3, padding=1),
         )
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.beta, cfg.l2_norm)
 
@@ -185,7 +193,9 @@ def load_vqvae(directory: str | Path) -> VQVAE:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise PartgmError(f"VQ-VAE weights in {directory} do not match its config: {e}".splitlines()[0]) from None
+        raise PartgmError(
+            f"VQ-VAE weights in {directory} do not match its config: {e}".splitlines()[0]
+        ) from None
     return model.eval()
 
 
