@@ -6,6 +6,7 @@ package (its TF-FID Inception port, weights from a local file) and never downloa
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TypedDict
 
@@ -40,10 +41,12 @@ def frechet_distance(
         raise PartgmError(
             f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
         )
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(mu1)) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():  # a singular product is expected (N < D, dead features) and handled
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(len(mu1)) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         imaginary = np.abs(np.diagonal(covmean).imag).max()
         if imaginary > 1e-3:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from partgm.engine.checkpoint import atomic_write_bytes
 from partgm.errors import PartgmError
 
 _PAD = 1  # pixels of white between cells
@@ -49,5 +48,8 @@ def save_image_grid(
         for r, label in enumerate(row_labels):
             draw.text((2, r * cell_h + cell_h // 2 - 5), str(label), fill=(0, 0, 0))
     buffer = io.BytesIO()
+    # imported here: partgm.engine imports the algorithms, which may import partgm.images
+    from partgm.engine.checkpoint import atomic_write_bytes
+
     picture.save(buffer, format="PNG")
     atomic_write_bytes(Path(path), buffer.getvalue())
