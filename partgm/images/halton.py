@@ -29,14 +29,16 @@ def halton_order(height: int, width: int) -> torch.Tensor:
     Point i of the 2-D Halton sequence (base 2 for rows, base 3 for columns) names the cell
     ``(floor(halton2 * height), floor(halton3 * width))``; the sequence is walked, repeated cells dropped,
     until every cell has appeared. Consecutive cells are spread over the whole grid (low discrepancy)."""
-    order: dict[int, None] = {}
-    n, chunk = 0, 4 * height * width
-    while len(order) < height * width:
-        rows, cols = halton_sequence(n + chunk, 2)[n:], halton_sequence(n + chunk, 3)[n:]
-        for r, c in zip(rows, cols):
-            order.setdefault(int(r * height) * width + int(c * width))
-        n += chunk
-    return torch.tensor(list(order), dtype=torch.long)
+    n = height * width
+    while True:  # walk ever longer prefixes of the sequence until it has visited every cell
+        cells = (
+            int(r * height) * width + int(c * width)
+            for r, c in zip(halton_sequence(n, 2), halton_sequence(n, 3))
+        )
+        order = list(dict.fromkeys(cells))  # first visits, in order
+        if len(order) == height * width:
+            return torch.tensor(order, dtype=torch.long)
+        n *= 2
 
 
 def arccos_schedule(steps: int, n_tokens: int) -> list[int]:
