@@ -1,0 +1,238 @@
+"""A small VQ-VAE image tokenizer trainable on CPU, and loading image folders for it.
+
+Files written by ``save_vqvae``::
+
+    DIR/config.json         VQVAEConfig fields
+    DIR/model.safetensors   the state dict
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from torch import nn
+
+from partgm.errors import PartgmError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+@dataclass
+class VQVAEConfig:
+    channels: int = 3  # image channels
+    hidden: int = 64  # conv width
+    codebook_size: int = 256
+    code_dim: int = 16
+    downsample: int = 4  # 4 or 8: the token grid is (H / downsample, W / downsample)
+    beta: float = 0.25  # commitment loss weight
+    l2_norm: bool = False  # compare l2-normalised codes and encodings (cosine nearest code)
+
+    def __post_init__(self) -> None:
+        if self.downsample not in (4, 8):
+            raise PartgmError(f"VQ-VAE downsample must be 4 or 8, got {self.downsample}")
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-code quantisation with the straight-through estimator."""
+
+    def __init__(self, codebook_size: int, code_dim: int, beta: float, l2_norm: bool) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(codebook_size, code_dim)
+        nn.init.uniform_(self.embedding.weight, -1 / codebook_size, 1 / codebook_size)
+        self.beta, self.l2_norm = beta, l2_norm
+
+    def codebook(self) -> torch.Tensor:
+        """``[K, D]`` code vectors as compared and decoded."""
+        w = self.embedding.weight
+        return F.normalize(w, dim=-1) if self.l2_norm else w
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes ``[B, h, w]`` -> code vectors ``[B, D, h, w]``."""
+        return self.codebook()[codes].permute(0, 3, 1, 2)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """z ``[B, D, h, w]`` -> (quantised z with straight-through gradient ``[B, D, h, w]``, codes
+        ``[B, h, w]`` long, {"codebook": ||sg(z) - e||^2, "commit": beta ||z - sg(e)||^2})."""
+        z = z.permute(0, 2, 3, 1)
+        if self.l2_norm:
+            z = F.normalize(z, dim=-1)
+        codebook = self.codebook()
+        codes = torch.cdist(z.reshape(-1, z.shape[-1]), codebook).argmin(-1).view(z.shape[:-1])
+        z_q = codebook[codes]
+        losses = {
+            "codebook": F.mse_loss(z_q, z.detach()),
+            "commit": self.beta * F.mse_loss(z, z_q.detach()),
+        }
+        z_q = z + (z_q - z).detach()
+        return z_q.permute(0, 3, 1, 2), codes, losses
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class VQVAE(nn.Module):
+    """Conv encoder (stride-2 convs) -> VectorQuantizer -> transposed-conv decoder."""
+
+    def __init__(self, cfg: VQVAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n_down, c, h = int(math.log2(cfg.downsample)), cfg.channels, cfg.hidden
+        down = [nn.Conv2d(c if i == 0 else h, h, 4, stride=2, padding=1) for i in range(n_down)]
+        self.encoder = nn.Sequential(
+            *[m for conv in down for m in (conv, nn.ReLU())],
+            _ResBlock(h),
+            nn.ReLU(),
+            nn.Conv2d(h, cfg.code_dim, 1),
+        )
+        up = [nn.ConvTranspose2d(h, h, 4, stride=2, padding=1) for _ in range(n_down)]
+        self.decoder = nn.Sequential(
+            nn.Conv2d(cfg.code_dim, h, 3, padding=1),
+            _ResBlock(h),
+            *[m for conv in up for m in (nn.ReLU(), conv)],
+            nn.ReLU(),
+            nn.Conv2d(h, c, 3, padding=1),
+        )
+        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.beta, cfg.l2_norm)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images ``[B, C, H, W]`` in [-1, 1] -> codes ``[B, H/ds, W/ds]`` long."""
+        return self.quantizer(self.encoder(images))[1]
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes ``[B, h, w]`` -> images ``[B, C, h*ds, w*ds]`` clamped to [-1, 1]."""
+        codes = codes.clamp(0, self.cfg.codebook_size - 1)
+        return self.decoder(self.quantizer.lookup(codes)).clamp(-1, 1)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """images ``[B, C, H, W]`` -> (reconstruction ``[B, C, H, W]``, {"recon", "codebook", "commit",
+        "loss": their sum})."""
+        z_q, _, losses = self.quantizer(self.encoder(images))
+        recon = self.decoder(z_q)
+        losses["recon"] = F.mse_loss(recon, images)
+        losses["loss"] = losses["recon"] + losses["codebook"] + losses["commit"]
+        return recon, losses
+
+
+def train_vqvae(
+    images: torch.Tensor,
+    cfg: VQVAEConfig,
+    steps: int = 2000,
+    lr: float = 2e-3,
+    seed: int = 0,
+    batch_size: int = 64,
+    progress: Callable[[int, dict[str, float]], None] | None = None,
+) -> VQVAE:
+    """Train a VQ-VAE with Adam on ``images`` ``[N, C, H, W]`` in [-1, 1]; returns it in eval mode.
+
+    The codebook starts from encodings of random training images (fewer dead codes than a uniform
+    start). ``progress(step, losses)`` is called after every step."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = VQVAE(cfg)
+    with torch.no_grad():
+        z = model.encoder(images[torch.randint(len(images), (batch_size,), generator=gen)])
+        z = z.permute(0, 2, 3, 1).reshape(-1, cfg.code_dim)
+        model.quantizer.embedding.weight.copy_(z[torch.randint(len(z), (cfg.codebook_size,), generator=gen)])
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for step in range(1, steps + 1):
+        batch = images[torch.randint(len(images), (batch_size,), generator=gen)]
+        _, losses = model(batch)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        opt.step()
+        if progress is not None:
+            progress(step, {k: v.item() for k, v in losses.items()})
+    return model.eval()
+
+
+def save_vqvae(model: VQVAE, directory: str | Path) -> None:
+    """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
+    # imported here: partgm.engine imports the algorithms, which may import partgm.images
+    from partgm.engine.checkpoint import atomic_write_bytes, atomic_write_json
+
+    directory = Path(directory)
+    atomic_write_json(directory / "config.json", dataclasses.asdict(model.cfg))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(directory / "model.safetensors", safetensors.torch.save(state))
+
+
+def load_vqvae(directory: str | Path) -> VQVAE:
+    """Load a VQ-VAE written by ``save_vqvae``, in eval mode."""
+    directory = Path(directory)
+    for name in ("config.json", "model.safetensors"):
+        if not (directory / name).is_file():
+            raise PartgmError(f"VQ-VAE directory {directory} has no {name}")
+    try:
+        cfg = VQVAEConfig(**json.loads((directory / "config.json").read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise PartgmError(f"corrupt VQ-VAE config {directory / 'config.json'}: {e}") from None
+    try:
+        state = safetensors.torch.load_file(directory / "model.safetensors")
+    except (SafetensorError, OSError) as e:
+        raise PartgmError(f"corrupt VQ-VAE weights {directory / 'model.safetensors'}: {e}") from None
+    model = VQVAE(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise PartgmError(
+            f"VQ-VAE weights in {directory} do not match its config: {e}".splitlines()[0]
+        ) from None
+    return model.eval()
+
+
+def _read_image(path: Path, size: int) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+            return np.asarray(img, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as e:
+        raise PartgmError(f"cannot read image {path}: {e}") from None
+
+
+def load_image_folder(path: str | Path, size: int) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Images of ``path/<class_name>/*.{png,jpg,jpeg}`` (labels = sorted class index) or, without
+    subfolders, of ``path/*.{png,jpg,jpeg}`` (no labels), resized to ``size x size`` (bicubic).
+
+    Returns images float ``[N, 3, size, size]`` in [-1, 1], labels long ``[N]`` or None, and the class
+    names (empty for a flat folder)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise PartgmError(f"image folder {root} does not exist")
+
+    def image_files(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+    class_names = sorted(p.name for p in root.iterdir() if p.is_dir() and image_files(p))
+    if class_names:
+        files = [(f, i) for i, name in enumerate(class_names) for f in image_files(root / name)]
+    else:
+        files = [(f, -1) for f in image_files(root)]
+    if not files:
+        raise PartgmError(f"no .png/.jpg images in {root} or its class subfolders")
+    pixels = np.stack([_read_image(f, size) for f, _ in files])
+    images = torch.from_numpy(pixels).permute(0, 3, 1, 2) / 127.5 - 1
+    labels = torch.tensor([label for _, label in files], dtype=torch.long) if class_names else None
+    return images, labels, class_names
