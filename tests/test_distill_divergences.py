@@ -42,7 +42,9 @@ def test_registry_and_unknown_name():
 @pytest.mark.parametrize("kind", KINDS)
 def test_closed_forms(kind):
     # Written out by hand for the reverse KL: 0.5 ln 2 + 0.3 ln 1.2 + 0.2 ln 0.4.
-    assert closed_forms(P, Q)["reverse-kl"] == pytest.approx(0.5 * math.log(2) + 0.3 * math.log(1.2) + 0.2 * math.log(0.4))
+    assert closed_forms(P, Q)["reverse-kl"] == pytest.approx(
+        0.5 * math.log(2) + 0.3 * math.log(1.2) + 0.2 * math.log(0.4)
+    )
     assert closed_forms(P, Q)["tv"] == pytest.approx(0.3)
     value = distill_loss(logp(P, Q), logp(Q, P), kind)  # [1, 2]: both orders
     assert value.shape == (1, 2)

@@ -32,7 +32,9 @@ def fake_logp(call: int, tokens: torch.Tensor, clean: torch.Tensor, vocab: int =
     token_sum = torch.where(clean, tokens, 0).sum(1).double()[:, None, None]
     position = torch.arange(length, dtype=torch.float64)[None, :, None]
     v = torch.arange(vocab, dtype=torch.float64)[None, None, :]
-    logits = 0.7 * call * v + 0.3 * torch.cos(position * (v + 1)) + 0.2 * n_clean * (v == 1) + 0.05 * token_sum * v
+    logits = (
+        0.7 * call * v + 0.3 * torch.cos(position * (v + 1)) + 0.2 * n_clean * (v == 1) + 0.05 * token_sum * v
+    )
     return logits.expand(batch, length, vocab).log_softmax(-1).float()
 
 
@@ -60,7 +62,9 @@ def test_two_steps_by_hand():
     z, masked = example()
     denoise = FakeDenoiser()
     generator = torch.Generator().manual_seed(0)
-    logp, target_mask = teacher_targets(denoise, z, masked, torch.tensor([0.1, 0.9]), 0.2, 2, FlatThenLinear(), generator)
+    logp, target_mask = teacher_targets(
+        denoise, z, masked, torch.tensor([0.1, 0.9]), 0.2, 2, FlatThenLinear(), generator
+    )
     assert torch.equal(target_mask, masked)
     assert len(denoise.inputs) == 2
     # Call 1 sees z as given.
@@ -96,7 +100,9 @@ def test_never_unmasked_take_the_last_step():
     """alpha = 0 over three steps: all targets are the 3rd call's distribution, on an unchanged z."""
     z, masked = example()
     denoise = FakeDenoiser()
-    logp, _ = teacher_targets(denoise, z, masked, 0.95, 0.1, 3, FlatThenLinear(), torch.Generator().manual_seed(0))
+    logp, _ = teacher_targets(
+        denoise, z, masked, 0.95, 0.1, 3, FlatThenLinear(), torch.Generator().manual_seed(0)
+    )
     assert len(denoise.inputs) == 3
     assert all(torch.equal(tokens, z) for tokens, _ in denoise.inputs)
     assert torch.equal(logp[masked], fake_logp(3, z, ~masked)[masked])

@@ -32,7 +32,9 @@ def unmask_probability(schedule: NoiseSchedule, t: torch.Tensor, s: torch.Tensor
     alpha_s = schedule.alpha(s.double())
     denominator = 1.0 - alpha_t
     safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-    return torch.where(denominator > 0, (alpha_s - alpha_t) / safe, torch.ones_like(denominator)).clamp(0.0, 1.0)
+    return torch.where(denominator > 0, (alpha_s - alpha_t) / safe, torch.ones_like(denominator)).clamp(
+        0.0, 1.0
+    )
 
 
 def _per_row(value: torch.Tensor | float, batch: int, device: torch.device, name: str) -> torch.Tensor:
@@ -90,7 +92,9 @@ def teacher_targets(
     for j in range(k):
         logp = denoise(tokens, ~still_masked)
         if logp.dim() != 3 or logp.shape[:2] != z.shape:
-            raise PartgmError(f"denoise must return log-probs [B, L, V] for z {tuple(z.shape)}, got {tuple(logp.shape)}")
+            raise PartgmError(
+                f"denoise must return log-probs [B, L, V] for z {tuple(z.shape)}, got {tuple(logp.shape)}"
+            )
         if j == k - 1:
             # The last step: everything left (unmasked now or not) takes this distribution.
             if targets is None:
