@@ -125,7 +125,7 @@ def unmask_by_hand(t: float, s: float, eps: float) -> float:
 
 def test_replay_of_the_random_draws():
     """Three log-linear steps, per-row times: replaying the documented draws (uniforms [B, L] float64, then
-    the exponential race over [B, L, V], at each step but the last) gives the same targets."""
+    the exponential race over the rows unmasked now, at each step but the last) gives the same targets."""
     eps = 1e-3
     generator = torch.Generator().manual_seed(7)
     batch, length, vocab = 6, 7, 5
@@ -148,10 +148,9 @@ def test_replay_of_the_random_draws():
             break
         p = torch.tensor([unmask_by_hand(ti - j * dt, ti - (j + 1) * dt, eps) for ti in t.double().tolist()])
         u = torch.rand(batch, length, generator=replay, dtype=torch.float64)
-        x0 = sample_categorical(lp.double().exp(), replay)
         now = still & (u < p[:, None])
         expected[now] = lp[now]
-        tokens[now] = x0[now]
+        tokens[now] = sample_categorical(lp[now].double().exp(), replay)
         still &= ~now
         unmasked_before_last += int(now.sum())
     assert unmasked_before_last > 0 and int(still.sum()) > 0  # both kinds of targets are exercised
@@ -200,7 +199,7 @@ def test_rounds_double_dt_at_each_boundary():
     assert rounds.dt == 1 / 1024 and rounds.round == 0
     ended = [rounds.advance(step) for step in range(1, 10)]
     assert ended == [False, False, True, False, False, True, False, False, True]
-    assert rounds.round == 3 and rounds.dt == 8 / 1024
+    assert rounds.round == 3 and rounds.dt == 8 / 1024 and rounds.effective_steps == 128
     assert rounds.advance(9) is False  # a repeated step is not a new boundary
     assert rounds.advance(15) is True and rounds.round == 5  # jumped over one boundary: one True
 
@@ -210,8 +209,11 @@ def test_rounds_start_step_and_finish():
     assert not rounds.advance(105) and not rounds.finished
     assert rounds.advance(110) and rounds.dt == 0.02 and not rounds.finished
     assert rounds.advance(120) and rounds.finished
+    assert DistillRounds(growth=3, round=2).dt == 9 / 1024
     with pytest.raises(PartgmError):
         DistillRounds(steps_per_round=0)
+    with pytest.raises(PartgmError):
+        DistillRounds(growth=1)
     with pytest.raises(PartgmError):
         DistillRounds(initial_dt=0.0)
 

@@ -70,8 +70,10 @@ def teacher_targets(
 
     Random draws, all from ``generator``, in this order at each of the first ``k - 1`` steps: the unmask
     uniforms ``torch.rand([B, L], float64)`` (position unmasked iff ``u < p``), then the tokens
-    ``sample_tokens(logp, 1.0, generator)`` over all [B, L] (kept where unmasked). The last step draws
-    nothing: its outcome does not change any target. So ``k = 1`` is one deterministic forward pass.
+    ``sample_tokens(logp[unmasked now], 1.0, generator)``: one exponential race over the [n, V] rows of
+    the n positions unmasked at this step, in row-major order (float64 memory is n x V, not B x L x V).
+    The last step draws nothing: its outcome does not change any target. So ``k = 1`` is one
+    deterministic forward pass.
     Masked positions of ``z`` are passed to ``denoise`` with their values in ``z`` (e.g. the mask id)."""
     if k < 1:
         raise PartgmError(f"the teacher needs at least one step, got k = {k}")
@@ -105,13 +107,13 @@ def teacher_targets(
         s_now = (t - (j + 1) * dt).clamp(min=0.0)
         p = unmask_probability(schedule, t_now, s_now)  # [B]
         u = torch.rand(z.shape, generator=generator, device=device, dtype=torch.float64)
-        draws = sample_tokens(logp, 1.0, generator)
         now = still_masked & (u < p[:, None])
+        draws = sample_tokens(logp[now], 1.0, generator)  # [n]: float64 only for the n rows unmasked now
         if targets is None:
             targets = logp.clone()  # positions not unmasked now are overwritten at a later step
         else:
             targets = torch.where(now[..., None], logp.to(targets.dtype), targets)
-        tokens = torch.where(now, draws, tokens)
+        tokens = tokens.masked_scatter(now, draws.to(tokens.dtype))
         still_masked &= ~now
     assert targets is not None
     return targets, masked.clone()
@@ -120,7 +122,8 @@ def teacher_targets(
 @dataclass
 class DistillRounds:
     """Where a multi-round SDTT run stands. Round r (from 0) trains against a teacher of step
-    ``dt = initial_dt * 2**r``; a round lasts ``steps_per_round`` optimizer steps counted from
+    ``dt = initial_dt * growth**r`` (``growth`` 2: doubling; the reference grows by its number of
+    teacher steps k, which is 2 by default); a round lasts ``steps_per_round`` optimizer steps counted from
     ``start_step``; at a round's end the caller copies the (raw, non-EMA) student into the teacher.
     ``num_rounds`` (optional) is the total number of rounds: ``finished`` is then True after the last.
 
@@ -131,6 +134,7 @@ class DistillRounds:
     steps_per_round: int = DEFAULT_STEPS_PER_ROUND
     num_rounds: int | None = None
     start_step: int = 0
+    growth: int = 2
     round: int = 0
 
     def __post_init__(self) -> None:
@@ -138,13 +142,21 @@ class DistillRounds:
             raise PartgmError(f"initial_dt must be positive, got {self.initial_dt}")
         if self.steps_per_round < 1:
             raise PartgmError(f"steps_per_round must be at least 1, got {self.steps_per_round}")
+        if self.growth < 2:
+            raise PartgmError(f"growth must be at least 2, got {self.growth}")
         if self.num_rounds is not None and self.num_rounds < 1:
             raise PartgmError(f"num_rounds must be at least 1, got {self.num_rounds}")
 
     @property
     def dt(self) -> float:
         """The teacher's step size in the current round."""
-        return self.initial_dt * 2.0**self.round
+        return self.initial_dt * float(self.growth) ** self.round
+
+    @property
+    def effective_steps(self) -> int:
+        """``round(1 / dt)``: the number of sampling steps the current teacher's step size amounts to
+        (1024, 512, ... from the default ``initial_dt``); the student of this round learns ``1 / (k dt)``."""
+        return round(1.0 / self.dt)
 
     @property
     def finished(self) -> bool:
