@@ -66,7 +66,8 @@ def teacher_targets(
     teacher distribution. The target of an originally masked position is the teacher's log-probs from
     the step at which it was unmasked; a position unmasked at the last step or never unmasked takes the
     last step's. Returns ``(teacher_logp [B, L, V] in denoise's dtype, target_mask [B, L] bool)`` with
-    ``target_mask = masked``; ``teacher_logp`` at other positions is the last step's output (unused).
+    ``target_mask = masked``; ``teacher_logp`` at other positions is one of denoise's outputs there
+    (unspecified, never to be used).
 
     Random draws, all from ``generator``, in this order at each of the first ``k - 1`` steps: the unmask
     uniforms ``torch.rand([B, L], float64)`` (position unmasked iff ``u < p``), then the tokens
