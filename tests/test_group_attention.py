@@ -146,3 +146,78 @@ def test_the_check_catches_group_blocks_host_sync():
             GroupBlocks((groups == 0).sum(dim=1).tolist(), L, cross=True)  # as PartitionTransformer builds it
         with pytest.raises(DataDependentOutputException):
             (groups == 0).sum().item()
+
+
+@pytest.mark.skipif(not flex_available(), reason="no flex_attention")
+def test_sorting_makes_flex_tiles_skippable():
+    from partgm.models.group_attention import _FlexGroups
+
+    groups = torch.randint(0, 2, (2, 64), generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for cross in (False, True):
+            unsorted = _FlexGroups(groups, cross, sort=False, block_size=8, compile=False).block_mask
+            ordered = _FlexGroups(groups, cross, sort=True, block_size=8, compile=False).block_mask
+            assert ordered.sparsity() > unsorted.sparsity() and ordered.sparsity() > 30.0
+
+
+# --- the integration, demonstrated on the real model without editing it --------------------------------
+
+
+class _AsBlocks(GroupBlocks):
+    """Lets ``layers.attention`` dispatch to a GroupAttention (it calls ``mask.attend`` for GroupBlocks)."""
+
+    def __init__(self, prepared: GroupAttention):
+        self.prepared = prepared
+
+    def attend(self, q, k, v, dropout):
+        return self.prepared.attend(q, k, v, dropout)
+
+
+def sync_free_forward(model, x, groups, backend):
+    """``PartitionTransformer._forward_group_blocks`` with the host read replaced (sorted layout kept)."""
+    s = sort_by_group(groups)
+    blocks = [_AsBlocks(GroupAttention(s.sorted_groups, cross, backend)) for cross in (False, True)]
+    return model._run(x.gather(1, s.order), s.order, s.sorted_groups, None, s.order, s.sorted_groups, *blocks,
+                      s.unsort)
+
+
+def tiny_model():
+    from partgm.config import ModelConfig
+    from partgm.models import PartitionTransformer
+
+    cfg = ModelConfig(hidden_size=32, n_heads=2, n_encoder_blocks=1, n_decoder_blocks=1, cond_dim=16, dropout=0.0,
+                      swap_query_mode="learn+freqs+mean")
+    torch.manual_seed(0)
+    model = PartitionTransformer(cfg, 20, attention_layout="dense")  # float32: the conditioning is float32
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)  # no zero-initialised layers, so every gradient is informative
+    return model
+
+
+@pytest.mark.parametrize("backend", ["dense", "padded"])
+def test_partition_transformer_sync_free_path_matches_dense_layout(backend):
+    model = tiny_model()
+    groups = make_groups()
+    x = torch.randint(0, 20, (B, L), generator=torch.Generator().manual_seed(4))
+    ref = model(x, groups)
+    ref_grads = torch.autograd.grad(ref.square().sum(), list(model.parameters()))
+    out = sync_free_forward(model, x, groups, backend)
+    grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+
+
+def test_partition_transformer_no_host_sync_only_on_the_new_path():
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+
+    model = tiny_model()
+    model.attention_layout = "blocks"
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        groups = torch.randint(0, 2, (B, L))
+        x = torch.randint(0, 20, (B, L))
+        assert sync_free_forward(model, x, groups, "padded").shape == (B, L, 20)
+        with pytest.raises(DataDependentOutputException):
+            model(x, groups)  # the existing group-block layout reads the group sizes on the host
