@@ -23,7 +23,6 @@ from partgm.benchmarks.flops import (
     sampling_flops,
     uniform_plan_widths,
 )
-from partgm.benchmarks.sample import build_random_model
 from partgm.config import ModelConfig
 from partgm.samplers import generate
 from partgm.samplers.common import DecodePlan, make_prompt

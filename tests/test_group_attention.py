@@ -130,18 +130,17 @@ def test_no_host_sync_under_fake_tensors(backend):
         warnings.simplefilter("ignore")
         groups, q, k, v = fake_inputs()
         for cross in (False, True):
-            kwargs = dict(flex_block_size=8, flex_compile=False) if backend == "flex" else {}
+            kwargs = {"flex_block_size": 8, "flex_compile": False} if backend == "flex" else {}
             out = GroupAttention(groups, cross, backend=backend, **kwargs).attend(q, k, v)
             assert out.shape == (B, H, L, D)
 
 
 def test_the_check_catches_group_blocks_host_sync():
     """The same check rejects the existing path: GroupBlocks needs ``(groups == 0).sum(1).tolist()``."""
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch._subclasses.fake_tensor import DataDependentOutputException
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
 
     with FakeTensorMode():
-        groups, q, k, v = fake_inputs()
+        groups, *_ = fake_inputs()
         with pytest.raises(DataDependentOutputException):
             GroupBlocks((groups == 0).sum(dim=1).tolist(), L, cross=True)  # as PartitionTransformer builds it
         with pytest.raises(DataDependentOutputException):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 
@@ -267,7 +268,7 @@ def plan_widths(plan) -> PlanWidths:
     forward pass (max clean tokens over rows, max positions decoded over rows), as the sampler pads them.
     One host read of ``plan.bounds`` (for benchmarks only)."""
     bounds = plan.bounds.tolist()  # [S + 1][B]
-    return [(max(lo), max(h - l for l, h in zip(lo, hi))) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    return [(max(lo), max(h - l for l, h in zip(lo, hi))) for lo, hi in pairwise(bounds)]
 
 
 def binomial_step_probs(length: int, steps: int, schedule=None) -> list[float]:
