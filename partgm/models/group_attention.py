@@ -22,7 +22,10 @@ Three backends, all with the same result:
   key-padding mask, and the outputs are gathered back. Static shapes, works everywhere; it computes
   2 L^2 score entries per row (each block is padded to L), i.e. twice the dense layout's.
 - ``"dense"``: one SDPA call with a [B, 1, L, L] boolean-derived additive mask built from the groups.
-  L^2 per row, the fastest sync-free choice on CPU (see the report in the branch history / README).
+  L^2 per row, the fastest sync-free choice on CPU. Measured once (2 shared CPU cores, torch 2.13, B 4,
+  h 8, d 64, fwd+bwd): L 256 dense ~12 ms, padded ~40 ms, GroupBlocks ~17 ms; L 1024 dense ~175 ms,
+  padded ~400 ms, GroupBlocks ~130-175 ms. On CPU a host read costs nothing, so GroupBlocks stays a fine
+  CPU choice; sync-freedom matters on CUDA, where ``flex`` is the fast path.
 
 Shapes: B batch, h heads, L tokens, d head size.
 """
