@@ -1,0 +1,395 @@
+"""Analytic FLOP counts of the networks and of whole generations, to put next to measured speed.
+
+Convention: one multiply-add is 2 FLOPs. Counted: every matrix product, i.e. every ``nn.Linear``
+(2 * rows * in * out; bias adds are not counted) and the two attention products (scores Q K^T and
+values P V: 2 * 2 * d per head per (query, key) pair, i.e. ``4 * H`` per pair summed over heads).
+This is exactly what ``torch.utils.flop_counter.FlopCounterMode`` reports for these models when SDPA
+runs on its math backend (``aten.bmm`` / ``aten.addmm`` / ``aten.mm``); see ``tests/test_flops.py``.
+
+Not counted (elementwise or memory-bound, O(L * H) or O(L * V) rather than O(L * H^2)): embedding
+look-ups, LayerNorm, adaLN modulate / gates / residuals, RoPE, GELU / SiLU, the attention softmax, mask
+and scale, dropout, GroupSwap's sinusoidal codes and other-group summaries, and the samplers' float64
+softmax / nucleus / Gumbel-max over the vocabulary. That last one is large for MDLM's reference sampler,
+so ``SamplingCost.softmax_elements`` reports its element count (rows x V) separately.
+
+Attention cost is counted as the (query, key) pairs the kernel *computes*: a dense boolean mask costs
+every pair (L^2 per row) whatever it allows; the group-block layout costs n0^2 + n1^2 (same group) and
+2 n0 n1 (cross); a causal prefill is counted dense (L^2, what the math and masked kernels compute; a
+causal flash kernel skips about half); a KV-cached decode step of one token costs (past + 1) pairs.
+
+Shapes and names: B batch, L length, H hidden, C conditioning size, V output ids, N real ids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import torch
+
+from partgm.config import ModelConfig
+
+TIMESTEP_FREQUENCY_DIM = 256  # layers.TimestepEmbedder default
+
+EXCLUDED = (
+    "embedding look-ups, LayerNorm, adaLN modulate/gates/residuals, RoPE, activations, attention "
+    "softmax/mask/scale, dropout, bias adds, GroupSwap sinusoidal codes and summaries, the samplers' "
+    "float64 softmax / top-p / Gumbel-max (reported as softmax_elements)"
+)
+
+
+@dataclass
+class Flops:
+    """FLOPs split by kind: ``linear`` (every nn.Linear except the vocabulary projection), ``attention``
+    (QK^T and PV), ``logits`` (the output Linear to V ids). Floats where an expectation was taken."""
+
+    linear: float = 0
+    attention: float = 0
+    logits: float = 0
+
+    @property
+    def total(self) -> float:
+        return self.linear + self.attention + self.logits
+
+    def __add__(self, other: Flops) -> Flops:
+        return Flops(self.linear + other.linear, self.attention + other.attention, self.logits + other.logits)
+
+    def __mul__(self, k: float) -> Flops:
+        return Flops(self.linear * k, self.attention * k, self.logits * k)
+
+    __rmul__ = __mul__
+
+    def as_dict(self) -> dict:
+        return {"linear": self.linear, "attention": self.attention, "logits": self.logits, "total": self.total}
+
+
+@dataclass(frozen=True)
+class Dims:
+    """The shape numbers the counts need (heads do not matter: h * d = H)."""
+
+    hidden: int
+    cond_dim: int = 128
+    mlp_ratio: int = 4
+    n_blocks: int = 12
+    n_encoder_blocks: int = 6
+    n_decoder_blocks: int = 6
+    swap_projection: str = "linear"
+
+    @classmethod
+    def of(cls, cfg: ModelConfig | Dims) -> Dims:
+        if isinstance(cfg, Dims):
+            return cfg
+        return cls(cfg.hidden_size, cfg.cond_dim, cfg.mlp_ratio, cfg.n_blocks, cfg.n_encoder_blocks,
+                   cfg.n_decoder_blocks, cfg.swap_projection)
+
+
+# ------------------------------------------------------------------------------------------ components
+
+
+def attention_flops(hidden: int, pairs: float) -> float:
+    """Scores and values for ``pairs`` (query, key) pairs summed over the batch: 2 products x 2 x H."""
+    return 4 * hidden * pairs
+
+
+def conditioning_flops(dims: ModelConfig | Dims, batch: int) -> Flops:
+    """TimestepEmbedder MLP on [B]: Linear(256, C) and Linear(C, C)."""
+    d = Dims.of(dims)
+    return Flops(linear=2 * batch * (TIMESTEP_FREQUENCY_DIM * d.cond_dim + d.cond_dim * d.cond_dim))
+
+
+def adaln_flops(dims: ModelConfig | Dims, batch: int, n_chunks: int) -> Flops:
+    """AdaLNModulation: Linear(C, n_chunks * H) on [B, C]."""
+    d = Dims.of(dims)
+    return Flops(linear=2 * batch * d.cond_dim * n_chunks * d.hidden)
+
+
+def dit_block_flops(dims: ModelConfig | Dims, batch: int, n_query: int, pairs: float) -> Flops:
+    """One DiTBlock on n_query tokens per row; ``pairs`` (query, key) pairs computed over the batch."""
+    d = Dims.of(dims)
+    hid = d.hidden
+    per_token = 2 * (3 * hid * hid + hid * hid + 2 * d.mlp_ratio * hid * hid)  # qkv, out, MLP
+    return Flops(linear=batch * n_query * per_token, attention=attention_flops(hid, pairs)) + adaln_flops(d, batch, 6)
+
+
+def cross_block_flops(dims: ModelConfig | Dims, batch: int, n_query: int, n_key: int, pairs: float) -> Flops:
+    """One decoder CrossAttentionBlock: q and out on the queries, kv on the keys, MLP on the queries."""
+    d = Dims.of(dims)
+    hid = d.hidden
+    linear = batch * n_query * 2 * (2 * hid * hid + 2 * d.mlp_ratio * hid * hid) + batch * n_key * 2 * 2 * hid * hid
+    return Flops(linear=linear, attention=attention_flops(hid, pairs)) + adaln_flops(d, batch, 6)
+
+
+def group_swap_flops(dims: ModelConfig | Dims, batch: int, n_query: int, n_key: int, pairs: float) -> Flops:
+    """GroupSwap: query processor (Linear or MLP x4) and output Linear on queries, kv Linear on keys."""
+    d = Dims.of(dims)
+    hid = d.hidden
+    processor = 2 * hid * hid if d.swap_projection == "linear" else 2 * 2 * 4 * hid * hid
+    linear = batch * n_query * (processor + 2 * hid * hid) + batch * n_key * 2 * 2 * hid * hid
+    return Flops(linear=linear, attention=attention_flops(hid, pairs))
+
+
+def output_layer_flops(dims: ModelConfig | Dims, batch: int, n_positions: float, vocab: int) -> Flops:
+    """OutputLayer over n_positions per row with ``vocab`` output ids (its adaLN counted as linear)."""
+    d = Dims.of(dims)
+    return Flops(logits=2 * batch * n_positions * d.hidden * vocab) + adaln_flops(d, batch, 2)
+
+
+# ------------------------------------------------------------------------------------------- networks
+
+
+def dit_forward_flops(
+    dims: ModelConfig | Dims, batch: int, n_tokens: int, vocab_out: int, n_past: int = 0, n_out: float | None = None
+) -> Flops:
+    """``DiT.forward`` on n_tokens new tokens per row that attend n_past cached keys plus the new ones
+    (bidirectional / causal prefill: n_past = 0, counted dense; KV-cached decode: n_tokens = 1), logits
+    at ``n_out`` positions (default every new token; MDLM fast: the positions unmasked now)."""
+    d = Dims.of(dims)
+    n_out = n_tokens if n_out is None else n_out
+    pairs = batch * n_tokens * (n_past + n_tokens)
+    blocks = dit_block_flops(d, batch, n_tokens, pairs) * d.n_blocks
+    return conditioning_flops(d, batch) + blocks + output_layer_flops(d, batch, n_out, vocab_out)
+
+
+def _partition_flops(
+    dims: ModelConfig | Dims, batch: int, n_enc: int, n_query: int, enc_pairs: float, cross_pairs: float,
+    vocab: int,
+) -> Flops:
+    d = Dims.of(dims)
+    total = conditioning_flops(d, batch) + dit_block_flops(d, batch, n_enc, enc_pairs) * d.n_encoder_blocks
+    total = total + group_swap_flops(d, batch, n_query, n_enc, cross_pairs)
+    total = total + cross_block_flops(d, batch, n_query, n_enc, cross_pairs) * d.n_decoder_blocks
+    return total + output_layer_flops(d, batch, n_query, vocab)
+
+
+def group_pairs(length: int, group0_sizes: Sequence[int] | torch.Tensor) -> tuple[int, int]:
+    """(same-group pairs, cross-group pairs) summed over rows: sum n0^2 + n1^2 and sum 2 n0 n1."""
+    sizes = [int(n) for n in (group0_sizes.tolist() if torch.is_tensor(group0_sizes) else group0_sizes)]
+    same = sum(n * n + (length - n) ** 2 for n in sizes)
+    return same, sum(2 * n * (length - n) for n in sizes)
+
+
+def partition_forward_flops(
+    dims: ModelConfig | Dims,
+    batch: int,
+    length: int,
+    vocab: int,
+    layout: str = "dense",
+    group0_sizes: Sequence[int] | torch.Tensor | None = None,
+) -> Flops:
+    """``PartitionTransformer.forward`` (training / naive sampler) on [B, L]. ``layout="dense"``: masked
+    attention over all L^2 pairs (also the FlexAttention upper bound); ``"blocks"``: the group-block
+    layout, which needs ``group0_sizes`` (n0 per row) and costs n0^2 + n1^2 / 2 n0 n1 per row."""
+    if layout == "dense":
+        enc_pairs = cross_pairs = batch * length * length
+    elif layout == "blocks":
+        if group0_sizes is None or len(group0_sizes) != batch:
+            raise ValueError("layout='blocks' needs group0_sizes, one per row")
+        enc_pairs, cross_pairs = group_pairs(length, group0_sizes)
+    else:
+        raise ValueError(f"layout must be 'dense' or 'blocks', got {layout!r}")
+    return _partition_flops(dims, batch, length, length, enc_pairs, cross_pairs, vocab)
+
+
+def expected_blocks_pairs(batch: int, length: int, p_group1: float) -> tuple[float, float]:
+    """Expected (same, cross) pairs of the block layout when each token is in group 1 w.p. p (iid):
+    E[n0^2 + n1^2] = L^2 - 2 L (L - 1) p (1 - p), E[2 n0 n1] = 2 L (L - 1) p (1 - p); times B."""
+    cross = 2 * length * (length - 1) * p_group1 * (1 - p_group1)
+    return batch * (length * length - cross), batch * cross
+
+
+def partition_packed_flops(
+    dims: ModelConfig | Dims, batch: int, clean_width: int, query_width: int, vocab: int
+) -> Flops:
+    """``PartitionTransformer.forward_packed``: the encoder on clean_width (padded) tokens, GroupSwap and
+    the decoder on query_width (padded) queries, logits at the queries. Padding is computed, so counted."""
+    enc_pairs = batch * clean_width * clean_width
+    cross_pairs = batch * query_width * clean_width
+    return _partition_flops(dims, batch, clean_width, query_width, enc_pairs, cross_pairs, vocab)
+
+
+def train_step_flops(forward: Flops) -> Flops:
+    """The usual estimate of forward + backward: 3 x the forward matmuls (the backward computes the
+    gradients of both inputs of every product). Not measured here."""
+    return forward * 3
+
+
+# ------------------------------------------------------------------------------------------ samplers
+
+SAMPLER_ALIASES = {
+    "pgm-uniform": "pgm-uniform",
+    "pgm-binomial": "pgm-binomial",
+    "pgm-naive": "pgm-naive",
+    "mdlm-reference": "mdlm-reference",
+    "mdlm-ancestral": "mdlm-reference",
+    "mdlm-fast": "mdlm-fast",
+    "mdlm-fast-ancestral": "mdlm-fast",
+    "mdlm-best": "mdlm-fast",
+    "ar": "ar",
+    "ar-ancestral": "ar",
+    "ar-kv-cache": "ar",
+}
+SAMPLERS = tuple(sorted(set(SAMPLER_ALIASES.values())))
+
+PlanWidths = list[tuple[int, int]]  # one (clean_width, query_width) per forward pass
+
+
+@dataclass
+class SamplingCost:
+    """A whole generation: ``flops`` (Flops), ``forward_passes`` (float when an expectation),
+    ``softmax_elements``: entries of the float64 probabilities the sampler builds (rows x N, not FLOPs),
+    ``plan``: the (clean_width, query_width) of each forward when known."""
+
+    sampler: str
+    flops: Flops
+    forward_passes: float
+    softmax_elements: float
+    plan: PlanWidths | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"sampler": self.sampler, **{f"flops_{k}": v for k, v in self.flops.as_dict().items()},
+                "forward_passes": self.forward_passes, "softmax_elements": self.softmax_elements}
+
+
+def uniform_plan_widths(length: int, steps: int, n_fixed: int = 1) -> PlanWidths:
+    """``DecodePlan.uniform`` when every row fixes ``n_fixed`` positions (BOS only: 1): min(steps, n)
+    steps for n = L - n_fixed, step k decoding done_{k+1} - done_k with done_k = k n // S (counts differ
+    by at most one), the encoder reading n_fixed + done_k clean tokens."""
+    n_free = length - n_fixed
+    n_steps = min(steps, n_free)
+    done = [k * n_free // max(n_steps, 1) for k in range(n_steps + 1)]
+    return [(n_fixed + done[k], done[k + 1] - done[k]) for k in range(n_steps) if done[k + 1] > done[k]]
+
+
+def plan_widths(plan) -> PlanWidths:
+    """The realised widths of a ``samplers.common.DecodePlan`` (any rows, uniform or binomial): per
+    forward pass (max clean tokens over rows, max positions decoded over rows), as the sampler pads them.
+    One host read of ``plan.bounds`` (for benchmarks only)."""
+    bounds = plan.bounds.tolist()  # [S + 1][B]
+    return [(max(lo), max(h - l for l, h in zip(lo, hi))) for lo, hi in pairwise(bounds)]
+
+
+def binomial_step_probs(length: int, steps: int, schedule=None) -> list[float]:
+    """P(a free position is decoded at step k), k = 0..steps (the last is the final alpha = 1 step), as
+    ``DecodePlan.binomial`` draws them. ``schedule`` defaults to the log-linear one (eps 1e-3)."""
+    if schedule is None:
+        from partgm.schedules import LogLinearSchedule
+
+        schedule = LogLinearSchedule()
+    from partgm.samplers.common import FINAL_TIME
+
+    t = torch.linspace(1.0, FINAL_TIME, steps + 1, dtype=torch.float64)
+    alpha = schedule.alpha(t)
+    alpha_s = torch.cat([alpha[1:], alpha.new_ones(1)])
+    cdf = ((alpha_s - alpha[0]) / (1.0 - alpha[0])).clamp(0.0, 1.0)
+    return torch.diff(cdf, prepend=cdf.new_zeros(1)).clamp(min=0.0).tolist()
+
+
+def expected_binomial_plan(batch: int, length: int, steps: int, schedule=None, n_fixed: int = 1) -> dict:
+    """Expectations for ``DecodePlan.binomial`` with n = L - n_fixed free positions per row, positions
+    independent: ``passes`` = E[#steps where some row decodes] = sum_k 1 - (1 - p_k)^(B n) (at most
+    steps + 1); ``sum_width`` = sum_k E[max over rows of Binomial(n, p_k)] (the padded query width of
+    MDLM fast / PGM binomial); ``sum_clean_width`` = sum_k E[max_b clean_b before step k] (approximated
+    by n_fixed + n * cdf_{k-1} for the expected row, padding ignored) over non-empty steps."""
+    n = length - n_fixed
+    probs = binomial_step_probs(length, steps, schedule)
+    m = torch.arange(n + 1, dtype=torch.float64)
+    log_choose = torch.lgamma(torch.tensor(n + 1.0, dtype=torch.float64)) - torch.lgamma(m + 1) - torch.lgamma(n - m + 1)
+    passes = sum_width = sum_clean = 0.0
+    done = 0.0
+    for p in probs:
+        nonempty = 1.0 - (1.0 - p) ** (batch * n)
+        passes += nonempty
+        if p >= 1.0:
+            cdf = (m >= n).double()
+        elif p <= 0.0:
+            cdf = torch.ones_like(m)
+        else:
+            log_pmf = log_choose + m * math.log(p) + (n - m) * math.log1p(-p)
+            cdf = log_pmf.exp().cumsum(0).clamp(max=1.0)
+        sum_width += float((1.0 - cdf[:-1] ** batch).sum())  # E[max] = sum_{j>=1} P(max >= j)
+        sum_clean += nonempty * (n_fixed + n * done)
+        done += p
+    return {"passes": passes, "sum_width": sum_width, "sum_clean_width": sum_clean}
+
+
+def sampling_flops(
+    sampler: str,
+    dims: ModelConfig | Dims,
+    batch: int,
+    length: int,
+    steps: int,
+    vocab: int,
+    plan: PlanWidths | None = None,
+    n_fixed: int = 1,
+    schedule=None,
+    naive_layout: str = "dense",
+) -> SamplingCost:
+    """FLOPs of one generation of [batch, length] with ``steps`` steps; ``vocab`` = N real token ids.
+
+    ``sampler``: ``pgm-uniform``, ``pgm-binomial``, ``pgm-naive``, ``mdlm-reference`` (alias
+    ``mdlm-ancestral``: logits at all L positions each pass, float64 softmax over L x N), ``mdlm-fast``
+    (alias ``mdlm-fast-ancestral``: logits only at the positions unmasked now), ``ar`` (KV cache).
+    ``plan``: the realised (clean_width, query_width) per forward pass (``plan_widths(DecodePlan)``), so the
+    count is exact for what ran; MDLM uses only the query widths. Without it: PGM uniform / naive use
+    ``uniform_plan_widths`` (exact for prompts fixing ``n_fixed`` positions in every row); the binomial
+    samplers use expectations (``expected_binomial_plan``: floats). AR ignores ``steps`` and ``plan``.
+    MDLM's network scores N + 1 ids (the mask id too); the draws use N."""
+    key = SAMPLER_ALIASES.get(sampler.replace("/", "-").replace("_", "-"))
+    if key is None:
+        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(sorted(SAMPLER_ALIASES))}")
+    d = Dims.of(dims)
+    notes: list[str] = []
+    if key == "ar":
+        p = n_fixed
+        flops = dit_forward_flops(d, batch, p, vocab, n_out=1)  # prefill, logits at the last prefix token
+        for i in range(p, length - 1):  # token i is fed back to predict i + 1
+            flops = flops + dit_forward_flops(d, batch, 1, vocab, n_past=i)
+        notes.append("causal prefill counted dense")
+        return SamplingCost(key, flops, length - p, batch * (length - p) * vocab, None, notes)
+
+    if plan is None and key in ("pgm-uniform", "pgm-naive"):
+        plan = uniform_plan_widths(length, steps, n_fixed)
+    if plan is None:  # binomial: expectations
+        e = expected_binomial_plan(batch, length, steps, schedule, n_fixed)
+        notes.append("expected over the binomial plan")
+        if key == "pgm-binomial":  # encoder width ~ expected clean count (padding to the max ignored)
+            notes.append("encoder width approximated by the expected clean count")
+            mean_clean = e["sum_clean_width"] / max(e["passes"], 1e-12)
+            mean_q = e["sum_width"] / max(e["passes"], 1e-12)
+            per_pass = _partition_flops(d, batch, mean_clean, mean_q, batch * mean_clean**2,
+                                        batch * mean_q * mean_clean, vocab)  # attention: product of means
+            return SamplingCost(key, per_pass * e["passes"], e["passes"], batch * e["sum_width"] * vocab,
+                                None, notes)
+        trunk = dit_forward_flops(d, batch, length, vocab + 1, n_out=0)
+        if key == "mdlm-reference":
+            out, soft = e["passes"] * length, batch * length * vocab * e["passes"]
+        else:
+            out, soft = e["sum_width"], batch * e["sum_width"] * vocab
+        flops = trunk * e["passes"] + Flops(logits=2 * batch * out * d.hidden * (vocab + 1))
+        return SamplingCost(key, flops, e["passes"], soft, None, notes)
+
+    flops, soft = Flops(), 0
+    for clean, width in plan:
+        if key in ("pgm-uniform", "pgm-binomial"):
+            flops = flops + partition_packed_flops(d, batch, clean, width, vocab)
+        elif key == "pgm-naive":
+            sizes = [clean] * batch if naive_layout == "blocks" else None
+            flops = flops + partition_forward_flops(d, batch, length, vocab, naive_layout, sizes)
+        elif key == "mdlm-reference":
+            flops = flops + dit_forward_flops(d, batch, length, vocab + 1)
+        else:
+            flops = flops + dit_forward_flops(d, batch, length, vocab + 1, n_out=width)
+        soft += batch * (length if key == "mdlm-reference" else width) * vocab
+    return SamplingCost(key, flops, len(plan), soft, list(plan), notes)
+
+
+__all__ = [
+    "EXCLUDED", "SAMPLERS", "Dims", "Flops", "SamplingCost",
+    "attention_flops", "binomial_step_probs", "conditioning_flops", "cross_block_flops", "dit_block_flops",
+    "dit_forward_flops", "expected_binomial_plan", "expected_blocks_pairs", "group_pairs", "group_swap_flops",
+    "output_layer_flops", "partition_forward_flops", "partition_packed_flops", "plan_widths",
+    "sampling_flops", "train_step_flops", "uniform_plan_widths",
+]
