@@ -69,7 +69,7 @@ class Registry(Generic[T]):
         for entry in metadata.entry_points(group=self.entry_point_group):
             try:
                 loaded = entry.load()
-            except Exception as exc:  # a broken plug-in names itself instead of breaking every lookup
+            except Exception as exc:  # noqa: BLE001  (a broken plug-in names itself instead of breaking every lookup)
                 raise PartgmError(f"{self.kind} plug-in '{entry.name}' ({entry.value}) failed to load: {exc}") from None
             if entry.name not in self._entries and not hasattr(loaded, "__file__"):
                 self._entries[entry.name] = loaded

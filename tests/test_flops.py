@@ -7,9 +7,12 @@ Every comparison below is therefore exact (integer equality)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import sample
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -23,14 +26,15 @@ from partgm.benchmarks.flops import (
     sampling_flops,
     uniform_plan_widths,
 )
-from partgm.config import ModelConfig
-from partgm.samplers import generate
+from partgm.config import PRESETS, DiTConfig, PartitionConfig
 from partgm.samplers.common import DecodePlan, make_prompt
 from partgm.schedules import LogLinearSchedule
 
 B, L, N = 3, 32, 50  # N real ids; the PGM / AR networks score N ids, MDLM's N + 1
-CFG = ModelConfig(hidden_size=64, n_heads=2, n_blocks=2, n_encoder_blocks=2, n_decoder_blocks=1, cond_dim=32,
-                  dropout=0.0)
+DIT_CFG = DiTConfig(hidden_size=64, n_heads=2, n_blocks=2, cond_dim=32, dropout=0.0)
+PARTITION_CFG = PartitionConfig(hidden_size=64, n_heads=2, n_encoder_blocks=2, n_decoder_blocks=1, cond_dim=32,
+                                dropout=0.0)
+CFG = Dims(hidden=64, cond_dim=32, n_blocks=2, n_encoder_blocks=2, n_decoder_blocks=1)
 
 
 def counted(fn) -> int:
@@ -53,7 +57,7 @@ def models():
     out = {}
     for algo in ("mdlm", "pgm", "ar"):
         algorithm = get_algorithm(algo, vocab_size=N, bos_id=N - 1)
-        out[algo] = (algorithm, algorithm.build_model(CFG, L).eval())
+        out[algo] = (algorithm, algorithm.build_model(PARTITION_CFG if algo == "pgm" else DIT_CFG).eval())
     return out
 
 
@@ -87,13 +91,13 @@ def test_dit_causal_prefill_and_cached_decode_step():
 def test_partition_forward_dense_and_blocks(mode, projection):
     from partgm.models import PartitionTransformer
 
-    cfg = ModelConfig(**{**CFG.__dict__, "swap_query_mode": mode, "swap_projection": projection})
+    cfg = PartitionConfig(**{**PARTITION_CFG.__dict__, "swap_query_mode": mode, "swap_projection": projection})
     x = torch.randint(0, N, (B, L))
     groups = torch.randint(0, 2, (B, L))
     groups[1] = 1  # one row entirely in group 1: an empty block costs nothing
-    dense = PartitionTransformer(cfg, N, attention_layout="dense").eval()
+    dense = PartitionTransformer(dataclasses.replace(cfg, attention_layout="dense"), N).eval()
     assert counted(lambda: dense(x, groups)) == partition_forward_flops(cfg, B, L, N, "dense").total
-    blocks = PartitionTransformer(cfg, N, attention_layout="blocks").eval()
+    blocks = PartitionTransformer(dataclasses.replace(cfg, attention_layout="blocks"), N).eval()
     n0 = (groups == 0).sum(1)
     assert counted(lambda: blocks(x, groups)) == partition_forward_flops(cfg, B, L, N, "blocks", n0).total
 
@@ -122,7 +126,7 @@ def test_uniform_plan_widths_match_decode_plan(length, steps):
 def run_generation(algo, sampler, steps, seed=0) -> int:
     algorithm, model = MODELS[algo]
     generator = torch.Generator().manual_seed(seed)
-    return counted(lambda: generate(algorithm, model, B, L, steps, sampler, generator=generator))
+    return counted(lambda: sample(algorithm, model, B, L, steps, sampler, generator=generator))
 
 
 @pytest.mark.parametrize("algo, sampler, name", [
@@ -171,10 +175,9 @@ def test_expected_binomial_plan_against_realised_plans():
 def test_paper_scale_sanity():
     """PGM 6/6 d1024 vs MDLM-small, L 1024, 128 steps: PGM's encoder reads about half the tokens on
     average, so its per-token network cost is well below MDLM's (the paper's ~5x speed-up)."""
-    from partgm.config import MODEL_PRESETS
 
-    pgm = Dims.of(ModelConfig(**{**ModelConfig().__dict__, **MODEL_PRESETS["pgm-6-6-d1024"]}))
-    mdlm = Dims.of(ModelConfig(**{**ModelConfig().__dict__, **MODEL_PRESETS["mdlm-small"]}))
+    pgm = Dims.of(PartitionConfig(**{k: v for k, v in PRESETS.get("pgm-6-6-d1024").items() if k != "n_blocks"}))
+    mdlm = Dims.of(DiTConfig(**PRESETS.get("mdlm-small")))
     p = sampling_flops("pgm-uniform", pgm, 32, 1024, 128, 50257)
     m = sampling_flops("mdlm-reference", mdlm, 32, 1024, 128, 50257)
     assert p.forward_passes == 128 and 100 < m.forward_passes <= 129

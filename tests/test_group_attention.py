@@ -177,18 +177,19 @@ def sync_free_forward(model, x, groups, backend):
     """``PartitionTransformer._forward_group_blocks`` with the host read replaced (sorted layout kept)."""
     s = sort_by_group(groups)
     blocks = [_AsBlocks(GroupAttention(s.sorted_groups, cross, backend)) for cross in (False, True)]
-    return model._run(x.gather(1, s.order), s.order, s.sorted_groups, None, s.order, s.sorted_groups, *blocks,
+    c = model.cond(x.shape[0], x.device)
+    return model._run(x.gather(1, s.order), c, s.order, s.sorted_groups, None, s.order, s.sorted_groups, *blocks,
                       s.unsort)
 
 
 def tiny_model():
-    from partgm.config import ModelConfig
+    from partgm.config import PartitionConfig
     from partgm.models import PartitionTransformer
 
-    cfg = ModelConfig(hidden_size=32, n_heads=2, n_encoder_blocks=1, n_decoder_blocks=1, cond_dim=16, dropout=0.0,
+    cfg = PartitionConfig(hidden_size=32, n_heads=2, n_encoder_blocks=1, n_decoder_blocks=1, cond_dim=16, dropout=0.0, attention_layout="dense",
                       swap_query_mode="learn+freqs+mean")
     torch.manual_seed(0)
-    model = PartitionTransformer(cfg, 20, attention_layout="dense")  # float32: the conditioning is float32
+    model = PartitionTransformer(cfg, 20)  # float32: the conditioning is float32
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.2)  # no zero-initialised layers, so every gradient is informative

@@ -81,8 +81,11 @@ class Dims:
     def of(cls, cfg: ModelConfig | Dims) -> Dims:
         if isinstance(cfg, Dims):
             return cfg
-        return cls(cfg.hidden_size, cfg.cond_dim, cfg.mlp_ratio, cfg.n_blocks, cfg.n_encoder_blocks,
-                   cfg.n_decoder_blocks, cfg.swap_projection)
+        default = cls(cfg.hidden_size)
+        return cls(cfg.hidden_size, cfg.cond_dim, cfg.mlp_ratio, *(
+            getattr(cfg, name, getattr(default, name))
+            for name in ("n_blocks", "n_encoder_blocks", "n_decoder_blocks", "swap_projection")
+        ))
 
 
 # ------------------------------------------------------------------------------------------ components
