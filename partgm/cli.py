@@ -54,7 +54,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from partgm.engine.checkpoint import atomic_write_text
+    from partgm.fileio import atomic_write_text
     from partgm.runs import sample_run
     from partgm.samplers import SamplingOptions
 
@@ -73,7 +73,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_eval_ppl(args: argparse.Namespace) -> None:
     from partgm.data import PreparedData
     from partgm.engine import evaluate_ppl, load_run
-    from partgm.engine.checkpoint import atomic_write_text
+    from partgm.fileio import atomic_write_text
 
     run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
     data_path = args.data or run.data_header.get("path")

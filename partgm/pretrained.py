@@ -27,6 +27,7 @@ from torch import nn
 
 from partgm.config import RunConfig, config_from_dict, to_dict
 from partgm.errors import PartgmError
+from partgm.fileio import atomic_write_bytes
 
 FORMAT = "partgm-pretrained"
 FORMAT_VERSION = 1
@@ -69,7 +70,8 @@ def write_run_directory(
     ``ema_weights`` (default: the same tensors) as the EMA weights. The run has no optimizer state, so
     it can be sampled and evaluated, not resumed. ``weights`` must load into the model the config builds."""
     from partgm.algorithms import TokenSpace, build_algorithm
-    from partgm.engine.checkpoint import atomic_write_json, check_state, save_checkpoint
+    from partgm.engine.checkpoint import check_state, save_checkpoint
+    from partgm.fileio import atomic_write_json
 
     run_dir = Path(run_dir)
     if (run_dir / "checkpoints").exists() or (run_dir / "config.json").exists():
@@ -102,12 +104,6 @@ def write_run_directory(
 
 
 # ----------------------------------------------------------------------------- save / load
-
-
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    from partgm.engine.checkpoint import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
 
 
 def _model_card(cfg: RunConfig, meta: dict[str, Any], n_params: int) -> str:
@@ -181,7 +177,7 @@ def save_pretrained(
         "tokenizer": TOKENIZER_FILE if tokenizer is not None else None,
     }
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    _atomic_bytes(
+    atomic_write_bytes(
         directory / WEIGHTS_FILE,
         safetensors.torch.save(tensors, metadata={"format": "pt", "partgm_algo": cfg.algo}),
     )
@@ -190,8 +186,8 @@ def save_pretrained(
     elif (directory / TOKENIZER_FILE).exists():
         (directory / TOKENIZER_FILE).unlink()
     n_params = sum(p.numel() for p in model.parameters())
-    _atomic_bytes(directory / "README.md", _model_card(cfg, meta, n_params).encode())
-    _atomic_bytes(directory / CONFIG_FILE, (json.dumps({**to_dict(cfg), **meta}, indent=2) + "\n").encode())
+    atomic_write_bytes(directory / "README.md", _model_card(cfg, meta, n_params).encode())
+    atomic_write_bytes(directory / CONFIG_FILE, (json.dumps({**to_dict(cfg), **meta}, indent=2) + "\n").encode())
     return directory
 
 

@@ -188,7 +188,7 @@ def test_crash_mid_save_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: p
 
     with monkeypatch.context() as m:
         m.setattr(torch, "save", crash)
-        with pytest.raises(OSError, match="disk full"):
+        with pytest.raises(PartgmError, match="disk full"):
             train(toy_cfg(steps=6, save_every=2), data, run, resume=True, algorithm=ToyAlgorithm())
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_00000004"
     assert [p.name for p in list_checkpoints(run)] == ["step_00000002", "step_00000004"]

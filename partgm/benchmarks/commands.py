@@ -65,7 +65,7 @@ def _existing(out: Path) -> list[dict]:
 def _writer(out: Path, records: list[dict]):
     """Appends each record to ``out`` as it comes (atomically), keeping records already in the file from
     other configurations, so that a grid can be measured in several invocations."""
-    from partgm.engine.checkpoint import atomic_write_text
+    from partgm.fileio import atomic_write_text
 
     def key(r: dict) -> tuple:
         return tuple(r.get(k) for k in ("bench", "algo", "variant", "preset", "batch", "length", "steps", "device"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -14,6 +13,7 @@ import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from partgm.errors import PartgmError
+from partgm.fileio import atomic_write_text
 
 EOT = "<|endoftext|>"
 # (EOS, BOS) token pairs, in order of preference; a missing BOS falls back to the EOS token.
@@ -72,9 +72,7 @@ class Tokenizer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / "tokenizer.json"
-        tmp = directory / f".tokenizer.json.{os.getpid()}.tmp"
-        self._hf.save(str(tmp))
-        os.replace(tmp, path)
+        atomic_write_text(path, self._hf.to_str())
         return path
 
 

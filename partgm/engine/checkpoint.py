@@ -16,14 +16,12 @@ does ``latest`` move to it. A crash at any point leaves the previous checkpoint 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pickle
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,50 +36,11 @@ from partgm.config import RunConfig, config_from_dict, to_dict
 from partgm.data.tokenizers import Tokenizer
 from partgm.engine.distributed import resolve_device
 from partgm.errors import PartgmError
+from partgm.fileio import _fsync_dir, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 CHECKPOINTS = "checkpoints"
 _STEP_DIR = re.compile(r"step_(\d{8})")
 WEIGHT_FILES = {"raw": "model.safetensors", "ema": "ema.safetensors"}
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
-    """Create or replace ``path`` all at once: ``write(f)`` fills a temporary sibling file, which is
-    flushed, fsynced and renamed over ``path``. Parent directories are created."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------------- writing a run

@@ -9,18 +9,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from partgm.engine.checkpoint import atomic_write_text
+from partgm.fileio import atomic_write_text, read_jsonl
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All records of a metrics.jsonl file; a torn line (a crash mid-write) is skipped."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+    return [r for _, r in read_jsonl(path, "metrics file", skip_invalid=True) if isinstance(r, dict)]
 
 
 class MetricsLogger:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from partgm.errors import PartgmError
+from partgm.fileio import read_jsonl
 from partgm.precision import autocast_for
 
 DEFAULT_MAX_LENGTH = 1024
@@ -217,17 +218,8 @@ def _slug(text: str) -> str:
 
 def read_samples(path: str | Path) -> list[dict[str, Any]]:
     """A samples JSONL (``partgm sample`` output): records with ``text`` and ``token_ids``."""
-    path = Path(path)
-    if not path.is_file():
-        raise PartgmError(f"samples file '{path}' does not exist")
     records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PartgmError(f"{path}:{n}: not JSON ({exc.msg})") from None
+    for n, r in read_jsonl(path, "samples file"):
         if (
             not isinstance(r, dict)
             or not isinstance(r.get("text"), str)
@@ -270,7 +262,8 @@ def evaluate_genppl(
 ) -> dict[str, Any]:
     """Sample from ``run_dir`` (or read ``samples_file``), score with ``judge``, write
     ``RUN_DIR/eval/genppl-....json`` (or ``out``) and the samples JSONL beside it; return the record."""
-    from partgm.engine.checkpoint import atomic_write_json, atomic_write_text, read_run_config
+    from partgm.engine.checkpoint import read_run_config
+    from partgm.fileio import atomic_write_json, atomic_write_text
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)

@@ -16,12 +16,12 @@ it). A sequence longer than the model's length is an error unless ``truncate`` d
 from the left.
 
 LAMBADA accuracy: the whole target is predicted in one pass and every target token must equal the
-argmax. MDLM: all target positions are [MASK] at once; PGM: the target positions form group 1 (the
-queried group), everything else group 0; AR: teacher-forced argmax at each target position.
+argmax, through ``Algorithm.logits`` given every non-target token: MDLM masks all target positions at
+once; PGM queries them with the rest as the clean group; AR: teacher-forced argmax at each position.
 
 Multiple choice: the lowest score wins. AR: exact negative log-likelihood. MDLM / PGM: Monte-Carlo
-NELBO averaged over ``mc_samples`` draws of (t, mask) with the algorithm's own estimator (MDLM
-``masked_nelbo``, PGM ``weighted_nll`` with group 1 = masked, weight ``w(t)``), the masks restricted to
+NELBO averaged over ``mc_samples`` draws of (t, mask) with the algorithm's own estimator
+(``Algorithm.masked_nelbo_terms``: weight ``w(t)`` on the masked tokens), the masks restricted to
 the scored region and every other position clean. ``score="joint"`` scores context + answer (an upper
 bound on ``-log p(context, answer | BOS, EOS tail)``; AR: the exact ``-log p(context, answer | BOS)``),
 ``score="answer"`` the answer only given the context. Draws are shared by all sequences (common random
@@ -33,194 +33,13 @@ number of scored tokens; ``normalize`` picks the headline ``accuracy``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from partgm.algorithms.base import Batch as TokenBatch
-from partgm.algorithms.base import Context
 from partgm.errors import PartgmError
-from partgm.schedules import antithetic_times
-
-
-@dataclass
-class Example:
-    line: int
-    context: str
-    continuations: list[str]  # LAMBADA: [target]; multiple choice: the choices
-    gold: int
-
-
-def _read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    path = Path(path)
-    if not path.is_file():
-        raise PartgmError(f"task file '{path}' does not exist")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PartgmError(f"cannot read task file '{path}': {exc}") from None
-    out = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PartgmError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise PartgmError(f"{path}:{n}: expected a JSON object")
-        out.append((n, record))
-    if not out:
-        raise PartgmError(f"task file '{path}' holds no examples")
-    return out
-
-
-_LAST_WORD = re.compile(r"(.*\S)(\s+)(\S+)\s*", re.DOTALL)
-
-
-def read_lambada(path: str | Path) -> list[Example]:
-    """LAMBADA examples: ``{"text": ...}`` -> context + target (the last whitespace-separated word)."""
-    examples = []
-    for n, record in _read_jsonl(path):
-        text = record.get("text")
-        if not isinstance(text, str):
-            raise PartgmError(f'{path}:{n}: a LAMBADA line needs a "text" string')
-        m = _LAST_WORD.fullmatch(text.lstrip())
-        if not m:
-            raise PartgmError(f"{path}:{n}: the text needs a context and a last word")
-        examples.append(Example(n, m[1], [m[2][-1] + m[3]], 0))
-    return examples
-
-
-def read_choice(path: str | Path) -> list[Example]:
-    """Multiple-choice examples: ``{"query" | "context": str, "choices": [str, ...], "gold": int}``."""
-    examples = []
-    for n, record in _read_jsonl(path):
-        context = record.get("query", record.get("context"))
-        choices, gold = record.get("choices"), record.get("gold")
-        if not isinstance(context, str):
-            raise PartgmError(f'{path}:{n}: a multiple-choice line needs a "query" (or "context") string')
-        if (
-            not isinstance(choices, list)
-            or len(choices) < 2
-            or not all(isinstance(c, str) and c for c in choices)
-        ):
-            raise PartgmError(f'{path}:{n}: "choices" must be a list of at least two non-empty strings')
-        if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
-            raise PartgmError(f'{path}:{n}: "gold" must be an integer index into the {len(choices)} choices')
-        conts = [c if (c[0].isspace() or not context or context[-1].isspace()) else " " + c for c in choices]
-        examples.append(Example(n, context, conts, gold))
-    return examples
-
-
-def encode_pair(tokenizer: Any, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(context ids, continuation ids) where the continuation ids are what ``context + continuation``
-    adds after the context's ids (lm-eval's rule), or the continuation alone where the two disagree."""
-    ctx = tokenizer.encode(context) if context else []
-    whole = tokenizer.encode(context + continuation)
-    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
-        return ctx, whole[len(ctx) :]
-    return ctx, tokenizer.encode(continuation)
-
-
-@dataclass
-class ScoringBatch:
-    x: torch.Tensor  # [B, T] token ids
-    context: torch.Tensor  # [B, T] bool: context positions
-    target: torch.Tensor  # [B, T] bool: continuation positions
-    truncated: int
-
-
-def build_batch(
-    pairs: Sequence[tuple[list[int], list[int]]],
-    lines: Sequence[int],
-    length: int,
-    bos_id: int,
-    pad_id: int,
-    pad_to_length: bool,
-    truncate: bool,
-) -> ScoringBatch:
-    """Rows ``[BOS] + context + continuation`` padded with ``pad_id`` (to ``length`` or the longest row)."""
-    rows, truncated = [], 0
-    for (ctx, cont), line in zip(pairs, lines):
-        if not cont:
-            raise PartgmError(f"line {line}: the continuation is empty after tokenisation")
-        room = length - 1 - len(cont)
-        if room < 0 or (len(ctx) > room and not truncate):
-            raise PartgmError(
-                f"line {line}: {1 + len(ctx) + len(cont)} tokens with BOS, more than the model's length {length}"
-                + ("" if room < 0 else " (pass --truncate to drop context tokens from the left)")
-            )
-        if len(ctx) > room:
-            ctx, truncated = ctx[len(ctx) - room :] if room else [], truncated + 1
-        rows.append((ctx, cont))
-    width = length if pad_to_length else max(1 + len(c) + len(t) for c, t in rows)
-    x = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    context = torch.zeros(len(rows), width, dtype=torch.bool)
-    target = torch.zeros(len(rows), width, dtype=torch.bool)
-    for i, (ctx, cont) in enumerate(rows):
-        n = 1 + len(ctx)
-        x[i, 0] = bos_id
-        x[i, 1:n] = torch.tensor(ctx, dtype=torch.long)
-        x[i, n : n + len(cont)] = torch.tensor(cont, dtype=torch.long)
-        context[i, 1:n] = True
-        target[i, n : n + len(cont)] = True
-    return ScoringBatch(x, context, target, truncated)
-
-
-class Scorer:
-    """Argmax predictions and (MC) likelihood scores of sequences for one algorithm and model, through
-    the algorithm's denoiser (``Algorithm.logits``) and NELBO terms; exact for left-to-right models."""
-
-    def __init__(self, algorithm: Any, model: torch.nn.Module, device: str | torch.device = "cpu"):
-        self.algorithm, self.model, self.device = algorithm, model, torch.device(device)
-
-    @property
-    def exact(self) -> bool:
-        return self.algorithm.exact_likelihood
-
-    @property
-    def pads_to_length(self) -> bool:
-        return not self.exact
-
-    @torch.no_grad()
-    def argmax(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(argmax ids [B, T] at the target positions (-1 elsewhere), all-correct [B] bool), every
-        target position predicted at once from the non-target tokens (AR: teacher forcing)."""
-        x, target = x.to(self.device), target.to(self.device)
-        first = 1 if self.exact else 0  # a left-to-right model does not predict position 0
-        positions = torch.arange(first, x.shape[1], device=self.device).expand(x.shape[0], -1)
-        pred = torch.full_like(x, -1)
-        pred[:, first:] = self.algorithm.logits(self.model, Context(x, ~target), positions).argmax(-1)
-        pred = torch.where(target, pred, torch.full_like(pred, -1))
-        correct = ((pred == x) | ~target).all(dim=1)
-        return pred.cpu(), correct.cpu()
-
-    @torch.no_grad()
-    def nll(self, x: torch.Tensor, region: torch.Tensor, mc_samples: int = 32, seed: int = 0) -> torch.Tensor:
-        """Per-row score (float64 [B]) of the tokens in ``region`` [B, T]: the exact NLL given the tokens
-        before for left-to-right models; else the NELBO averaged over ``mc_samples`` draws shared by all rows."""
-        x, region = x.to(self.device), region.to(self.device)
-        if self.exact:
-            nll = self.algorithm.sequence_nll(self.model, TokenBatch(x)).double()
-            return (nll * region[:, 1:]).sum(1).cpu()
-        if mc_samples < 1:
-            raise PartgmError("the number of Monte-Carlo samples must be positive")
-        gen = torch.Generator().manual_seed(seed)
-        times = antithetic_times(mc_samples, gen)  # [K], on CPU
-        uniforms = torch.rand(mc_samples, x.shape[1], generator=gen, dtype=torch.float64)  # [K, T]
-        schedule = self.algorithm.schedule
-        total = torch.zeros(x.shape[0], dtype=torch.float64, device=self.device)
-        for k in range(mc_samples):
-            t = times[k].expand(x.shape[0]).to(self.device)
-            p_mask = float(1.0 - schedule.alpha(times[k].double()))
-            masked = region & (uniforms[k] < p_mask).to(self.device)[None, :]
-            total += self.algorithm.masked_nelbo_terms(self.model, TokenBatch(x), masked, t).double().sum(1)
-        return (total / mc_samples).cpu()
+from partgm.evaluation.scoring import Scorer
+from partgm.evaluation.tasks import Example, build_batch, encode_pair, read_choice, read_lambada
 
 
 def _batches(n: int, size: int) -> list[slice]:
@@ -353,7 +172,7 @@ def evaluate_task(
     """``task`` = ``lambada`` or ``choice`` on a run directory; writes ``RUN_DIR/eval/TASK-NAME.json``
     (or ``out``) and the per-example predictions JSONL beside it; returns the summary record."""
     from partgm.engine import load_run
-    from partgm.engine.checkpoint import atomic_write_json, atomic_write_text
+    from partgm.fileio import atomic_write_json, atomic_write_text
 
     if task not in ("lambada", "choice"):
         raise PartgmError(f"unknown task '{task}'")

@@ -95,7 +95,7 @@ def digits_fid(
 def save_digits_classifier(model: DigitsClassifier, path: str | Path) -> None:
     """One safetensors file; the config travels in its metadata. Written atomically."""
     # imported here: partgm.engine imports the algorithms, which may import partgm.images
-    from partgm.engine.checkpoint import atomic_write_bytes
+    from partgm.fileio import atomic_write_bytes
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(

@@ -49,7 +49,7 @@ def save_image_grid(
             draw.text((2, r * cell_h + cell_h // 2 - 5), str(label), fill=(0, 0, 0))
     buffer = io.BytesIO()
     # imported here: partgm.engine imports the algorithms, which may import partgm.images
-    from partgm.engine.checkpoint import atomic_write_bytes
+    from partgm.fileio import atomic_write_bytes
 
     picture.save(buffer, format="PNG")
     atomic_write_bytes(Path(path), buffer.getvalue())

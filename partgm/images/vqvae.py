@@ -169,7 +169,7 @@ def train_vqvae(
 def save_vqvae(model: VQVAE, directory: str | Path) -> None:
     """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
     # imported here: partgm.engine imports the algorithms, which may import partgm.images
-    from partgm.engine.checkpoint import atomic_write_bytes, atomic_write_json
+    from partgm.fileio import atomic_write_bytes, atomic_write_json
 
     directory = Path(directory)
     atomic_write_json(directory / "config.json", dataclasses.asdict(model.cfg))

@@ -1,0 +1,84 @@
+"""Files written all at once and JSONL files read with clear errors: the one place for both.
+
+Every write goes to a temporary sibling, is flushed and fsynced, then renamed over the target (and the
+directory fsynced), so a crash leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from partgm.errors import PartgmError
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
+    """Create or replace ``path`` all at once: ``write(f)`` fills a temporary sibling file, which is
+    flushed, fsynced and renamed over ``path``. Parent directories are created."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PartgmError(f"cannot create '{path.parent}': {exc.strerror or exc}") from None
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise PartgmError(f"cannot write '{path}': {exc.strerror or exc}") from None
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def read_jsonl(path: str | Path, what: str = "file", skip_invalid: bool = False) -> list[tuple[int, Any]]:
+    """(line number, record) for each non-blank line of a JSONL file. A line that is not UTF-8 JSON is
+    skipped when ``skip_invalid`` (e.g. a line torn by a crash), else a ``PartgmError`` names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise PartgmError(f"{what} '{path}' does not exist")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PartgmError(f"cannot read {what} '{path}': {exc.strerror}") from None
+    out = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append((n, json.loads(line.decode("utf-8"))))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            if not skip_invalid:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+                raise PartgmError(f"{path}:{n}: not valid JSON ({reason})") from None
+    return out
