@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -130,6 +132,16 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     quickstart(Path(args.run_dir), steps=args.steps, num_samples=args.num_samples)
 
 
+def load_plugins() -> None:
+    """Import the modules named in ``PARTGM_PLUGINS`` (comma-separated), which register algorithms,
+    samplers, presets or corpora at import time. Installed packages can use entry points instead."""
+    for name in filter(None, (n.strip() for n in os.environ.get("PARTGM_PLUGINS", "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise PartgmError(f"PARTGM_PLUGINS names '{name}', which cannot be imported: {exc}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="partgm", description="Partition Generative Models and masked baselines")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        load_plugins()
         args.func(args)
     except PartgmError as exc:
         print(f"error: {exc}", file=sys.stderr)
