@@ -25,7 +25,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from partgm.config import RunConfig, config_from_dict, to_dict
+from partgm.config import PartitionConfig, RunConfig, config_from_dict, to_dict
 from partgm.errors import PartgmError
 from partgm.fileio import atomic_write_bytes
 
@@ -109,7 +109,7 @@ def write_run_directory(
 def _model_card(cfg: RunConfig, meta: dict[str, Any], n_params: int) -> str:
     m = cfg.model
     shape = (
-        f"{m.n_encoder_blocks}/{m.n_decoder_blocks} blocks" if cfg.algo == "pgm" else f"{m.n_blocks} blocks"
+        f"{m.n_encoder_blocks}/{m.n_decoder_blocks} blocks" if isinstance(m, PartitionConfig) else f"{m.n_blocks} blocks"
     )
     return (
         f"---\nlibrary_name: partgm\ntags:\n- partgm\n- {cfg.algo}\n---\n\n"
