@@ -71,21 +71,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_ppl(args: argparse.Namespace) -> None:
-    from partgm.data import PreparedData
-    from partgm.engine import evaluate_ppl, load_run
+    from partgm.api import evaluate_ppl
     from partgm.engine.checkpoint import atomic_write_text
 
-    run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
-    data_path = args.data or run.data_header.get("path")
-    if not data_path:
-        raise PartgmError(f"run directory '{args.run_dir}' records no prepared data: pass --data DIR")
-    data = PreparedData.load(data_path)
-    if data.vocab_size != run.algorithm.vocab_size:
-        raise PartgmError(f"data vocab {data.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}")
-    split = data.val if args.split == "val" else data.train
-    result = evaluate_ppl(run.algorithm, run.model, split, args.batch, args.device, args.seed, args.max_batches)
-    result = {"run_dir": args.run_dir, "algo": run.cfg.algo, "split": args.split, "weights": args.weights,
-              "step": run.step, **result}
+    result = evaluate_ppl(args.run_dir, split=args.split, data=args.data, batch=args.batch,
+                          max_batches=args.max_batches, seed=args.seed, weights=args.weights, device=args.device)
     atomic_write_text(Path(args.run_dir) / "eval" / f"ppl-{args.split}.json", json.dumps(result, indent=2))
     print(json.dumps(result))
 
