@@ -157,16 +157,30 @@ class Model:
         (t, mask) restricted to the continuation (an upper bound), with draws shared by all pairs (seeded by
         ``seed``). Tokenisation and padding are those of ``partgm eval lambada / choice``; a sequence longer
         than ``length`` is an error, or with ``truncate`` loses context tokens from the left."""
-        from partgm.evaluation.zeroshot import Scorer, build_batch, encode_pair
+        from partgm.evaluation.zeroshot import encode_pair
+
+        tok = self._tokenizer()
+        encoded = [encode_pair(tok, context, continuation) for context, continuation in pairs]
+        return self.score_token_pairs(encoded, mc_samples=mc_samples, seed=seed, batch=batch, truncate=truncate)
+
+    def score_token_pairs(
+        self,
+        pairs: Sequence[tuple[list[int], list[int]]],
+        *,
+        mc_samples: int = 32,
+        seed: int = 0,
+        batch: int = 8,
+        truncate: bool = False,
+    ) -> list[tuple[float, bool]]:
+        """``score_pairs`` on token ids (context ids, continuation ids); BOS is added in front."""
+        from partgm.evaluation.zeroshot import Scorer, build_batch
 
         if batch < 1:
             raise PartgmError("batch must be positive")
-        tok = self._tokenizer()
         scorer = Scorer(self.algorithm, self.network, self.device)
-        encoded = [encode_pair(tok, context, continuation) for context, continuation in pairs]
         out: list[tuple[float, bool]] = []
-        for start in range(0, len(encoded), batch):
-            chunk = encoded[start : start + batch]
+        for start in range(0, len(pairs), batch):
+            chunk = list(pairs[start : start + batch])
             b = build_batch(chunk, range(start + 1, start + 1 + len(chunk)), self.length, self.algorithm.bos_id,
                             self._pad_id(), scorer.pads_to_length, truncate)
             nll = scorer.nll(b.x, b.target, mc_samples, seed)
