@@ -11,13 +11,13 @@ import pytest
 
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'partgm[lm-eval]')")
 
-from lm_eval.api.instance import Instance  # noqa: E402
-from test_eval import TASKS, make_run, out_bias  # noqa: E402
+from lm_eval.api.instance import Instance
+from test_eval import TASKS, make_run, out_bias
 
-from partgm.api import Model  # noqa: E402
-from partgm.cli import main  # noqa: E402
-from partgm.data import load_tokenizer  # noqa: E402
-from partgm.evaluation.zeroshot import encode_pair, evaluate_task, read_lambada  # noqa: E402
+from partgm.api import Model
+from partgm.cli import main
+from partgm.data import load_tokenizer
+from partgm.evaluation.zeroshot import encode_pair, evaluate_task, read_lambada
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LAMBADA = TASKS / "lambada_kjv.jsonl"
