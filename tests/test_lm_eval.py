@@ -58,7 +58,7 @@ def tok(tmp_path_factory: pytest.TempPathFactory):
 def tasks(tmp_path_factory: pytest.TempPathFactory):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(task_dir(tmp_path_factory.mktemp("tasks"))))
+    return TaskManager(include_path=str(task_dir(tmp_path_factory.mktemp("tasks"))), include_defaults=False)
 
 
 def favourite_bias(algo: str, tok) -> object:
@@ -84,8 +84,16 @@ def test_lambada_accuracy_equals_partgm_eval(tmp_path: Path, tok, tasks, algo: s
     assert [bool(s["acc"]) for s in theirs] == [p["correct"] for p in predictions]
 
 
-def test_cli_line_rolling_and_generation(tmp_path: Path, tok, tasks, capsys) -> None:
+def test_cli_line_rolling_and_generation(tmp_path: Path, tok, monkeypatch) -> None:
+    import lm_eval.tasks
+
     from partgm.integrations.lm_eval import PartgmLM
+
+    class LocalTasksOnly(lm_eval.tasks.TaskManager):  # skips indexing lm-eval's thousands of built-in tasks
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "include_defaults": False})
+
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", LocalTasksOnly)
 
     run = tmp_path / "ar"
     make_run(run, "ar", tok, length=24, bias=favourite_bias("ar", tok))
