@@ -9,10 +9,36 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from partgm.benchmarks.commands import add_bench_command
 from partgm.errors import PartgmError
 from partgm.evaluation.commands import add_eval_commands, add_top_level_commands
+from partgm.integrations.commands import add_lm_eval_command
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" for misspelt subcommands and flags."""
+
+    def error(self, message: str) -> NoReturn:
+        import difflib
+        import re
+
+        words: list[str] = []
+        bad = re.search(r"invalid choice: '([^']*)'", message)
+        if bad:
+            words = [c for a in self._actions if a.choices for c in a.choices]
+        unknown = re.search(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            bad, words = unknown, [o for parser in _parsers(self) for o in parser._option_string_actions]
+        close = difflib.get_close_matches(bad.group(1), [str(w) for w in words], n=1) if bad else []
+        super().error(message + (f" (did you mean '{close[0]}'?)" if close else ""))
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and all its subcommand parsers."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [parser, *(q for a in subs for sp in a.choices.values() for q in _parsers(sp))]
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -30,6 +56,8 @@ def _resolve(args: argparse.Namespace, base: dict | None = None):
         overrides.insert(0, f"algo={args.algo}")
     if args.preset:
         overrides.insert(0, f"preset={args.preset}")
+    if getattr(args, "tracker", None):
+        overrides.append(f"train.tracker={args.tracker}")
     return resolve_config(args.config, overrides, base)
 
 
@@ -55,6 +83,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps({"run_dir": str(run_dir), **result}))
 
 
+def _sample_path(args: argparse.Namespace) -> Path:
+    """``--out``, or RUN/samples/samples-stepsS-seedN[-K].jsonl with the first K that names no file yet; an
+    existing ``--out`` is an error unless ``--overwrite``."""
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not args.overwrite:
+            raise PartgmError(f"'{out}' already exists: pass --overwrite to replace it, or another --out")
+        return out
+    stem = Path(args.run_dir) / "samples" / f"samples-steps{args.steps}-seed{args.seed}"
+    out, k = stem.with_suffix(".jsonl"), 1
+    while out.exists() and not args.overwrite:
+        k += 1
+        out = stem.with_name(f"{stem.name}-{k}.jsonl")
+    return out
+
+
 def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.fileio import atomic_write_text
     from partgm.runs import sample_run
@@ -65,7 +109,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
         Path(args.run_dir), options, num_samples=args.num_samples, batch=args.batch, seed=args.seed,
         sampler=args.sampler, prompt=args.prompt, infill=args.infill, weights=args.weights, device=args.device,
     )
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / f"samples-steps{args.steps}-seed{args.seed}.jsonl"
+    out = _sample_path(args)
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
     for r in records:
         print(f"--- sample {r['index']} ---\n{r['text']}")
@@ -73,21 +117,11 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_eval_ppl(args: argparse.Namespace) -> None:
-    from partgm.data import PreparedData
-    from partgm.engine import evaluate_ppl, load_run
+    from partgm.api import evaluate_ppl
     from partgm.fileio import atomic_write_text
 
-    run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
-    data_path = args.data or run.data_header.get("path")
-    if not data_path:
-        raise PartgmError(f"run directory '{args.run_dir}' records no prepared data: pass --data DIR")
-    data = PreparedData.load(data_path)
-    if data.vocab_size != run.algorithm.vocab_size:
-        raise PartgmError(f"data vocab {data.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}")
-    split = data.val if args.split == "val" else data.train
-    result = evaluate_ppl(run.algorithm, run.model, split, args.batch, args.device, args.seed, args.max_batches)
-    result = {"run_dir": args.run_dir, "algo": run.cfg.algo, "split": args.split, "weights": args.weights,
-              "step": run.step, **result}
+    result = evaluate_ppl(args.run_dir, split=args.split, data=args.data, batch=args.batch,
+                          max_batches=args.max_batches, seed=args.seed, weights=args.weights, device=args.device)
     atomic_write_text(Path(args.run_dir) / "eval" / f"ppl-{args.split}.json", json.dumps(result, indent=2))
     print(json.dumps(result))
 
@@ -111,19 +145,47 @@ def cmd_plot(args: argparse.Namespace) -> None:
         print(p)
 
 
+def _presets_vocab(args: argparse.Namespace) -> tuple[int, str]:
+    """(vocabulary size, where it comes from): ``--vocab-size``, else the tokenizer of ``--config`` /
+    ``data.tokenizer=`` (the default config's when neither is given)."""
+    import re
+
+    from partgm.config import resolve_config
+    from partgm.data import load_tokenizer
+
+    if args.vocab_size:
+        return args.vocab_size, "--vocab-size"
+    spec = resolve_config(args.config, list(args.overrides)).data.tokenizer
+    where = f"data.tokenizer={spec}" + (f" from {args.config}" if args.config else "")
+    bpe = re.fullmatch(r"bpe-(\d+)", spec)
+    if bpe:
+        return int(bpe.group(1)), where
+    return load_tokenizer(spec).vocab_size, where
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
+    import dataclasses
+
     import torch
 
-    from partgm.algorithms import get_algorithm
-    from partgm.config import PRESETS, resolve_config
+    from partgm.algorithms import ALGORITHMS, get_algorithm
+    from partgm.config import PRESETS, ModelConfig, model_config_class, resolve_config
 
-    for name in PRESETS:
-        for algo in ("mdlm", "pgm"):
+    vocab, where = _presets_vocab(args)
+    print(f"parameters at vocabulary {vocab:,} ({where}); change with --vocab-size N or --config / "
+          "data.tokenizer=...")
+    shared = {f.name for f in dataclasses.fields(ModelConfig)}
+    for name in PRESETS.names():
+        specific = set(PRESETS.get(name)) - shared  # the family fields the preset sets
+        for algo in ALGORITHMS.names():
+            family = model_config_class(algo)
+            if specific and not specific & {f.name for f in dataclasses.fields(family)}:
+                continue  # a preset of another network family
             cfg = resolve_config(overrides=[f"preset={name}", f"algo={algo}"])
             with torch.device("meta"):
-                model = get_algorithm(algo, args.vocab_size, args.vocab_size - 1).build_model(cfg.model)
+                model = get_algorithm(algo, vocab, vocab - 1).build_model(cfg.model)
             n = sum(p.numel() for p in model.parameters())
-            print(f"{name:16s} {algo:5s} {n / 1e6:8.1f}M parameters (vocab {args.vocab_size})")
+            print(f"{name:16s} {algo:16s} {family.__name__:16s} {n / 1e6:8.1f}M parameters")
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -143,7 +205,7 @@ def load_plugins() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="partgm", description="Partition Generative Models and masked baselines")
+    parser = _Parser(prog="partgm", description="Partition Generative Models and masked baselines")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="tokenize a corpus into memmap shards")
@@ -154,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--run-dir", help="where checkpoints, metrics and plots go (default runs/ALGO-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    p.add_argument("--tracker", choices=("none", "wandb", "tensorboard"),
+                   help="also log metrics.jsonl's records to Weights & Biases or TensorBoard (same as "
+                   "train.tracker=...; needs partgm[wandb] / partgm[tensorboard]); default none")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="generate text from a run directory")
@@ -171,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix TEXT's tokens from position POS on (repeatable)")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", help="JSONL output (default RUN_DIR/samples/...)")
+    p.add_argument("--out", help="JSONL output (default RUN_DIR/samples/samples-stepsS-seedN.jsonl, then -2, -3, "
+                   "... so that no earlier file is replaced)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="evaluation")
@@ -189,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(eval_sub)
     add_top_level_commands(sub)
     add_bench_command(sub)
+    add_lm_eval_command(sub)
 
     p = sub.add_parser("plot", help="PNG plots: training curves (several runs overlaid), gen PPL and entropy "
                        "vs steps, gen PPL vs tokens/s")
@@ -198,8 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default RUN/plots for one run, else ./plots)")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("presets", help="list model presets with parameter counts")
-    p.add_argument("--vocab-size", type=int, default=50258)
+    p = sub.add_parser("presets", help="list model presets with parameter counts for every algorithm")
+    p.add_argument("--vocab-size", type=int, help="count at this vocabulary (default: the config's tokenizer)")
+    p.add_argument("--config", help="YAML or JSON config file whose data.tokenizer sets the vocabulary")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.tokenizer=bpe-4096")
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("quickstart", help="train a small PGM on the bundled KJV corpus and print samples")

@@ -93,6 +93,7 @@ class TrainConfig:
     save_every: int = 250
     keep_last: int = 2
     progress: bool = True
+    tracker: Literal["none", "wandb", "tensorboard"] = "none"  # also log metrics.jsonl's records there
 
 
 @dataclass

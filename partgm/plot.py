@@ -9,16 +9,17 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
 from partgm.engine.metrics import read_metrics
 from partgm.errors import PartgmError
 
-# (file name, metrics key, y label, log scale)
+# (file name, metrics key, y label, log scale, title)
 PANELS = (
-    ("loss.png", "loss", "training loss", False),
-    ("val_ppl.png", "val_ppl", "validation perplexity (bound)", True),
-    ("lr.png", "lr", "learning rate", False),
+    ("loss.png", "loss", "training loss", False, "Training loss"),
+    ("val_ppl.png", "val_ppl", "validation perplexity", True,
+     "Validation perplexity (EMA weights; bound for MDLM / PGM, exact for AR)"),
+    ("lr.png", "lr", "learning rate", False, "Learning rate"),
 )
 
 
@@ -29,27 +30,38 @@ def _series(run_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
     if not records:
         raise PartgmError(f"no metrics to plot in '{run_dir}' (metrics.jsonl is missing or empty)")
     series = {}
-    for _, key, _, _ in PANELS:
+    for _, key, *_ in PANELS:
         points = [(r["step"], r[key]) for r in records if key in r]
         if points:
             series[key] = ([s for s, _ in points], [v for _, v in points])
     return series
 
 
+def readable_log(axis) -> None:
+    """A log axis with plain-number ticks at 1, 2 and 5 x 10^k (200, 500, 1000), not 10^k exponents."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def _save(
-    path: Path, key: str, label: str, log: bool, curves: dict[str, tuple[list[int], list[float]]]
+    path: Path, label: str, log: bool, title: str, curves: dict[str, tuple[list[int], list[float]]]
 ) -> Path:
-    """One figure with a curve per run (``curves``: {run name: (steps, values)})."""
+    """One figure with a curve per run (``curves``: {run name: (steps, values)}); one run's name goes in
+    the title, several runs get a legend."""
     fig = Figure(figsize=(6, 4), layout="tight")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for name, (steps, values) in curves.items():
         ax.plot(steps, values, marker="o" if len(steps) < 20 else None, markersize=3, label=name)
     ax.set_xlabel("step")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(label)
+    ax.set_title(title if len(curves) > 1 else f"{title}\n{next(iter(curves))}", fontsize=10)
     if log:
         ax.set_yscale("log")
-    ax.grid(alpha=0.3)
+        readable_log(ax.yaxis)
+    ax.grid(alpha=0.3, which="both")
     if len(curves) > 1:
         ax.legend()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,10 +76,10 @@ def plot_runs(run_dirs: list[Path], out: Path) -> list[Path]:
     unique = len(set(names)) == len(names)
     runs = {(d.name if unique else str(d)): _series(d) for d in dirs}
     written = []
-    for file, key, label, log in PANELS:
+    for file, key, label, log, title in PANELS:
         curves = {name: series[key] for name, series in runs.items() if key in series}
         if curves:
-            written.append(_save(Path(out) / file, key, label, log, curves))
+            written.append(_save(Path(out) / file, label, log, title, curves))
     return written
 
 

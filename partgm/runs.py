@@ -23,6 +23,15 @@ def prepare_data(cfg: RunConfig, progress: bool = True) -> Any:
     )
 
 
+def place_texts(texts: dict[int, str], tokenizer: Any) -> dict[int, int]:
+    """{position: text} -> {position: token id}, each text's tokens placed from its position on."""
+    fixed: dict[int, int] = {}
+    for pos, text in texts.items():
+        for offset, token in enumerate(tokenizer.encode(text)):
+            fixed[int(pos) + offset] = token
+    return fixed
+
+
 def parse_infill(items: list[str], tokenizer: Any) -> dict[int, int]:
     """``POS:TEXT`` items -> {position: token id}, the text's tokens placed from POS on."""
     fixed: dict[int, int] = {}
@@ -30,9 +39,40 @@ def parse_infill(items: list[str], tokenizer: Any) -> dict[int, int]:
         pos, sep, text = item.partition(":")
         if not sep or not pos.strip().isdigit():
             raise PartgmError(f"--infill '{item}' must look like POSITION:TEXT, e.g. 40:the LORD")
-        for offset, token in enumerate(tokenizer.encode(text)):
-            fixed[int(pos) + offset] = token
+        fixed.update(place_texts({int(pos): text}, tokenizer))
     return fixed
+
+
+def sample_texts(
+    algorithm: Any,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    length: int,
+    options: SamplingOptions,
+    *,
+    num_samples: int,
+    batch: int,
+    seed: int,
+    sampler: str = "auto",
+    prompt: str | None = None,
+    fixed: dict[int, int] | None = None,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """Draw ``num_samples`` texts of ``length`` tokens in batches of ``batch``: a list of
+    {"index", "text", "token_ids"} (the text without BOS). A length above the model's context is refused."""
+    if num_samples < 1 or batch < 1:
+        raise PartgmError("the number of samples and the batch size must be positive")
+    prefix = tokenizer.encode(prompt) if prompt else None
+    generator = torch.Generator(device=device).manual_seed(seed)
+    skip = 0 if algorithm.bos_id is None else 1
+    records: list[dict[str, Any]] = []
+    while len(records) < num_samples:
+        n = min(batch, num_samples - len(records))
+        p = make_prompt(n, length, algorithm.bos_id, prefix, fixed, device=device)
+        tokens = generate(algorithm, model, p, options, sampler, generator)
+        for row in tokens.tolist():
+            records.append({"index": len(records), "text": tokenizer.decode(row[skip:]), "token_ids": row})
+    return records
 
 
 def sample_run(
@@ -48,12 +88,12 @@ def sample_run(
     weights: str = "ema",
     device: str = "cpu",
 ) -> list[dict[str, Any]]:
-    """Draw text samples from a run directory: a list of {"index", "text", "token_ids"}."""
+    """Draw text samples from a run directory: a list of {"index", "text", "token_ids"} plus what made
+    them: "prompt", "infill", "sampler", "steps", "nucleus", "temperature", "seed", "weights", "step"."""
     from partgm.engine import load_run
+    from partgm.samplers import get_sampler
 
     options = options or SamplingOptions()
-    if num_samples < 1 or batch < 1:
-        raise PartgmError("the number of samples and the batch size must be positive")
     run = load_run(Path(run_dir), weights=weights, device=device)
     if run.tokenizer is None:
         raise PartgmError(f"run directory '{run_dir}' has no tokenizer.json")
@@ -61,16 +101,14 @@ def sample_run(
         raise PartgmError(
             f"tokenizer vocab {run.tokenizer.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}"
         )
-    length = run.cfg.data.length
-    prefix = run.tokenizer.encode(prompt) if prompt else None
     fixed = parse_infill(infill or [], run.tokenizer)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    skip = 0 if run.algorithm.bos_id is None else 1
-    records: list[dict[str, Any]] = []
-    while len(records) < num_samples:
-        n = min(batch, num_samples - len(records))
-        p = make_prompt(n, length, run.algorithm.bos_id, prefix, fixed, device=device)
-        tokens = generate(run.algorithm, run.model, p, options, sampler, generator)
-        for row in tokens.tolist():
-            records.append({"index": len(records), "text": run.tokenizer.decode(row[skip:]), "token_ids": row})
-    return records
+    records = sample_texts(
+        run.algorithm, run.model, run.tokenizer, run.cfg.data.length, options, num_samples=num_samples,
+        batch=batch, seed=seed, sampler=sampler, prompt=prompt, fixed=fixed, device=device,
+    )
+    made_by = {
+        "prompt": prompt, "infill": list(infill or []), "sampler": get_sampler(run.algorithm, sampler).name,
+        "steps": options.steps, "nucleus": options.nucleus, "temperature": options.temperature, "seed": seed,
+        "weights": weights, "step": run.step,
+    }
+    return [{**r, **made_by} for r in records]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ from partgm.engine.checkpoint import (
     write_run_files,
 )
 from partgm.engine.ema import EMA
-from partgm.engine.metrics import MetricsLogger, Throughput
+from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
 from partgm.engine.optim import build_optimizer, build_scheduler
 from partgm.errors import PartgmError
 from partgm.precision import autocast_for
@@ -300,7 +301,9 @@ class Trainer:
         logger: MetricsLogger | None = None
         if d.is_main:
             write_run_files(self.run_dir, self.cfg, self.data)
-            logger = MetricsLogger(self.run_dir / "metrics.jsonl", resume_step=self.step if resume else None)
+            tracker = open_tracker(tc.tracker, self.run_dir, to_dict(self.cfg))
+            logger = MetricsLogger(self.run_dir / "metrics.jsonl", self.step if resume else None, tracker)
+            self.say(self.start_summary())
         distributed.barrier()
 
         tokens_per_step = tc.global_batch * self.cfg.data.length
@@ -337,11 +340,51 @@ class Trainer:
                 final.update(record)
                 if logger:
                     logger.log(record)
+                    self.say(self.eval_summary(final))
             if _due(step, tc.save_every, tc.steps):
                 with throughput.paused():
                     self.save(time.perf_counter() - t0)
         bar.close()
+        if logger:
+            logger.close()
+            self.say(self.end_summary(final, time.perf_counter() - t0))
         return final
+
+    # --- what the run prints (rank 0) ------------------------------------------------------------------
+    def say(self, line: str) -> None:
+        """One line to stderr, above the progress bar (stdout stays for results)."""
+        tqdm.write(line, file=sys.stderr)
+
+    def start_summary(self) -> str:
+        """Algorithm, parameters of the built model, device, precision, tokens per step, data size."""
+        tc, length = self.cfg.train, self.cfg.data.length
+        n_params = sum(p.numel() for p in self.model.parameters())
+        with self.autocast:
+            precision = "bf16 autocast" if torch.is_autocast_enabled(self.device.type) else "fp32"
+        rows = {split: len(getattr(self.data, split)) for split in ("train", "val")}
+        ranks = f" x {self.dist.world_size} processes" if self.dist.world_size > 1 else ""
+        return (
+            f"train {self.cfg.algo} ({self.cfg.preset or 'custom'}): {n_params / 1e6:.2f}M parameters, "
+            f"device {self.device}{ranks}, {precision}, {tc.global_batch} x {length} = "
+            f"{tc.global_batch * length:,} tokens/step, data {rows['train']:,} train rows "
+            f"({rows['train'] * length:,} tokens, vocab {self.data.vocab_size:,}) + {rows['val']:,} "
+            f"val rows, steps {self.step} -> {tc.steps}, run dir {self.run_dir}"
+        )
+
+    def eval_summary(self, final: dict[str, Any]) -> str:
+        """Step, last logged train loss, validation perplexity, last logged tokens/s."""
+        kind = "exact" if self.algorithm.exact_likelihood else "bound"
+        loss = f"{final['loss']:.4f}" if "loss" in final else "-"
+        speed = f"{final['tokens_per_s']:,.0f}" if "tokens_per_s" in final else "-"
+        return (f"step {final['step']}/{self.cfg.train.steps}: train loss {loss}, val PPL {final['val_ppl']:.2f} "
+                f"({kind}, EMA weights), {speed} tokens/s")
+
+    def end_summary(self, final: dict[str, Any], elapsed: float) -> str:
+        """Steps, time, final validation perplexity and where the checkpoint is."""
+        ppl = f", final val PPL {final['val_ppl']:.2f}" if "val_ppl" in final else ""
+        took = f"{elapsed:.1f} s" if elapsed < 120 else f"{elapsed / 60:.1f} min"
+        return (f"done: {self.step} steps in {took}{ppl}; checkpoint "
+                f"{self.run_dir / CHECKPOINTS / f'step_{self.step:08d}'}")
 
 
 def train(

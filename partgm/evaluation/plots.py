@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from partgm.errors import PartgmError
-from partgm.plot import label_steps
+from partgm.plot import label_steps, readable_log
 
 
 def read_records(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -91,6 +91,7 @@ def plot_genppl_vs_steps(records: list[dict[str, Any]], out_png: str | Path) -> 
     ax_ent.set(
         xlabel="sampling steps", ylabel="unigram entropy (nats)", title="Entropy vs steps"
     )
+    readable_log(ax_ppl.yaxis)
     for ax in (ax_ppl, ax_ent):
         label_steps(ax, (p[0] for points in lines.values() for p in points))
         ax.grid(True, which="both", alpha=0.3)
@@ -139,6 +140,8 @@ def plot_genppl_vs_throughput(
         ylabel="generative perplexity",
         title="Quality vs speed (labels: sampling steps)",
     )
+    readable_log(ax.xaxis)
+    readable_log(ax.yaxis)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out_png)
