@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from partgm.benchmarks.commands import add_bench_command
+from partgm.distill.commands import add_distill_command
 from partgm.errors import PartgmError
 from partgm.evaluation.commands import add_eval_commands, add_top_level_commands
 
@@ -177,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(eval_sub)
     add_top_level_commands(sub)
     add_bench_command(sub)
+    add_distill_command(sub)
 
     p = sub.add_parser("plot", help="PNG plots: training curves (several runs overlaid), gen PPL and entropy "
                        "vs steps, gen PPL vs tokens/s")
