@@ -7,6 +7,7 @@ import copy
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import safetensors.torch
@@ -20,6 +21,7 @@ from partgm.config import DistillConfig, DiTConfig, PartitionConfig, config_from
 from partgm.distill.algorithm import SDTTAlgorithm, round_dir
 from partgm.distill.commands import distill_run
 from partgm.engine import load_run
+from partgm.engine.ema import EMA
 from partgm.errors import PartgmError
 from partgm.models.init import randomize_
 from partgm.runs import sample_run
@@ -90,6 +92,23 @@ def test_pgm_training_path_matches_packed_denoiser():
         training = algorithm.denoise_logprobs(student, x, clean)
         packed = super(PGMAlgorithm, algorithm).denoise_logprobs(student, x, clean)
     assert torch.allclose(training[~clean], packed[~clean], atol=1e-5)
+
+
+@pytest.mark.parametrize("teacher_weights,swap", [("raw", False), ("ema", False), ("raw", True)])
+def test_round_switch_copies_the_chosen_weights(teacher_weights, swap):
+    algorithm, student, teacher = tiny(MDLMAlgorithm)
+    config = DistillConfig(steps_per_round=2, teacher_weights=teacher_weights, swap_ema_on_round=swap)
+    sdtt = SDTTAlgorithm(algorithm, config, copy.deepcopy(teacher))
+    ema = EMA(student, 0.5)
+    randomize_(student, seed=5)
+    raw = copy.deepcopy(student.state_dict())
+    trainer = SimpleNamespace(model=student, ema=ema, dist=SimpleNamespace(is_main=False))
+    sdtt.after_optimizer_step(trainer, 1)
+    assert sdtt.rounds.round == 0 and _equal(sdtt.teacher.state_dict(), teacher.state_dict())
+    sdtt.after_optimizer_step(trainer, 2)
+    expected = ema.model_state_dict(student) if teacher_weights == "ema" or swap else raw
+    assert sdtt.rounds.round == 1 and sdtt.rounds.dt == 2 / 1024
+    assert _equal(sdtt.teacher.state_dict(), expected) and _equal(student.state_dict(), expected if swap else raw)
 
 
 def test_distill_config_defaults_and_validation():

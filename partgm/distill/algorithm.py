@@ -109,8 +109,10 @@ class SDTTAlgorithm(Algorithm):
             return
         if self.config.swap_ema_on_round:
             trainer.ema.copy_to(trainer.model)
-        source = trainer.ema.model_state_dict(trainer.model) if self.config.teacher_weights == "ema" else None
-        self.teacher.load_state_dict(source or trainer.model.state_dict())
+        if self.config.teacher_weights == "ema":
+            self.teacher.load_state_dict(trainer.ema.model_state_dict(trainer.model))
+        else:
+            self.teacher.load_state_dict(trainer.model.state_dict())
         if trainer.dist.is_main:
             self.export_round(trainer, step)
 
