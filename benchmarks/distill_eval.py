@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--steps", default="8,16,32,64,128")
     p.add_argument("--num-samples", type=int, default=32)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--sampler", default="auto")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -48,6 +49,7 @@ def main() -> None:
                     continue
                 record = evaluate_genppl(
                     run, judge, num_samples=args.num_samples, steps=steps, batch=args.batch, nucleus=nucleus,
+                    sampler=args.sampler,
                     out=out / "raw" / f"{label.replace(' ', '-')}-steps{steps}-p{nucleus:g}.json",
                 )
                 length = record["length"]
