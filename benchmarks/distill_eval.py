@@ -29,14 +29,17 @@ def main() -> None:
     p.add_argument("--num-samples", type=int, default=32)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--sampler", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", default="", help="comma-separated rounds to evaluate besides the teacher (default all)")
     args = p.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     judge = load_judge(args.judge, "cpu")
     rounds = sorted((Path(args.distill) / ROUNDS_DIR).glob("round-*"), key=lambda d: int(d.name.split("-")[1]))
+    keep = set(args.rounds.split(",")) if args.rounds else None
     models = [(f"{args.algo} teacher", Path(args.teacher))] + [
-        (f"{args.algo} round {d.name.split('-')[1]}", d) for d in rounds
+        (f"{args.algo} round {d.name.split('-')[1]}", d) for d in rounds if keep is None or d.name[6:] in keep
     ]
     path = out / f"genppl-{args.algo}.jsonl"
     done = set()
@@ -49,7 +52,7 @@ def main() -> None:
                     continue
                 record = evaluate_genppl(
                     run, judge, num_samples=args.num_samples, steps=steps, batch=args.batch, nucleus=nucleus,
-                    sampler=args.sampler,
+                    sampler=args.sampler, seed=args.seed,
                     out=out / "raw" / f"{label.replace(' ', '-')}-steps{steps}-p{nucleus:g}.json",
                 )
                 length = record["length"]
