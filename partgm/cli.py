@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from partgm.benchmarks.commands import add_bench_command
+from partgm.distill.commands import add_distill_command
 from partgm.errors import PartgmError
 from partgm.evaluation.commands import add_eval_commands, add_top_level_commands
 from partgm.integrations.commands import add_lm_eval_command
@@ -257,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_top_level_commands(sub)
     add_bench_command(sub)
     add_lm_eval_command(sub)
+    add_distill_command(sub)
 
     p = sub.add_parser("plot", help="PNG plots: training curves (several runs overlaid), gen PPL and entropy "
                        "vs steps, gen PPL vs tokens/s")

@@ -109,6 +109,25 @@ class SampleConfig:
 
 
 @dataclass
+class DistillConfig:
+    """SDTT distillation (``partgm distill``): used only by that command; other runs ignore it.
+
+    Round r trains the student against a teacher taking ``teacher_steps`` ancestral steps of size
+    ``initial_dt * 2**r``; a round lasts ``steps_per_round`` optimizer steps; at its end the teacher
+    becomes the student (``teacher_weights``: its raw or EMA weights). ``swap_ema_on_round``: the
+    student also continues from its EMA weights. ``loss_precision``: dtype of the divergence."""
+
+    divergence: Literal["reverse-kl", "forward-kl", "mse", "tv", "l1-logprob"] = "reverse-kl"
+    teacher_steps: int = 2
+    initial_dt: float = 1.0 / 1024
+    steps_per_round: int = 10_000
+    rounds: int = 7
+    teacher_weights: Literal["raw", "ema"] = "raw"
+    swap_ema_on_round: bool = False
+    loss_precision: Literal["fp32", "fp64", "bf16"] = "fp32"
+
+
+@dataclass
 class RunConfig:
     algo: str = "pgm"  # a registered algorithm: mdlm | mdlm-complement | pgm | ar | ...
     preset: str = ""
@@ -116,6 +135,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 # Named model shapes. A preset may give fields of several families: each run takes its family's.
@@ -368,3 +388,8 @@ def validate(cfg: RunConfig) -> None:
         raise PartgmError("sample.nucleus must be in (0, 1]")
     if not 0.0 < d.val_fraction < 1.0:
         raise PartgmError("data.val_fraction must be in (0, 1)")
+    k = cfg.distill
+    if k.teacher_steps < 1 or k.steps_per_round < 1 or k.rounds < 1:
+        raise PartgmError("distill.teacher_steps, distill.steps_per_round and distill.rounds must be positive")
+    if not 0.0 < k.initial_dt <= 1.0:
+        raise PartgmError("distill.initial_dt must be in (0, 1]")

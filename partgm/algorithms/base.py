@@ -150,6 +150,15 @@ class Algorithm:
         ``context`` only. Autoregressive models read the tokens before each query position instead."""
         raise NotImplementedError
 
+    def denoise_logprobs(
+        self, model: nn.Module, tokens: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Log-probs [B, L, N] over the real ids at every position of tokens [B, L] given its ``clean``
+        [B, L] positions only (distillation's denoiser). Only the non-clean positions are meaningful.
+        Generic via ``logits``; an algorithm may run a cheaper or training-mode path instead."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+        return self.logits(model, Context(tokens, clean, labels), positions).log_softmax(-1)
+
     def masked_nelbo_terms(
         self, model: nn.Module, batch: Batch, masked: torch.Tensor, t: torch.Tensor
     ) -> torch.Tensor:

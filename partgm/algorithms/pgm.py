@@ -32,6 +32,12 @@ class PGMAlgorithm(Algorithm):
             labels=context.labels,
         )
 
+    def denoise_logprobs(self, model, tokens, clean, labels=None):
+        """The training-mode network with groups ``clean -> 0, not clean -> 1``: each non-clean position
+        is predicted from the clean ones only (their ids are replaced by 0, never read there)."""
+        groups = (~clean).long()
+        return model(torch.where(clean, tokens, 0), groups, labels=labels).log_softmax(-1)
+
     def draw_groups(self, x: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """[B, L] long in {0, 1}: 1 w.p. ``1 - alpha_t``."""
         u = torch.rand(x.shape, generator=generator, device=x.device)

@@ -13,8 +13,9 @@ def sdtt_loss(
     teacher_logp: torch.Tensor,
     target_mask: torch.Tensor,
     kind: str = DEFAULT_DIVERGENCE,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Scalar float32 loss: the mean over target positions (``target_mask`` [B, L] True) of the
+    """Scalar loss (in ``dtype``, or the inputs' wider dtype): the mean over target positions (``target_mask`` [B, L] True) of the
     per-position divergence ``kind`` between ``student_logp`` [B, L, V] and ``teacher_logp`` [B, L, V].
 
     Only the target positions enter the computation (they are gathered first), so whatever the
@@ -26,6 +27,6 @@ def sdtt_loss(
             f"target_mask must be bool of shape {tuple(student_logp.shape[:-1])}, "
             f"got {target_mask.dtype} {tuple(target_mask.shape)}"
         )
-    per_position = distill_loss(student_logp[target_mask], teacher_logp.detach()[target_mask], kind)  # [n]
+    per_position = distill_loss(student_logp[target_mask], teacher_logp.detach()[target_mask], kind, dtype)  # [n]
     count = int(target_mask.sum())
     return per_position.sum() / max(count, 1)

@@ -55,6 +55,12 @@ def _label(r: dict[str, Any]) -> str:
     return label
 
 
+def _distinct_colors(ax: Any, n_lines: int) -> None:
+    """More lines than the default cycle's 10 colours (e.g. a teacher and its distillation rounds): tab20."""
+    if n_lines > 10:
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
+
+
 def _save(fig: Any, out_png: str | Path) -> Path:
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +81,8 @@ def plot_genppl_vs_steps(records: list[dict[str, Any]], out_png: str | Path) -> 
     if not lines:
         raise PartgmError("no gen PPL records with steps to plot")
     fig, (ax_ppl, ax_ent) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax in (ax_ppl, ax_ent):
+        _distinct_colors(ax, len(lines))
     for label, points in sorted(lines.items()):
         points.sort()
         steps = [p[0] for p in points]
@@ -127,6 +135,7 @@ def plot_genppl_vs_throughput(
     if not lines:
         raise PartgmError("no gen PPL record has a bench record with the same algo and steps")
     fig, ax = plt.subplots(figsize=(7, 4.8))
+    _distinct_colors(ax, len(lines))
     for label, points in sorted(lines.items()):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
