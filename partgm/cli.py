@@ -11,6 +11,7 @@ from pathlib import Path
 from partgm.benchmarks.commands import add_bench_command
 from partgm.errors import PartgmError
 from partgm.evaluation.commands import add_eval_commands, add_top_level_commands
+from partgm.evaluation.image_commands import add_image_commands, add_image_sample_args, cmd_sample_images
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -55,9 +56,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.engine.checkpoint import atomic_write_text
+    from partgm.images.runs import is_image_run
     from partgm.runs import sample_run
     from partgm.samplers import SamplingOptions
 
+    if is_image_run(args.run_dir):
+        return cmd_sample_images(args)
     options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature, progress=True)
     records = sample_run(
         Path(args.run_dir), options, num_samples=args.num_samples, batch=args.batch, seed=args.seed,
@@ -159,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix TEXT's tokens from position POS on (repeatable)")
     p.add_argument("--weights", choices=("ema", "raw"), default="ema")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--out", help="JSONL output (default RUN_DIR/samples/...)")
+    p.add_argument("--out", help="JSONL output (default RUN_DIR/samples/...); image runs: the PNG/JSONL stem")
+    add_image_sample_args(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="evaluation")
@@ -175,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_eval_ppl)
     add_eval_commands(eval_sub)
+    add_image_commands(sub, eval_sub)
     add_top_level_commands(sub)
     add_bench_command(sub)
 
