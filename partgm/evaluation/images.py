@@ -26,7 +26,7 @@ def digits_classifier_for(data: Any) -> tuple[Any, Path]:
     path = data.path.parent / f"digits-classifier-{data.header['input_hash'][:12]}.safetensors"
     if path.is_file():
         return load_digits_classifier(path), path
-    model = train_digits_classifier(np.asarray(data.train), np.asarray(data.labels["train"]))
+    model = train_digits_classifier(np.array(data.train), np.array(data.labels["train"]))
     save_digits_classifier(model, path)
     return model, path
 
@@ -73,7 +73,7 @@ def evaluate_fid_digits(
         raise PartgmError(f"run '{run_dir}' was not trained on the digits: use `partgm eval fid`")
     data = PreparedData.load(run.data_header["path"])
     classifier, classifier_path = digits_classifier_for(data)
-    reference = np.asarray(data.train)
+    reference = np.array(data.train)
     record = {
         **fid_record(
             digits_fid(classifier, tokens, reference), metric="FID-digits",
@@ -82,7 +82,10 @@ def evaluate_fid_digits(
             reference=f"digits training split of {data.path} ({len(reference)} images)",
         ),
         "class_accuracy": class_accuracy(classifier, tokens, labels),
-        "classifier_val_accuracy": class_accuracy(classifier, np.asarray(data.val), np.asarray(data.labels["val"])),
+        "classifier_val_accuracy": class_accuracy(classifier, np.array(data.val), np.array(data.labels["val"])),
+        # the same distance for real held-out digits: what a perfect model would score at this sample size
+        "val_split_fid_digits": digits_fid(classifier, np.array(data.val), reference),
+        "val_split_n": len(data.val),
         **protocol,
     }
     name = f"fid-digits-{sampler}-steps{steps}-w{guidance:g}.json"
