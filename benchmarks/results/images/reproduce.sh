@@ -16,7 +16,9 @@ for run in maskgit pgm; do
   partgm sample runs/digits-$run --steps 32 --num-samples 10 --batch 100 --sampler confidence --out $OUT/samples-$run-confidence
 done
 partgm sample runs/digits-pgm --steps 32 --num-samples 10 --batch 100 --sampler halton --out $OUT/samples-pgm-halton
-partgm eval fid-digits runs/digits-pgm --num-per-class 100 --steps 32 --sampler confidence --guidance 1 --out $OUT/fid-digits-pgm-confidence-w1.json
+for run in maskgit pgm; do
+  partgm eval fid-digits runs/digits-$run --num-per-class 100 --steps 32 --sampler confidence --guidance 1 --out $OUT/fid-digits-$run-confidence-w1.json
+done
 partgm eval fid-digits runs/digits-pgm --num-per-class 100 --steps 32 --sampler halton --temperature 0.7 --out $OUT/fid-digits-pgm-halton-t0.7.json
 partgm bench images --sizes digits --steps 32,64 --guidance 0,3 --batch 32 --warmup 0 --repeats 1 --threads 1 --out $OUT/bench-digits-cpu.json
 python $OUT/side_by_side.py $OUT/samples-maskgit-confidence.png $OUT/samples-pgm-confidence.png \
