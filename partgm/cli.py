@@ -15,6 +15,7 @@ from partgm.benchmarks.commands import add_bench_command
 from partgm.distill.commands import add_distill_command
 from partgm.errors import PartgmError
 from partgm.evaluation.commands import add_eval_commands, add_top_level_commands
+from partgm.evaluation.image_commands import add_image_commands, add_image_sample_args, cmd_sample_images
 from partgm.integrations.commands import add_lm_eval_command
 
 
@@ -102,9 +103,12 @@ def _sample_path(args: argparse.Namespace) -> Path:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.fileio import atomic_write_text
+    from partgm.images.runs import is_image_run
     from partgm.runs import sample_run
     from partgm.samplers import SamplingOptions
 
+    if is_image_run(args.run_dir):
+        return cmd_sample_images(args)
     options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature, progress=True)
     records = sample_run(
         Path(args.run_dir), options, num_samples=args.num_samples, batch=args.batch, seed=args.seed,
@@ -238,8 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=("ema", "raw"), default="ema")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="JSONL output (default RUN_DIR/samples/samples-stepsS-seedN.jsonl, then -2, -3, "
-                   "... so that no earlier file is replaced)")
+                   "... so that no earlier file is replaced); image runs: the PNG/JSONL stem")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_image_sample_args(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="evaluation")
@@ -255,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.set_defaults(func=cmd_eval_ppl)
     add_eval_commands(eval_sub)
+    add_image_commands(sub, eval_sub)
     add_top_level_commands(sub)
     add_bench_command(sub)
     add_lm_eval_command(sub)

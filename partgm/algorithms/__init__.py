@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from partgm.algorithms.ar import AutoregressiveAlgorithm
 from partgm.algorithms.base import Algorithm, Batch, Context, TokenSpace
+from partgm.algorithms.maskgit import MaskGITAlgorithm
 from partgm.algorithms.mdlm import ComplementaryMDLMAlgorithm, MDLMAlgorithm
 from partgm.algorithms.pgm import PGMAlgorithm
+from partgm.algorithms.pgm_image import PGMImageAlgorithm
 from partgm.config import RunConfig
 from partgm.registry import Registry
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "partgm.algorithms")
-for _cls in (PGMAlgorithm, MDLMAlgorithm, ComplementaryMDLMAlgorithm, AutoregressiveAlgorithm):
+for _cls in (PGMAlgorithm, MDLMAlgorithm, ComplementaryMDLMAlgorithm, AutoregressiveAlgorithm, MaskGITAlgorithm,
+             PGMImageAlgorithm):
     ALGORITHMS.register(_cls.name, _cls)
 
 

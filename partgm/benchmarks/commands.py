@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from partgm.benchmarks.images import add_images_bench_command
 from partgm.errors import PartgmError
 
 SMOKE = {"pgm": "cpu-tiny", "mdlm": "cpu-tiny", "ar": "cpu-tiny"}
@@ -134,3 +135,4 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated; pgm/dense and pgm/blocks force the PGM attention layout")
     p.set_defaults(pgm_preset="pgm-6-6-d768")  # width and block count of mdlm-small
     p.set_defaults(func=cmd_bench_train)
+    add_images_bench_command(bench)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from partgm.errors import PartgmError
-from partgm.samplers import autoregressive, masked, partition  # noqa: F401  (register the built-in samplers)
+from partgm.samplers import autoregressive, images, masked, partition  # noqa: F401  (register the built-ins)
 from partgm.samplers.base import SAMPLER_FAMILIES, Sampler, get_sampler, register_sampler, sampler_names
 from partgm.samplers.common import DecodePlan, Prompt, SamplingOptions, make_prompt
 

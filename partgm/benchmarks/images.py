@@ -1,0 +1,169 @@
+"""``partgm bench images``: images/s of MaskGIT (confidence, Halton) vs PGM (Halton, confidence) with
+random weights, at the digits size and at the paper's ImageNet-256 size (1,024 tokens of 16,384 codes,
+1,000 classes, hidden 1024: 24 MaskGIT blocks vs PGM 12/12), with and without guidance. JSON + PNG.
+Torch and matplotlib are imported inside the functions (``partgm --help`` stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import time
+import uuid
+from functools import partial
+from pathlib import Path
+
+from partgm.errors import PartgmError
+
+# size -> (grid, vocab, classes, {algo: model overrides})
+IMAGE_BENCH_SIZES: dict[str, tuple[tuple[int, int], int, int, dict[str, list[str]]]] = {
+    "digits": ((8, 8), 17, 10, {
+        "maskgit": ["model.hidden_size=96", "model.n_heads=4", "model.cond_dim=96", "model.n_blocks=4"],
+        "pgm-image": ["model.hidden_size=96", "model.n_heads=4", "model.cond_dim=96",
+                      "model.n_encoder_blocks=2", "model.n_decoder_blocks=2"],
+    }),
+    "paper": ((32, 32), 16384, 1000, {
+        "maskgit": ["model.hidden_size=1024", "model.n_heads=16", "model.cond_dim=1024", "model.n_blocks=24"],
+        "pgm-image": ["model.hidden_size=1024", "model.n_heads=16", "model.cond_dim=1024",
+                      "model.n_encoder_blocks=12", "model.n_decoder_blocks=12"],
+    }),
+}
+IMAGE_BENCH_VARIANTS = ("maskgit/confidence", "maskgit/halton", "pgm-image/halton", "pgm-image/confidence")
+
+
+def _load() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+def bench_images(
+    sizes: list[str], variants: list[str], steps_grid: list[int], guidances: list[float], batch: int,
+    device_name: str = "auto", warmup: int = 1, repeats: int = 3, seed: int = 0, on_record=None,
+) -> list[dict]:
+    """One record per (size, variant, steps, guidance): latency per batch of class-conditional samples and
+    images/s = batch / latency. Records share a ``run_id`` and carry the machine, threads and load."""
+    import torch
+
+    from partgm.algorithms import TokenSpace, build_algorithm
+    from partgm.benchmarks.timing import environment, time_call
+    from partgm.config import resolve_config
+    from partgm.engine.distributed import resolve_device
+    from partgm.models import randomize_
+    from partgm.samplers import SamplingOptions, generate, make_prompt
+
+    device = resolve_device(device_name)
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    records = []
+    for size in sizes:
+        grid, vocab, classes, shapes = IMAGE_BENCH_SIZES[size]
+        space = TokenSpace(vocab, grid[0] * grid[1], None, num_classes=classes, grid=grid)
+        for variant in variants:
+            algo, sampler = variant.split("/")
+            cfg = resolve_config(overrides=[f"algo={algo}", "model.dropout=0.0", *shapes[algo]])
+            algorithm = build_algorithm(cfg, space)
+            model = randomize_(algorithm.build_model(cfg.model), seed=seed).to(device).eval()
+            labels = torch.arange(batch, device=device) % classes
+            for steps in steps_grid:
+                for w in guidances:
+                    generator = torch.Generator(device=device).manual_seed(seed)
+                    options = SamplingOptions(steps=steps, guidance=w)
+
+                    prompt = make_prompt(batch, space.length, None, device=device, labels=labels)
+                    run = partial(generate, algorithm, model, prompt, options, sampler, generator)
+                    timing = time_call(run, device, warmup, repeats)
+                    record = {
+                        "bench": "images", "run_id": run_id, "size": size, "algo": algo, "sampler": sampler,
+                        "model": " ".join(shapes[algo]), "n_params": sum(p.numel() for p in model.parameters()),
+                        "grid": list(grid), "vocab_size": vocab, "num_classes": classes, "batch": batch,
+                        "steps": steps, "guidance": w, **timing,
+                        "images_per_s": batch / timing["latency_s_mean"], **environment(device, "fp32"),
+                        "load": _load(), "includes_vq_decoding": False,
+                    }
+                    records.append(record)
+                    if on_record is not None:
+                        on_record(record)
+    return records
+
+
+def plot_image_bench(records: list[dict], out_png: Path) -> Path:
+    """images/s vs steps, one panel per size, one line per algorithm/sampler/guidance."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from partgm.engine.checkpoint import atomic_write_bytes
+
+    sizes = sorted({r["size"] for r in records})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.2), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        lines: dict[str, list[tuple[int, float]]] = {}
+        for r in records:
+            if r["size"] == size:
+                lines.setdefault(f"{r['algo']} {r['sampler']} w={r['guidance']:g}", []).append(
+                    (r["steps"], r["images_per_s"]))
+        for label, points in sorted(lines.items()):
+            points.sort()
+            style = "-" if label.startswith("pgm") else "--"
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", label=label)
+        first = next(r for r in records if r["size"] == size)
+        ax.set(yscale="log", xlabel="sampling steps", ylabel="images / s",
+               title=f"{size}: {first['grid'][0]}x{first['grid'][1]} tokens, batch {first['batch']}")
+        ax.set_xticks(sorted({r["steps"] for r in records}))
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{records[0]['device']}, {records[0]['threads']} threads; {records[0]['load']}", fontsize=8)
+    fig.tight_layout()
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(out_png, buffer.getvalue())
+    return out_png
+
+
+def cmd_bench_images(args: argparse.Namespace) -> None:
+    import torch
+
+    from partgm.engine.checkpoint import atomic_write_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes, variants = args.sizes.split(","), args.variants.split(",")
+    for name, given, known in (("size", sizes, IMAGE_BENCH_SIZES), ("variant", variants, IMAGE_BENCH_VARIANTS)):
+        bad = [g for g in given if g not in known]
+        if bad:
+            raise PartgmError(f"unknown {name} '{bad[0]}' (choose from {', '.join(known)})")
+    out = Path(args.out)
+    records: list[dict] = []
+
+    def on_record(record: dict) -> None:
+        records.append(record)
+        atomic_write_text(out, json.dumps(records, indent=2))
+        print(f"{record['size']:6s} {record['algo']:9s} {record['sampler']:10s} steps={record['steps']:<3d} "
+              f"w={record['guidance']:g}  {record['latency_s_mean']:.3f}s  {record['images_per_s']:.2f} images/s",
+              flush=True)
+
+    bench_images(sizes, variants, [int(s) for s in args.steps.split(",")],
+                 [float(w) for w in args.guidance.split(",")], args.batch, args.device, args.warmup, args.repeats,
+                 on_record=on_record)
+    print(f"wrote {out} and {plot_image_bench(records, out.with_suffix('.png'))}")
+
+
+def add_images_bench_command(bench: argparse._SubParsersAction) -> None:
+    """Adds ``partgm bench images``."""
+    p = bench.add_parser("images", help="images/s: MaskGIT vs PGM (confidence, Halton), random weights")
+    p.add_argument("--sizes", default="digits", help=f"comma-separated: {', '.join(IMAGE_BENCH_SIZES)}")
+    p.add_argument("--variants", default=",".join(IMAGE_BENCH_VARIANTS), help="comma-separated algo/sampler")
+    p.add_argument("--steps", default="32,64")
+    p.add_argument("--guidance", default="0,3", help="comma-separated guidance weights (0: none)")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", default="benchmarks/results/images.json", help="JSON output; the PNG goes beside it")
+    p.set_defaults(func=cmd_bench_images)

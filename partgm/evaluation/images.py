@@ -1,0 +1,114 @@
+"""Image evaluation: FID-digits and class accuracy of conditional samples (digits runs), and the
+ImageNet-protocol TF-Inception FID (any image run). Every record names its feature extractor, resize,
+sample count and reference set: FIDs under different protocols are not comparable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from partgm.errors import PartgmError
+
+
+def digits_classifier_for(data: Any) -> tuple[Any, Path]:
+    """The digits classifier of a prepared digits dataset: trained on its training split once and cached
+    as ``<cache_dir>/digits-classifier-<input hash 12>.safetensors`` beside the data."""
+    from partgm.images.digits_classifier import (
+        load_digits_classifier,
+        save_digits_classifier,
+        train_digits_classifier,
+    )
+
+    path = data.path.parent / f"digits-classifier-{data.header['input_hash'][:12]}.safetensors"
+    if path.is_file():
+        return load_digits_classifier(path), path
+    model = train_digits_classifier(np.array(data.train), np.array(data.labels["train"]))
+    save_digits_classifier(model, path)
+    return model, path
+
+
+def _sample_run(run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device):
+    from partgm.engine import load_run
+    from partgm.images.runs import class_list, sample_images
+    from partgm.samplers import SamplingOptions
+
+    run = load_run(Path(run_dir), weights=weights, device=device)
+    if not run.data_header.get("grid"):
+        raise PartgmError(f"run '{run_dir}' was not trained on image data")
+    options = SamplingOptions(steps=steps, temperature=temperature, guidance=guidance)
+    labels = class_list(run.data_header, None)
+    tokens = sample_images(run, options, labels, num_per_class, batch, seed, sampler, device)
+    sample_labels = None if labels is None else torch.tensor([c for c in labels for _ in range(num_per_class)])
+    protocol = {"run_dir": str(run_dir), "algo": run.cfg.algo, "step": run.step, "weights": weights,
+                "sampler": sampler, "steps": steps, "guidance": guidance, "temperature": temperature, "seed": seed}
+    return run, tokens, sample_labels, protocol
+
+
+def _write(record: dict[str, Any], out: str | Path | None, run_dir: str | Path, name: str) -> dict[str, Any]:
+    from partgm.engine.checkpoint import atomic_write_text
+
+    path = Path(out) if out else Path(run_dir) / "eval" / name
+    atomic_write_text(path, json.dumps(record, indent=2))
+    return record
+
+
+def evaluate_fid_digits(
+    run_dir: str | Path, *, num_per_class: int = 100, steps: int = 32, sampler: str = "auto",
+    guidance: float = 0.0, temperature: float = 1.0, batch: int = 100, seed: int = 0, weights: str = "ema",
+    device: str = "cpu", out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Class accuracy of ``num_per_class`` conditional samples per digit (by the cached classifier) and
+    FID-digits (Frechet distance of its penultimate features, samples vs the training split)."""
+    from partgm.data import PreparedData
+    from partgm.images.digits_classifier import class_accuracy, digits_fid
+    from partgm.images.fid import fid_record
+
+    run, tokens, labels, protocol = _sample_run(
+        run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device)
+    if (run.data_header.get("image") or {}).get("kind") != "digits":
+        raise PartgmError(f"run '{run_dir}' was not trained on the digits: use `partgm eval fid`")
+    data = PreparedData.load(run.data_header["path"])
+    classifier, classifier_path = digits_classifier_for(data)
+    reference = np.array(data.train)
+    record = {
+        **fid_record(
+            digits_fid(classifier, tokens, reference), metric="FID-digits",
+            feature_extractor=f"partgm digits classifier, 64-d penultimate features ({classifier_path})",
+            resize="none (8x8 tokens, 17 grey levels)", n_samples=len(tokens),
+            reference=f"digits training split of {data.path} ({len(reference)} images)",
+        ),
+        "class_accuracy": class_accuracy(classifier, tokens, labels),
+        "classifier_val_accuracy": class_accuracy(classifier, np.array(data.val), np.array(data.labels["val"])),
+        # the same distance for real held-out digits: what a perfect model would score at this sample size
+        "val_split_fid_digits": digits_fid(classifier, np.array(data.val), reference),
+        "val_split_n": len(data.val),
+        **protocol,
+    }
+    name = f"fid-digits-{sampler}-steps{steps}-w{guidance:g}.json"
+    return _write(record, out, run_dir, name)
+
+
+def evaluate_tf_fid(
+    run_dir: str | Path, inception_weights: str | Path, ref_stats: str | Path, *, num_per_class: int = 50,
+    steps: int = 32, sampler: str = "auto", guidance: float = 0.0, temperature: float = 1.0, batch: int = 100,
+    seed: int = 0, weights: str = "ema", device: str = "cpu", out: str | Path | None = None,
+) -> dict[str, Any]:
+    """ImageNet-protocol FID (``tf_inception_fid``) of decoded samples against ``ref_stats``. The weights
+    and statistics files are checked before any sampling."""
+    from partgm.images.fid import tf_inception_fid
+    from partgm.images.runs import decode_images
+
+    for path, what in ((inception_weights, "Inception weights"), (ref_stats, "FID reference statistics")):
+        if not Path(path).is_file():
+            raise PartgmError(f"{what} file {path} not found (nothing is downloaded)")
+    run, tokens, _, protocol = _sample_run(
+        run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device)
+    pixels = torch.from_numpy(decode_images(run.data_header, tokens))
+    if pixels.dim() == 3:
+        pixels = pixels[..., None].expand(-1, -1, -1, 3)
+    record = {**tf_inception_fid(pixels.permute(0, 3, 1, 2) * 2 - 1, ref_stats, inception_weights), **protocol}
+    return _write(record, out, run_dir, f"fid-tf-inception-{sampler}-steps{steps}-w{guidance:g}.json")

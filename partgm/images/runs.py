@@ -1,0 +1,97 @@
+"""Image runs: class-conditional samples of a trained run, decoded to pixels, written as a PNG grid
+(one row per class) and the codes as JSONL. Engine imports happen inside the functions
+(``partgm.engine`` imports the algorithms, which import ``partgm.images``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from partgm.errors import PartgmError
+from partgm.images.digits import tokens_to_images
+from partgm.images.grid import save_image_grid
+
+
+def is_image_run(run_dir: str | Path) -> bool:
+    """True when the run's data (``RUN/data.json``) is a token grid (False when it cannot be read: the
+    text path then reports the problem)."""
+    from partgm.engine.checkpoint import read_data_header
+
+    try:
+        return bool(read_data_header(Path(run_dir)).get("grid"))
+    except PartgmError:
+        return False
+
+
+def decode_images(header: dict[str, Any], tokens: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Token grids [N, L] -> images in [0, 1]: [N, h, w] grey (digits) or [N, H, W, 3] (a VQ tokenizer's
+    decoder, read from the path the data header names)."""
+    height, width = header["grid"]
+    image = header.get("image") or {}
+    tokens = torch.as_tensor(np.asarray(tokens)).long()
+    if image.get("kind") == "digits":
+        return tokens_to_images(tokens.numpy(), image["levels"], height, width)
+    from partgm.data.images import load_image_tokenizer
+
+    vq, _, _ = load_image_tokenizer(header["tokenizer"])
+    with torch.no_grad():
+        pixels = torch.cat([vq.decode(chunk.view(-1, height, width)) for chunk in tokens.split(64)])
+    return ((pixels.permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1).numpy()
+
+
+def sample_images(
+    run: Any, options: Any, labels: list[int] | None, num_samples: int, batch: int, seed: int,
+    sampler: str = "auto", device: str = "cpu",
+) -> torch.Tensor:
+    """Token grids [N, L] of a loaded run: ``num_samples`` per label in ``labels`` (class-conditional
+    runs; None: unconditional), drawn ``batch`` at a time with one generator seeded ``seed``."""
+    from partgm.samplers import generate, make_prompt
+
+    if num_samples < 1 or batch < 1:
+        raise PartgmError("the number of samples and the batch size must be positive")
+    wanted = [None] * num_samples if labels is None else [c for c in labels for _ in range(num_samples)]
+    generator = torch.Generator(device=device).manual_seed(seed)
+    length = run.algorithm.space.length
+    out = []
+    for start in range(0, len(wanted), batch):
+        chunk = wanted[start : start + batch]
+        prompt = make_prompt(len(chunk), length, None, device=device, labels=None if labels is None else chunk)
+        out.append(generate(run.algorithm, run.model, prompt, options, sampler, generator).cpu())
+    return torch.cat(out)
+
+
+def class_list(header: dict[str, Any], classes: list[int] | None) -> list[int] | None:
+    """The classes to sample: ``classes`` (checked) or all of a class-conditional run; None otherwise."""
+    n = int(header.get("num_classes") or 0)
+    if not n:
+        if classes:
+            raise PartgmError("this run is not class-conditional: sample without --class")
+        return None
+    bad = [c for c in classes or [] if not 0 <= c < n]
+    if bad:
+        raise PartgmError(f"--class {bad[0]} is outside 0..{n - 1}")
+    return list(classes) if classes else list(range(n))
+
+
+def write_image_samples(
+    out: Path, header: dict[str, Any], tokens: torch.Tensor, labels: list[int] | None, per_row: int,
+    meta: dict[str, Any],
+) -> tuple[Path, Path]:
+    """``out.png`` (one row per class) and ``out.jsonl`` (one record per image: index, label, token_ids
+    and ``meta``), written atomically. Returns both paths."""
+    from partgm.engine.checkpoint import atomic_write_text
+
+    names = header.get("class_names") or []
+    row_labels = None if labels is None else [names[c] if c < len(names) else str(c) for c in labels]
+    png, jsonl = out.with_suffix(".png"), out.with_suffix(".jsonl")
+    save_image_grid(decode_images(header, tokens), png, nrow=per_row, row_labels=row_labels)
+    lines = [
+        json.dumps({"index": i, "label": None if labels is None else labels[i // per_row], "token_ids": row, **meta})
+        for i, row in enumerate(tokens.tolist())
+    ]
+    atomic_write_text(jsonl, "".join(line + "\n" for line in lines))
+    return png, jsonl
