@@ -56,7 +56,7 @@ def derive_seed(*keys: int) -> int:
 
 def _rows(array: Any, index: np.ndarray | slice, device: torch.device) -> torch.Tensor:
     """Rows ``index`` of a [rows, L] uint16/uint32 array (or memmap) -> long tensor [rows, L]."""
-    return torch.from_numpy(np.asarray(array[index], dtype=np.int64)).to(device)
+    return torch.from_numpy(np.array(array[index], dtype=np.int64)).to(device)
 
 
 def read_batch(tokens: Any, labels: Any | None, index: np.ndarray | slice, device: torch.device) -> Batch:
