@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from partgm.models.group_attention import GroupAttention
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: ``x * (1 + scale) + shift`` with shift/scale [B, H] broadcast over the sequence of x [B, L, H]."""
@@ -116,7 +118,7 @@ class GroupBlocks:
         return torch.cat(rows, dim=0)
 
 
-Mask = AttentionMask | GroupBlocks
+Mask = AttentionMask | GroupBlocks | GroupAttention  # GroupAttention: sync-free groups (flex / padded / dense)
 
 
 def attention(
@@ -132,7 +134,7 @@ def attention(
     A query whose mask row is all False (e.g. the other group is empty) gets an all-zero output."""
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
-    if isinstance(mask, GroupBlocks):
+    if isinstance(mask, GroupBlocks | GroupAttention):
         return mask.attend(q, k, v, dropout)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bias(q.dtype), dropout_p=dropout)
     return out if mask.has_key is None else out * mask.has_key.to(out.dtype)

@@ -23,6 +23,7 @@ from partgm.models.layers import (
     AttentionMask,
     Conditioning,
     DiTBlock,
+    GroupAttention,
     GroupBlocks,
     Mask,
     OutputLayer,
@@ -33,6 +34,7 @@ from partgm.models.layers import (
     modulate,
     split_heads,
 )
+from partgm.models.group_attention import flex_available
 from partgm.models.positions import build_positions
 
 Rope = tuple[torch.Tensor, torch.Tensor]
@@ -161,26 +163,36 @@ class PartitionTransformer(nn.Module):
         b, length = x.shape
         groups = groups.long()
         c = self.cond(b, x.device, labels)
-        if self._uses_group_blocks(x):
-            return self._forward_group_blocks(x, groups, c)
+        layout = self.layout_for(x)
+        if layout != "dense":
+            return self._forward_group_blocks(x, groups, c, layout)
         positions = torch.arange(length, device=x.device).expand(b, length)
         same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
         encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
         return self._run(x, c, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
 
-    def _uses_group_blocks(self, x: torch.Tensor) -> bool:
-        if self.attention_layout == "auto":
-            return x.device.type == "cpu" and x.shape[1] >= BLOCKS_MIN_LENGTH
-        return self.attention_layout == "blocks"
+    def layout_for(self, x: torch.Tensor) -> str:
+        """The training-mode attention layout for x [B, L]: ``attention_layout`` with ``auto`` resolved."""
+        if self.attention_layout != "auto":
+            return self.attention_layout
+        if x.device.type == "cuda" and flex_available():
+            return "flex"
+        return "blocks" if x.device.type == "cpu" and x.shape[1] >= BLOCKS_MIN_LENGTH else "dense"
 
-    def _forward_group_blocks(self, x: torch.Tensor, groups: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def _forward_group_blocks(self, x: torch.Tensor, groups: torch.Tensor, c: torch.Tensor, layout: str) -> torch.Tensor:
         """``forward`` with each sequence sorted so that its groups are contiguous (RoPE and the GroupSwap
-        codes keep the true positions): attention runs block by block without a mask. Same logits."""
+        codes keep the true positions), so attention skips the other group's block. ``blocks``: one
+        unmasked SDPA per block (group sizes read on the host); ``flex`` / ``padded``: ``GroupAttention``,
+        no host sync. Same logits."""
         order = torch.argsort(groups, dim=1, stable=True)  # [B, L]: group 0 first; the true positions
         sorted_groups = groups.gather(1, order)
-        blocks = [GroupBlocks((groups == 0).sum(dim=1).tolist(), x.shape[1], cross) for cross in (False, True)]
+        if layout == "blocks":
+            sizes = (groups == 0).sum(dim=1).tolist()
+            masks = [GroupBlocks(sizes, x.shape[1], cross) for cross in (False, True)]
+        else:
+            masks = [GroupAttention(sorted_groups, cross, backend=layout, flex_sort=False) for cross in (False, True)]
         unsort = torch.argsort(order, dim=1)
-        return self._run(x.gather(1, order), c, order, sorted_groups, None, order, sorted_groups, *blocks, unsort)
+        return self._run(x.gather(1, order), c, order, sorted_groups, None, order, sorted_groups, *masks, unsort)
 
     def forward_packed(
         self,
