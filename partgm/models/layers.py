@@ -197,13 +197,14 @@ class DiTBlock(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        c: torch.Tensor,
+        c: torch.Tensor | tuple[torch.Tensor, ...],
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: Mask | None = None,
         causal: bool = False,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)
+        """c: the conditioning [B, C], or this block's six adaLN chunks [B, H] computed beforehand."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = c if isinstance(c, tuple) else self.adaLN_modulation(c)
         q, k, v = self.attn_qkv(modulate(self.norm1(x), shift1, scale1)).chunk(3, dim=-1)
         q = apply_rotary(split_heads(q, self.n_heads), rope)
         k = apply_rotary(split_heads(k, self.n_heads), rope)
@@ -236,8 +237,9 @@ class OutputLayer(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c)
+    def forward(self, x: torch.Tensor, c: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """c: the conditioning [B, C], or the (shift, scale) chunks computed beforehand."""
+        shift, scale = c if isinstance(c, tuple) else self.adaLN_modulation(c)
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
