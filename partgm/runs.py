@@ -42,13 +42,15 @@ def sample_run(
     num_samples: int = 4,
     batch: int = 4,
     seed: int = 0,
-    sampler: str = "auto",
+    sampler: Any = "auto",
     prompt: str | None = None,
     infill: list[str] | None = None,
     weights: str = "ema",
     device: str = "cpu",
+    precision: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Draw text samples from a run directory: a list of {"index", "text", "token_ids"}."""
+    """Draw text samples from a run directory: a list of {"index", "text", "token_ids"}. ``sampler``: a
+    name or a ``Sampler`` instance; ``precision`` as in ``generate``."""
     from partgm.engine import load_run
 
     options = options or SamplingOptions()
@@ -70,7 +72,7 @@ def sample_run(
     while len(records) < num_samples:
         n = min(batch, num_samples - len(records))
         p = make_prompt(n, length, run.algorithm.bos_id, prefix, fixed, device=device)
-        tokens = generate(run.algorithm, run.model, p, options, sampler, generator)
+        tokens = generate(run.algorithm, run.model, p, options, sampler, generator, precision)
         for row in tokens.tolist():
             records.append({"index": len(records), "text": run.tokenizer.decode(row[skip:]), "token_ids": row})
     return records

@@ -65,6 +65,7 @@ def _existing(out: Path) -> list[dict]:
 def _writer(out: Path, records: list[dict]):
     """Appends each record to ``out`` as it comes (atomically), keeping records already in the file from
     other configurations, so that a grid can be measured in several invocations."""
+    from partgm.benchmarks.accounting import annotate_ratios
     from partgm.engine.checkpoint import atomic_write_text
 
     def key(r: dict) -> tuple:
@@ -72,11 +73,15 @@ def _writer(out: Path, records: list[dict]):
 
     def on_record(record: dict) -> None:
         records[:] = [r for r in records if key(r) != key(record)] + [record]
+        annotate_ratios(records)
         atomic_write_text(out, json.dumps(records, indent=2))
         print(f"{record['algo']:5s} {record['variant']:14s} steps={record.get('steps', '-')!s:5s} "
               f"latency {record['latency_s_mean']:.3f}s ± {record['latency_s_std']:.3f}  "
               f"{record['tokens_per_s']:,.0f} tok/s"
-              + (f"  sampler overhead {record['sampler_overhead']:.1%}" if record.get("sampler_overhead") else ""),
+              + (f"  sampler overhead {record['sampler_overhead']:.1%}" if record.get("sampler_overhead") else "")
+              + (f"  {record['flops'] / 1e12:.3g} TFLOP, {record['achieved_flops_per_s'] / 1e9:.3g} GFLOP/s"
+                 f" = {record['utilisation']:.0%} of the matmul peak" if record.get("utilisation") else "")
+              + f"  [run {record['run_id']}, load {record['load_1m']:.1f}]",
               flush=True)
 
     return on_record
@@ -122,7 +127,7 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p = bench.add_parser("sample", help="sampling latency / tokens/s: PGM vs MDLM vs AR")
     _common(p, "benchmarks/results/sample.json")
     p.add_argument("--variants", default="pgm/uniform,pgm/binomial,mdlm/reference,mdlm/best,ar/kv-cache",
-                   help="comma-separated algo/variant pairs")
+                   help="comma-separated algo/variant pairs (also pgm/uniform-compile: torch.compile, bucketed)")
     p.add_argument("--steps", default="32,128,1024", help="comma-separated steps grid")
     p.add_argument("--nucleus", type=float, default=1.0)
     p.add_argument("--no-overhead", action="store_true",
@@ -131,6 +136,6 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p = bench.add_parser("train", help="training tokens/s (forward + backward): PGM vs MDLM")
     _common(p, "benchmarks/results/train.json")
     p.add_argument("--algos", default="pgm,mdlm",
-                   help="comma-separated; pgm/dense and pgm/blocks force the PGM attention layout")
+                   help="comma-separated; pgm/dense, pgm/blocks, pgm/flex, pgm/padded force the PGM attention layout")
     p.set_defaults(pgm_preset="pgm-6-6-d768")  # width and block count of mdlm-small
     p.set_defaults(func=cmd_bench_train)

@@ -105,3 +105,21 @@ class CachedSampler(UniformSampler):
 
 
 register_sampler(CachedSampler)
+
+
+def sampler_choice(name: str = "auto", refresh: int | None = None, compile: bool = False) -> str | UniformSampler:
+    """What ``generate`` takes as ``sampler`` for the command-line flags: ``name``, or a configured instance
+    for ``--refresh R`` (the ``cached`` sampler) and ``--compile`` (``uniform`` / ``binomial``)."""
+    if refresh is not None:
+        if name not in ("auto", "cached"):
+            raise PartgmError(f"--refresh is an option of the cached sampler, not of '{name}'")
+        if compile:
+            raise PartgmError("--compile applies to the uniform and binomial samplers, not to cached")
+        return CachedSampler(refresh)
+    if compile:
+        from partgm.samplers.partition import BinomialSampler, CompiledPacked
+
+        if name not in ("auto", "uniform", "binomial"):
+            raise PartgmError(f"--compile applies to the uniform and binomial PGM samplers, not to '{name}'")
+        return (BinomialSampler if name == "binomial" else UniformSampler)(CompiledPacked())
+    return name
