@@ -90,6 +90,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # several processes: DDP, or FSDP2 (parameters sharded)
     log_every: int = 10
     eval_every: int = 250
     eval_batches: int = 0  # 0: the whole validation split

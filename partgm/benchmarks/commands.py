@@ -120,6 +120,30 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {plot_train_bench(records, out.with_suffix('.png'))}")
 
 
+def cmd_bench_frontier(args: argparse.Namespace) -> None:
+    import torch
+
+    from partgm.benchmarks.frontier import bench_frontier, plot_frontier
+    from partgm.engine.checkpoint import atomic_write_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = {algo: Path(path) for algo, path in (("pgm", args.pgm), ("mdlm", args.mdlm), ("ar", args.ar)) if path}
+    refresh = [0 if r.strip() == "never" else int(r) for r in args.refresh.split(",") if r.strip()]
+    out = Path(args.out)
+    records: list[dict] = []
+
+    def on_record(record: dict) -> None:
+        records.append(record)
+        atomic_write_text(out, json.dumps(records, indent=2))
+        print(f"{record['variant']:28s} {record['tokens_per_s']:9,.0f} tok/s  gen PPL {record['gen_ppl']:8.2f}  "
+              f"entropy {record['entropy']:.3f}  [run {record['run_id']}, load {record['load_1m']:.1f}]", flush=True)
+
+    bench_frontier(runs, Path(args.judge or args.ar), args.steps, refresh, args.num_samples, args.batch, args.seed,
+                   args.nucleus, args.weights, args.device, on_record)
+    print(f"wrote {out} and {plot_frontier(records, out.with_suffix('.png'))}")
+
+
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """Adds ``partgm bench sample | train``."""
     bench = sub.add_parser("bench", help="speed benchmarks (JSON + PNG)").add_subparsers(
@@ -139,3 +163,20 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated; pgm/dense, pgm/blocks, pgm/flex, pgm/padded force the PGM attention layout")
     p.set_defaults(pgm_preset="pgm-6-6-d768")  # width and block count of mdlm-small
     p.set_defaults(func=cmd_bench_train)
+    p = bench.add_parser("frontier", help="trained models: gen PPL and entropy vs tokens/s, PGM exact vs the "
+                                          "encoder cache (refresh r) vs MDLM vs AR")
+    p.add_argument("--pgm", required=True, help="PGM run directory")
+    p.add_argument("--mdlm", help="MDLM run directory (sampled with fast-ancestral)")
+    p.add_argument("--ar", help="AR run directory (sampled, and the default judge)")
+    p.add_argument("--judge", help="judge: an AR run directory or a transformers model (default --ar)")
+    p.add_argument("--steps", type=int, default=128)
+    p.add_argument("--refresh", default="1,2,4,8,never", help="refresh rates of the cached sampler")
+    p.add_argument("--num-samples", type=int, default=32)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nucleus", type=float, default=1.0)
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/frontier.json")
+    p.set_defaults(func=cmd_bench_frontier)
