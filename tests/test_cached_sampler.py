@@ -36,7 +36,7 @@ def test_refresh_every_step_equals_uniform(mode, steps):
 
 
 def test_stale_cache_changes_the_logits_and_a_refresh_restores_them():
-    algorithm, model = tiny()
+    _algorithm, model = tiny()
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, V, (2, L), generator=gen)
     order = torch.stack([torch.randperm(L, generator=gen) for _ in range(2)])
@@ -62,7 +62,7 @@ def test_approximate_settings_fill_every_free_position(refresh):
 
 
 def test_opt_in_only_and_errors():
-    algorithm, model = tiny()
+    algorithm, _model = tiny()
     assert sampler_names("partition")[0] == "uniform" and "cached" in sampler_names("partition")
     assert isinstance(get_sampler(algorithm, "cached"), CachedSampler)
     with pytest.raises(PartgmError, match="refresh"):

@@ -7,8 +7,8 @@ from functools import partial
 import torch
 
 from partgm.algorithms import Batch
-from partgm.benchmarks.sample import build_random_model
 from partgm.benchmarks.accounting import efficiency, matmul_peak, train_flops
+from partgm.benchmarks.sample import build_random_model
 from partgm.benchmarks.timing import environment, machine_load, time_interleaved
 from partgm.precision import autocast_for
 from partgm.schedules import antithetic_times

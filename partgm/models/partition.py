@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from partgm.config import PartitionConfig
+from partgm.models.group_attention import flex_available
 from partgm.models.layers import (
     MLP,
     AdaLNModulation,
@@ -40,7 +41,6 @@ from partgm.models.layers import (
     modulate,
     split_heads,
 )
-from partgm.models.group_attention import flex_available
 from partgm.models.positions import build_positions
 
 Rope = tuple[torch.Tensor, torch.Tensor]
