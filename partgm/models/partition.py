@@ -139,12 +139,20 @@ class CrossAttentionBlock(nn.Module):
     def forward(
         self,
         s: torch.Tensor,
-        kv: tuple[torch.Tensor, torch.Tensor],
-        modulation: tuple[torch.Tensor, ...],
+        h: torch.Tensor,
+        key_rope: Rope,
+        modulation: torch.Tensor | tuple[torch.Tensor, ...],
         query_rope: Rope,
         mask: Mask | None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """s [B, Lq, H] stream, kv from ``keys_values``, the six adaLN chunks [B, H] -> [B, Lq, H]."""
+        """s [B, Lq, H] stream, h [B, Lk, H] encoder outputs, the conditioning c [B, C] or this block's six
+        adaLN chunks [B, H] -> [B, Lq, H]. ``kv``: this block's ``keys_values(h)`` computed beforehand (None:
+        here; inside the forward, where FSDP2 has gathered the weights)."""
+        if kv is None:
+            kv = self.keys_values(h, key_rope)
+        if not isinstance(modulation, tuple):
+            modulation = self.adaLN_modulation(modulation)
         shift1, scale1, gate1, shift2, scale2, gate2 = modulation
         q = apply_rotary(split_heads(self.attn_q(modulate(self.q_norm1(s), shift1, scale1)), self.n_heads), query_rope)
         p = self.dropout if self.training else 0.0
@@ -156,15 +164,16 @@ class CrossAttentionBlock(nn.Module):
 
 @dataclass
 class Prepared:
-    """What depends only on the conditioning (class labels; text: nothing), computed once per forward,
-    or once per ``generate`` for the packed path: c [B, C]; the adaLN chunks (each [B, H]) of every
-    encoder block, decoder block and the output layer; ``kv_weight`` [n_dec * 2H, H] the decoder blocks'
-    key/value Linears with their LayerNorm weights folded in (one matmul for all blocks; None: per block)."""
+    """What depends only on the conditioning (class labels; text: nothing), for the packed path computed
+    once per ``generate``: c [B, C]; per encoder block, decoder block and the output layer its adaLN
+    chunks (each [B, H]), or c itself (the training path: each block computes them in its own forward,
+    where FSDP2 has gathered its weights); ``kv_weight`` [n_dec * 2H, H] the decoder blocks' key/value
+    Linears with their LayerNorm weights folded in (one matmul for all blocks; None: per block)."""
 
     c: torch.Tensor
-    encoder: list[tuple[torch.Tensor, ...]]
-    decoder: list[tuple[torch.Tensor, ...]]
-    output: tuple[torch.Tensor, ...]
+    encoder: list[torch.Tensor | tuple[torch.Tensor, ...]]
+    decoder: list[torch.Tensor | tuple[torch.Tensor, ...]]
+    output: torch.Tensor | tuple[torch.Tensor, ...]
     kv_weight: torch.Tensor | None = None
 
 
@@ -196,7 +205,7 @@ class PartitionTransformer(nn.Module):
         label) only. Any partition is valid."""
         b, length = x.shape
         groups = groups.long()
-        c = self.prepare(b, x.device, labels, fuse_kv=False)
+        c = self.prepare(b, x.device, labels, precompute=False)
         layout = self.layout_for(x)
         if layout != "dense":
             return self._forward_group_blocks(x, groups, c, layout)
@@ -229,12 +238,15 @@ class PartitionTransformer(nn.Module):
         return self._run(x.gather(1, order), c, order, sorted_groups, None, order, sorted_groups, *masks, unsort)
 
     def prepare(
-        self, batch: int, device: torch.device, labels: torch.Tensor | None = None, fuse_kv: bool = True
+        self, batch: int, device: torch.device, labels: torch.Tensor | None = None, precompute: bool = True
     ) -> Prepared:
-        """The per-sequence constants (``Prepared``) for ``batch`` rows with ``labels`` [B] or None."""
+        """The per-sequence constants (``Prepared``) for ``batch`` rows with ``labels`` [B] or None;
+        ``precompute`` False: only c (the training path)."""
         c = self.cond(batch, device, labels)
+        if not precompute:
+            return Prepared(c, [c] * len(self.encoder), [c] * len(self.decoder), c)
         kv_weight = None
-        if fuse_kv and len(self.decoder):
+        if len(self.decoder):
             kv_weight = torch.cat([layer.folded_kv_weight() for layer in self.decoder])
         return Prepared(
             c,
@@ -322,7 +334,7 @@ class PartitionTransformer(nn.Module):
         summary = None
         if self.summary_kind is not None:
             summary = other_group_summary(h, token_groups, token_valid, query_groups, self.summary_kind)
-        keys_values = self.decoder_keys_values(h, key_rope, prepared.kv_weight)
+        keys_values = None if prepared.kv_weight is None else self.decoder_keys_values(h, key_rope, prepared.kv_weight)
         return self.decode(h, key_rope, keys_values, prepared, query_positions, cross_mask, summary, unsort)
 
     def encode(
@@ -341,7 +353,7 @@ class PartitionTransformer(nn.Module):
         self,
         h: torch.Tensor,
         key_rope: Rope,
-        keys_values: list[tuple[torch.Tensor, torch.Tensor]],
+        keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None,
         prepared: Prepared,
         query_positions: torch.Tensor,
         cross_mask: Mask | None,
@@ -349,12 +361,13 @@ class PartitionTransformer(nn.Module):
         unsort: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """GroupSwap, decoder and output layer: encoder outputs h [B, Lk, H] (keys_values from
-        ``decoder_keys_values``), query_positions [B, Lq] -> logits [B, Lq, N]."""
+        ``decoder_keys_values``, or None: each block computes its own), query_positions [B, Lq] -> logits
+        [B, Lq, N]."""
         query_rope = self.positions.rope(query_positions)
         query_code = self.positions.code(query_positions, h.shape[-1])
         s = self.group_swap(h, key_rope, query_code, query_rope, cross_mask, summary)
-        for layer, modulation, kv in zip(self.decoder, prepared.decoder, keys_values):
-            s = layer(s, kv, modulation, query_rope, cross_mask)
+        for i, (layer, modulation) in enumerate(zip(self.decoder, prepared.decoder)):
+            s = layer(s, h, key_rope, modulation, query_rope, cross_mask, None if keys_values is None else keys_values[i])
         if unsort is not None:
             s = s.gather(1, unsort[..., None].expand(-1, -1, s.shape[-1]))
         return self.output_layer(s, prepared.output)

@@ -79,6 +79,7 @@ class CachedSampler(UniformSampler):
     def __init__(self, refresh: int = 4):
         if refresh < 0:
             raise PartgmError(f"refresh must be >= 0 (0: never), got {refresh}")
+        super().__init__()
         self.refresh = refresh
 
     def sample(self, algorithm, model, prompt, options, generator):
