@@ -140,7 +140,7 @@ def cmd_bench_frontier(args: argparse.Namespace) -> None:
               f"entropy {record['entropy']:.3f}  [run {record['run_id']}, load {record['load_1m']:.1f}]", flush=True)
 
     bench_frontier(runs, Path(args.judge or args.ar), args.steps, refresh, args.num_samples, args.batch, args.seed,
-                   args.nucleus, args.weights, args.device, on_record)
+                   args.nucleus, args.weights, args.device, args.repeats, on_record)
     print(f"wrote {out} and {plot_frontier(records, out.with_suffix('.png'))}")
 
 
@@ -177,6 +177,7 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nucleus", type=float, default=1.0)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3, help="timed round-robin rounds (one batch per point)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/frontier.json")
     p.set_defaults(func=cmd_bench_frontier)
