@@ -19,7 +19,7 @@ from partgm.samplers.partition import CompiledPacked, UniformSampler
 # sampler (float64 probabilities over all L x V every step); "best" is our fastest exact MDLM sampler.
 SAMPLE_VARIANTS: dict[tuple[str, str], object] = {
     ("pgm", "uniform"): "uniform",
-    ("pgm", "uniform-compile"): lambda: UniformSampler(CompiledPacked()),
+    ("pgm", "uniform-compile"): lambda: UniformSampler(CompiledPacked(bucket=256)),  # <= L / 256 graphs
     ("pgm", "binomial"): "binomial",
     ("mdlm", "reference"): "ancestral",
     ("mdlm", "best"): "fast-ancestral",
