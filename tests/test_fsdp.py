@@ -97,12 +97,15 @@ def _partition_transformer_check(root: Path) -> None:
         torch.testing.assert_close(distributed.full_tensor(p.grad), r.grad, atol=1e-6, rtol=1e-5, msg=name)
     if d.is_main:
         (root / "partition-fsdp.txt").write_text("ok")
-    distributed.destroy_distributed()
 
 
 if __name__ == "__main__":
+    from partgm.engine import distributed
+
+    distributed.init_distributed("cpu")  # one process group for every run (no re-initialisation between them)
     root, algo = Path(sys.argv[1]), ToyAlgorithm(dropout=0.0)
     train(_cfg(), toy_data(), root / "fsdp", algorithm=algo)
     train(_cfg(steps=2), toy_data(), root / "split", algorithm=algo)
     train(_cfg(), toy_data(), root / "split", resume=True, algorithm=algo)
     _partition_transformer_check(root)
+    distributed.destroy_distributed()
