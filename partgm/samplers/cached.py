@@ -83,8 +83,8 @@ class CachedSampler(UniformSampler):
         self.refresh = refresh
 
     def sample(self, algorithm, model, prompt, options, generator):
-        if not hasattr(model, "encode") or not hasattr(model, "decode"):
-            raise PartgmError(f"the cached sampler needs a Partition Transformer, not {type(model).__name__}")
+        if algorithm.sampler_family != self.family or not hasattr(model, "encode"):
+            raise PartgmError(f"the cached sampler is for PGM models (partition family), not '{algorithm.name}'")
         if options.guidance > 0.0 and prompt.labels is not None:
             raise PartgmError("the cached sampler has no classifier-free guidance; use --sampler uniform")
         plan: DecodePlan = self.plan(algorithm, prompt, options, generator)
