@@ -106,13 +106,15 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.images.runs import is_image_run
     from partgm.runs import sample_run
     from partgm.samplers import SamplingOptions
+    from partgm.samplers.cached import sampler_choice
 
     if is_image_run(args.run_dir):
         return cmd_sample_images(args)
     options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature, progress=True)
     records = sample_run(
         Path(args.run_dir), options, num_samples=args.num_samples, batch=args.batch, seed=args.seed,
-        sampler=args.sampler, prompt=args.prompt, infill=args.infill, weights=args.weights, device=args.device,
+        sampler=sampler_choice(args.sampler, args.refresh, args.compile), prompt=args.prompt, infill=args.infill,
+        weights=args.weights, device=args.device, precision=args.precision,
     )
     out = _sample_path(args)
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
@@ -235,7 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nucleus", type=float, default=1.0, help="top-p; 1.0 disables")
     p.add_argument("--temperature", type=float, default=1.0, help="divides the logits; 1.0 disables")
     p.add_argument("--sampler", default="auto",
-                   help="pgm: uniform | binomial | naive; mdlm: ancestral | fast-ancestral; ar: ancestral")
+                   help="pgm: uniform | binomial | naive | cached; mdlm: ancestral | fast-ancestral; ar: ancestral")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU (the draw is always float64)")
+    p.add_argument("--refresh", type=int, metavar="R",
+                   help="cached sampler (approximate, opt-in): re-encode every R steps (1: exact, 0: never)")
+    p.add_argument("--compile", action="store_true",
+                   help="uniform / binomial: torch.compile the packed forward (bucketed clean widths)")
     p.add_argument("--prompt", help="text placed right after BOS (a prefix)")
     p.add_argument("--infill", action="append", default=[], metavar="POS:TEXT",
                    help="fix TEXT's tokens from position POS on (repeatable)")

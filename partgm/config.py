@@ -43,7 +43,10 @@ class DiTConfig(ModelConfig):
 @dataclass
 class PartitionConfig(ModelConfig):
     """The Partition Transformer: encoder / decoder depths, the GroupSwap queries, and how training-mode
-    attention is laid out (``auto``: group-sorted blocks on CPU from L 256, a dense mask elsewhere)."""
+    attention is laid out: ``dense`` (one boolean mask), ``blocks`` (group-sorted, one SDPA per block; reads
+    the group sizes on the host), ``flex`` (group-sorted FlexAttention block mask, sync-free: CUDA; on CPU
+    forward only), ``padded`` (sync-free two-block padded layout); ``auto``: blocks on CPU from L 256, flex
+    on CUDA (when torch has FlexAttention), dense elsewhere."""
 
     n_encoder_blocks: int = 6
     n_decoder_blocks: int = 6
@@ -51,7 +54,7 @@ class PartitionConfig(ModelConfig):
         "learn+freqs"
     )
     swap_projection: Literal["linear", "mlp4"] = "linear"
-    attention_layout: Literal["auto", "dense", "blocks"] = "auto"
+    attention_layout: Literal["auto", "dense", "blocks", "flex", "padded"] = "auto"
 
 
 @dataclass
@@ -87,6 +90,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # several processes: DDP, or FSDP2 (parameters sharded)
     log_every: int = 10
     eval_every: int = 250
     eval_batches: int = 0  # 0: the whole validation split

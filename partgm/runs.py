@@ -10,7 +10,7 @@ import torch
 
 from partgm.config import RunConfig
 from partgm.errors import PartgmError
-from partgm.samplers import SamplingOptions, generate, make_prompt
+from partgm.samplers import Sampler, SamplingOptions, generate, make_prompt
 
 
 def prepare_data(cfg: RunConfig, progress: bool = True) -> Any:
@@ -59,10 +59,11 @@ def sample_texts(
     num_samples: int,
     batch: int,
     seed: int,
-    sampler: str = "auto",
+    sampler: Any = "auto",
     prompt: str | None = None,
     fixed: dict[int, int] | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "auto",
 ) -> list[dict[str, Any]]:
     """Draw ``num_samples`` texts of ``length`` tokens in batches of ``batch``: a list of
     {"index", "text", "token_ids"} (the text without BOS). A length above the model's context is refused."""
@@ -75,7 +76,7 @@ def sample_texts(
     while len(records) < num_samples:
         n = min(batch, num_samples - len(records))
         p = make_prompt(n, length, algorithm.bos_id, prefix, fixed, device=device)
-        tokens = generate(algorithm, model, p, options, sampler, generator)
+        tokens = generate(algorithm, model, p, options, sampler, generator, precision)
         for row in tokens.tolist():
             records.append({"index": len(records), "text": tokenizer.decode(row[skip:]), "token_ids": row})
     return records
@@ -88,14 +89,16 @@ def sample_run(
     num_samples: int = 4,
     batch: int = 4,
     seed: int = 0,
-    sampler: str = "auto",
+    sampler: Any = "auto",
     prompt: str | None = None,
     infill: list[str] | None = None,
     weights: str = "ema",
     device: str = "cpu",
+    precision: str = "auto",
 ) -> list[dict[str, Any]]:
     """Draw text samples from a run directory: a list of {"index", "text", "token_ids"} plus what made
-    them: "prompt", "infill", "sampler", "steps", "nucleus", "temperature", "seed", "weights", "step"."""
+    them: "prompt", "infill", "sampler", "steps", "nucleus", "temperature", "seed", "weights", "step".
+    ``sampler``: a name or a ``Sampler`` instance; ``precision`` as in ``generate``."""
     from partgm.engine import load_run
     from partgm.samplers import get_sampler
 
@@ -110,10 +113,11 @@ def sample_run(
     fixed = parse_infill(infill or [], run.tokenizer)
     records = sample_texts(
         run.algorithm, run.model, run.tokenizer, run.cfg.data.length, options, num_samples=num_samples,
-        batch=batch, seed=seed, sampler=sampler, prompt=prompt, fixed=fixed, device=device,
+        batch=batch, seed=seed, sampler=sampler, prompt=prompt, fixed=fixed, device=device, precision=precision,
     )
+    chosen = sampler if isinstance(sampler, Sampler) else get_sampler(run.algorithm, sampler)
     made_by = {
-        "prompt": prompt, "infill": list(infill or []), "sampler": get_sampler(run.algorithm, sampler).name,
+        "prompt": prompt, "infill": list(infill or []), "sampler": chosen.name, "precision": precision,
         "steps": options.steps, "nucleus": options.nucleus, "temperature": options.temperature, "seed": seed,
         "weights": weights, "step": run.step,
     }

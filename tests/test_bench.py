@@ -8,7 +8,8 @@ import json
 from partgm.cli import main
 
 RECORD_KEYS = {"algo", "variant", "preset", "batch", "length", "latency_s_mean", "latency_s_std", "tokens_per_s",
-               "peak_mem_bytes", "device", "dtype", "torch"}
+               "peak_mem_bytes", "device", "dtype", "torch", "run_id", "cpu", "threads", "load_1m", "flops",
+               "achieved_flops_per_s", "matmul_peak_flops_per_s", "utilisation"}
 
 
 def test_bench_sample_smoke(tmp_path):
@@ -19,7 +20,25 @@ def test_bench_sample_smoke(tmp_path):
         ("pgm", "uniform"), ("pgm", "binomial"), ("mdlm", "reference"), ("mdlm", "best"), ("ar", "kv-cache")}
     assert all(RECORD_KEYS | {"steps", "sampler_overhead"} <= r.keys() for r in records)
     assert all(r["tokens_per_s"] > 0 and 0.0 <= r["sampler_overhead"] <= 1.0 for r in records)
+    assert len({r["run_id"] for r in records}) == 1
+    for r in records:
+        assert r["achieved_flops_per_s"] == r["flops"] / r["latency_s_mean"]
+    pgm = [r for r in records if r["algo"] == "pgm" and r["variant"] == "uniform"]
+    assert pgm and all(set(r["ratios"]) == {"mdlm/reference", "mdlm/best"} for r in pgm)
+    for r in pgm:
+        ref = next(m for m in records if m["algo"] == "mdlm" and m["variant"] == "reference" and m["steps"] == r["steps"])
+        assert r["ratios"]["mdlm/reference"]["flop_ceiling"] == ref["flops"] / r["flops"]
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_ratios_never_mix_run_ids():
+    from partgm.benchmarks.accounting import annotate_ratios
+
+    base = {"bench": "sample", "batch": 1, "length": 8, "steps": 4, "flops": 1.0, "tokens_per_s": 1.0}
+    records = [{**base, "algo": "pgm", "variant": "uniform", "run_id": "a"},
+               {**base, "algo": "mdlm", "variant": "best", "run_id": "b"}]
+    annotate_ratios(records)
+    assert "ratios" not in records[0]
 
 
 def test_bench_train_smoke(tmp_path):
@@ -31,7 +50,9 @@ def test_bench_train_smoke(tmp_path):
     # Both attention layouts of the Partition Transformer, timed side by side; merged into the same file.
     assert main(["bench", "train", "--smoke", "--algos", "pgm/dense,pgm/blocks", "--out", str(out)]) == 0
     variants = [r["variant"] for r in json.loads(out.read_text())]
-    assert variants == ["fwd+bwd, attention auto", "fwd+bwd", "fwd+bwd, attention dense", "fwd+bwd, attention blocks"]
+    assert variants == ["fwd+bwd, attention auto (dense)", "fwd+bwd", "fwd+bwd, attention dense",
+                        "fwd+bwd, attention blocks"]
+    assert all(r["flops"] > 0 and r["utilisation"] > 0 for r in json.loads(out.read_text()))
 
 
 def test_bench_train_rejects_unknown_entry(tmp_path, capsys):

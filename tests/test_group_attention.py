@@ -177,7 +177,7 @@ def sync_free_forward(model, x, groups, backend):
     """``PartitionTransformer._forward_group_blocks`` with the host read replaced (sorted layout kept)."""
     s = sort_by_group(groups)
     blocks = [_AsBlocks(GroupAttention(s.sorted_groups, cross, backend)) for cross in (False, True)]
-    c = model.cond(x.shape[0], x.device)
+    c = model.prepare(x.shape[0], x.device, precompute=False)
     return model._run(x.gather(1, s.order), c, s.order, s.sorted_groups, None, s.order, s.sorted_groups, *blocks,
                       s.unsort)
 

@@ -66,6 +66,7 @@ def _existing(out: Path) -> list[dict]:
 def _writer(out: Path, records: list[dict]):
     """Appends each record to ``out`` as it comes (atomically), keeping records already in the file from
     other configurations, so that a grid can be measured in several invocations."""
+    from partgm.benchmarks.accounting import annotate_ratios
     from partgm.fileio import atomic_write_text
 
     def key(r: dict) -> tuple:
@@ -73,11 +74,15 @@ def _writer(out: Path, records: list[dict]):
 
     def on_record(record: dict) -> None:
         records[:] = [r for r in records if key(r) != key(record)] + [record]
+        annotate_ratios(records)
         atomic_write_text(out, json.dumps(records, indent=2))
         print(f"{record['algo']:5s} {record['variant']:14s} steps={record.get('steps', '-')!s:5s} "
               f"latency {record['latency_s_mean']:.3f}s ± {record['latency_s_std']:.3f}  "
               f"{record['tokens_per_s']:,.0f} tok/s"
-              + (f"  sampler overhead {record['sampler_overhead']:.1%}" if record.get("sampler_overhead") else ""),
+              + (f"  sampler overhead {record['sampler_overhead']:.1%}" if record.get("sampler_overhead") else "")
+              + (f"  {record['flops'] / 1e12:.3g} TFLOP, {record['achieved_flops_per_s'] / 1e9:.3g} GFLOP/s"
+                 f" = {record['utilisation']:.0%} of the matmul peak" if record.get("utilisation") else "")
+              + f"  [run {record['run_id']}, load {record['load_1m']:.1f}]",
               flush=True)
 
     return on_record
@@ -116,6 +121,30 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {plot_train_bench(records, out.with_suffix('.png'))}")
 
 
+def cmd_bench_frontier(args: argparse.Namespace) -> None:
+    import torch
+
+    from partgm.benchmarks.frontier import bench_frontier, plot_frontier
+    from partgm.engine.checkpoint import atomic_write_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    runs = {algo: Path(path) for algo, path in (("pgm", args.pgm), ("mdlm", args.mdlm), ("ar", args.ar)) if path}
+    refresh = [0 if r.strip() == "never" else int(r) for r in args.refresh.split(",") if r.strip()]
+    out = Path(args.out)
+    records: list[dict] = []
+
+    def on_record(record: dict) -> None:
+        records.append(record)
+        atomic_write_text(out, json.dumps(records, indent=2))
+        print(f"{record['variant']:28s} {record['tokens_per_s']:9,.0f} tok/s  gen PPL {record['gen_ppl']:8.2f}  "
+              f"entropy {record['entropy']:.3f}  [run {record['run_id']}, load {record['load_1m']:.1f}]", flush=True)
+
+    bench_frontier(runs, Path(args.judge or args.ar), args.steps, refresh, args.num_samples, args.batch, args.seed,
+                   args.nucleus, args.weights, args.device, args.repeats, on_record)
+    print(f"wrote {out} and {plot_frontier(records, out.with_suffix('.png'))}")
+
+
 def add_bench_command(sub: argparse._SubParsersAction) -> None:
     """Adds ``partgm bench sample | train``."""
     bench = sub.add_parser("bench", help="speed benchmarks (JSON + PNG)").add_subparsers(
@@ -123,7 +152,7 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p = bench.add_parser("sample", help="sampling latency / tokens/s: PGM vs MDLM vs AR")
     _common(p, "benchmarks/results/sample.json")
     p.add_argument("--variants", default="pgm/uniform,pgm/binomial,mdlm/reference,mdlm/best,ar/kv-cache",
-                   help="comma-separated algo/variant pairs")
+                   help="comma-separated algo/variant pairs (also pgm/uniform-compile: torch.compile, bucketed)")
     p.add_argument("--steps", default="32,128,1024", help="comma-separated steps grid")
     p.add_argument("--nucleus", type=float, default=1.0)
     p.add_argument("--no-overhead", action="store_true",
@@ -132,7 +161,25 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p = bench.add_parser("train", help="training tokens/s (forward + backward): PGM vs MDLM")
     _common(p, "benchmarks/results/train.json")
     p.add_argument("--algos", default="pgm,mdlm",
-                   help="comma-separated; pgm/dense and pgm/blocks force the PGM attention layout")
+                   help="comma-separated; pgm/dense, pgm/blocks, pgm/flex, pgm/padded force the PGM attention layout")
     p.set_defaults(pgm_preset="pgm-6-6-d768")  # width and block count of mdlm-small
     p.set_defaults(func=cmd_bench_train)
     add_images_bench_command(bench)
+    p = bench.add_parser("frontier", help="trained models: gen PPL and entropy vs tokens/s, PGM exact vs the "
+                                          "encoder cache (refresh r) vs MDLM vs AR")
+    p.add_argument("--pgm", required=True, help="PGM run directory")
+    p.add_argument("--mdlm", help="MDLM run directory (sampled with fast-ancestral)")
+    p.add_argument("--ar", help="AR run directory (sampled, and the default judge)")
+    p.add_argument("--judge", help="judge: an AR run directory or a transformers model (default --ar)")
+    p.add_argument("--steps", type=int, default=128)
+    p.add_argument("--refresh", default="1,2,4,8,never", help="refresh rates of the cached sampler")
+    p.add_argument("--num-samples", type=int, default=32)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nucleus", type=float, default=1.0)
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3, help="timed round-robin rounds (one batch per point)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--out", default="benchmarks/results/frontier.json")
+    p.set_defaults(func=cmd_bench_frontier)

@@ -56,6 +56,9 @@ class Flops:
     def __add__(self, other: Flops) -> Flops:
         return Flops(self.linear + other.linear, self.attention + other.attention, self.logits + other.logits)
 
+    def __sub__(self, other: Flops) -> Flops:
+        return self + other * -1
+
     def __mul__(self, k: float) -> Flops:
         return Flops(self.linear * k, self.attention * k, self.logits * k)
 
@@ -212,6 +215,15 @@ def partition_packed_flops(
     return _partition_flops(dims, batch, clean_width, query_width, enc_pairs, cross_pairs, vocab)
 
 
+def partition_constant_flops(dims: ModelConfig | Dims, batch: int) -> Flops:
+    """The part of a Partition Transformer forward that depends only on the conditioning: the
+    TimestepEmbedder MLP and every adaLN Linear (6 chunks per encoder / decoder block, 2 for the output).
+    The packed samplers compute it once per generation (``PartitionTransformer.prepare``)."""
+    d = Dims.of(dims)
+    return (conditioning_flops(d, batch) + adaln_flops(d, batch, 6) * (d.n_encoder_blocks + d.n_decoder_blocks)
+            + adaln_flops(d, batch, 2))
+
+
 def train_step_flops(forward: Flops) -> Flops:
     """The usual estimate of forward + backward: 3 x the forward matmuls (the backward computes the
     gradients of both inputs of every product). Not measured here."""
@@ -364,8 +376,9 @@ def sampling_flops(
             mean_q = e["sum_width"] / max(e["passes"], 1e-12)
             per_pass = _partition_flops(d, batch, mean_clean, mean_q, batch * mean_clean**2,
                                         batch * mean_q * mean_clean, vocab)  # attention: product of means
-            return SamplingCost(key, per_pass * e["passes"], e["passes"], batch * e["sum_width"] * vocab,
-                                None, notes)
+            constant = partition_constant_flops(d, batch)  # prepared once per generation
+            total = (per_pass - constant) * e["passes"] + constant
+            return SamplingCost(key, total, e["passes"], batch * e["sum_width"] * vocab, None, notes)
         trunk = dit_forward_flops(d, batch, length, vocab + 1, n_out=0)
         if key == "mdlm-reference":
             out, soft = e["passes"] * length, batch * length * vocab * e["passes"]
@@ -375,9 +388,12 @@ def sampling_flops(
         return SamplingCost(key, flops, e["passes"], soft, None, notes)
 
     flops, soft = Flops(), 0
+    constant = partition_constant_flops(d, batch)  # the packed samplers prepare it once per generation
+    if key in ("pgm-uniform", "pgm-binomial") and plan:
+        flops = constant
     for clean, width in plan:
         if key in ("pgm-uniform", "pgm-binomial"):
-            flops = flops + partition_packed_flops(d, batch, clean, width, vocab)
+            flops = flops + partition_packed_flops(d, batch, clean, width, vocab) - constant
         elif key == "pgm-naive":
             sizes = [clean] * batch if naive_layout == "blocks" else None
             flops = flops + partition_forward_flops(d, batch, length, vocab, naive_layout, sizes)
@@ -393,6 +409,7 @@ __all__ = [
     "EXCLUDED", "SAMPLERS", "Dims", "Flops", "SamplingCost",
     "attention_flops", "binomial_step_probs", "conditioning_flops", "cross_block_flops", "dit_block_flops",
     "dit_forward_flops", "expected_binomial_plan", "expected_blocks_pairs", "group_pairs", "group_swap_flops",
-    "output_layer_flops", "partition_forward_flops", "partition_packed_flops", "plan_widths",
+    "output_layer_flops", "partition_constant_flops", "partition_forward_flops", "partition_packed_flops",
+    "plan_widths",
     "sampling_flops", "train_step_flops", "uniform_plan_widths",
 ]

@@ -26,13 +26,15 @@ def plot_sample_bench(records: list[dict], out_png: Path) -> Path:
     for label, points in sorted(lines.items()):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-    mdlm = {(r["variant"], r["steps"]): r["tokens_per_s"] for r in records if r["algo"] == "mdlm"}
-    for r in records:
-        speedups = [f"{r['tokens_per_s'] / mdlm[v, r['steps']]:.1f}x vs MDLM {v}" for v in ("reference", "best")
-                    if (v, r["steps"]) in mdlm]
-        if r["algo"] == "pgm" and r["variant"] == "uniform" and speedups:
-            ax.annotate("\n".join(speedups), (r["steps"], r["tokens_per_s"]),
-                        textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9)
+    for r in records:  # measured speed-up and FLOP ceiling, within one run_id only (accounting.annotate_ratios)
+        if r["algo"] == "pgm" and r["variant"] == "uniform" and r.get("ratios"):
+            text = [f"{v['measured']:.1f}x vs {k}" + (f" (FLOP ceiling {v['flop_ceiling']:.1f}x)"
+                                                      if v.get("flop_ceiling") else "")
+                    for k, v in r["ratios"].items()]
+            if r.get("utilisation"):
+                text.append(f"{r['utilisation']:.0%} of matmul peak")
+            ax.annotate("\n".join(text), (r["steps"], r["tokens_per_s"]),
+                        textcoords="offset points", xytext=(0, 8), ha="center", fontsize=7)
     first = records[0]
     devices = ", ".join(sorted({r["device"] for r in records}))
     ax.set(yscale="log", xlabel="sampling steps", ylabel="tokens / s",
@@ -53,9 +55,10 @@ def plot_train_bench(records: list[dict], out_png: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     labels = [f"{r['algo']}\n{r['preset']}\n{r['variant'].removeprefix('fwd+bwd').strip(', ')}" for r in records]
     values = [r["tokens_per_s"] for r in records]
-    ax.bar(labels, values, color=["tab:blue", "tab:orange", "tab:green", "tab:red"][: len(values)])
-    for i, v in enumerate(values):
-        ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=9)
+    ax.bar(labels, values, color=[f"C{i}" for i in range(len(values))])
+    for i, (v, r) in enumerate(zip(values, records)):
+        util = f"\n{r['utilisation']:.0%} of peak" if r.get("utilisation") else ""
+        ax.text(i, v, f"{v:,.0f}{util}", ha="center", va="bottom", fontsize=8)
     first = records[0]
     ax.set(ylabel="training tokens / s (fwd + bwd)",
            title=f"Training throughput, batch {first['batch']}, L {first['length']}, {first['device']}")

@@ -7,16 +7,19 @@ from functools import partial
 import torch
 
 from partgm.algorithms import TokenSpace, build_algorithm
-from partgm.benchmarks.timing import environment, network_time_share, time_call
+from partgm.benchmarks.accounting import efficiency, matmul_peak, sample_flops
+from partgm.benchmarks.timing import environment, machine_load, network_time_share, time_call
 from partgm.config import resolve_config
 from partgm.models import randomize_
 from partgm.precision import autocast_for
 from partgm.samplers import SamplingOptions, generate, make_prompt
+from partgm.samplers.partition import CompiledPacked, UniformSampler
 
-# (algo, variant) -> sampler name. MDLM "reference" is the paper's sampler (float64 probabilities over all
-# L x V every step); "best" is our fastest exact MDLM sampler.
-SAMPLE_VARIANTS: dict[tuple[str, str], str] = {
+# (algo, variant) -> sampler name (or a factory of a configured sampler). MDLM "reference" is the paper's
+# sampler (float64 probabilities over all L x V every step); "best" is our fastest exact MDLM sampler.
+SAMPLE_VARIANTS: dict[tuple[str, str], object] = {
     ("pgm", "uniform"): "uniform",
+    ("pgm", "uniform-compile"): lambda: UniformSampler(CompiledPacked(bucket=256)),  # <= L / 256 graphs
     ("pgm", "binomial"): "binomial",
     ("mdlm", "reference"): "ancestral",
     ("mdlm", "best"): "fast-ancestral",
@@ -52,23 +55,32 @@ def bench_sample(
     on_record=None,
 ) -> list[dict]:
     """One record per (variant, steps): latency per batch (mean, std), tokens/s = batch * length / latency,
-    and the sampler's overhead: the share of one extra run spent outside the network's forward passes."""
+    the sampler's overhead (the share of one extra run spent outside the network's forward passes), the
+    analytic FLOPs, achieved FLOP/s and utilisation of the matmul peak measured now at the model's shape."""
     records = []
     env = environment(device, dtype)
+    peaks: dict[int, dict] = {}
     for algo, variant in variants:
         algorithm, model = build_random_model(algo, presets[algo], vocab_size, length, device, seed)
         n_params = sum(p.numel() for p in model.parameters())
+        hidden = model.cfg.hidden_size
+        if hidden not in peaks:
+            peaks[hidden] = matmul_peak(batch * length, hidden, device, dtype)
+        sampler = SAMPLE_VARIANTS[(algo, variant)]
+        sampler = sampler if isinstance(sampler, str) else sampler()
         for steps in steps_grid:
             generator = torch.Generator(device=device).manual_seed(seed)
-            run = partial(_sample_once, algorithm, model, batch, length, steps, SAMPLE_VARIANTS[(algo, variant)],
+            run = partial(_sample_once, algorithm, model, batch, length, steps, sampler,
                           nucleus, generator, device, dtype)
             timing = time_call(run, device, warmup, repeats)
             timing["sampler_overhead"] = 1.0 - network_time_share(run, model, device) if measure_overhead else None
             record = {
                 "bench": "sample", "algo": algo, "variant": variant, "preset": presets[algo], "n_params": n_params,
                 "batch": batch, "length": length, "steps": steps, "nucleus": nucleus, **timing,
-                "tokens_per_s": batch * length / timing["latency_s_mean"], **env,
+                "tokens_per_s": batch * length / timing["latency_s_mean"], **env, **machine_load(),
+                **sample_flops(algo, variant, model.cfg, batch, length, steps, algorithm.vocab_size), **peaks[hidden],
             }
+            record.update(efficiency(record))
             records.append(record)
             if on_record is not None:
                 on_record(record)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import statistics
 import time
+import uuid
 from collections.abc import Callable
 
 import torch
@@ -99,11 +101,26 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+RUN_ID = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:6]}"  # one per invocation
+
+
+def machine_load() -> dict:
+    """``uptime``'s load averages (1, 5, 15 min) and the CPU count: numbers measured while the load
+    exceeds the cores are contaminated by other processes."""
+    one, five, fifteen = os.getloadavg()
+    return {"load_1m": one, "load_5m": five, "load_15m": fifteen, "cpu_count": os.cpu_count()}
+
+
 def environment(device: torch.device, dtype: str) -> dict:
+    """Fields every benchmark record carries: ``run_id`` (shared by the records of one invocation: ratios
+    are quoted only within one), the CPU or GPU model, dtype, torch version, threads, and the load."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return {
+        "run_id": RUN_ID,
         "device": f"{device.type}: {name}",
+        "cpu": _cpu_name(),
         "dtype": dtype,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        **machine_load(),
     }

@@ -33,7 +33,6 @@ from partgm.engine.checkpoint import (
     load_run,
     load_tensors,
     load_training_state,
-    load_weights,
     read_data_header,
     read_run_config,
     save_checkpoint,
@@ -96,7 +95,12 @@ def evaluate_ppl(
     time_gen, mask_gen = torch.Generator(), torch.Generator(device=device)
     was_training = model.training
     model.eval()
-    for b in range(rank, n_batches, world):
+    lockstep = distributed.is_sharded(model)  # FSDP2: every rank runs as many forwards (collectives)
+    for b in range(rank, math.ceil(n_batches / world) * world if lockstep else n_batches, world):
+        if b >= n_batches:  # a lockstep filler: computed, not counted
+            algorithm.validation_nelbo(model, read_batch(val_array, val_labels, slice(0, batch_size), device),
+                                       antithetic_times(batch_size, time_gen.manual_seed(0), device), mask_gen)
+            continue
         batch = read_batch(val_array, val_labels, slice(b * batch_size, (b + 1) * batch_size), device)
         t = antithetic_times(len(batch), time_gen.manual_seed(derive_seed(seed, _EVAL, b)), device)
         mask_gen.manual_seed(derive_seed(seed, _EVAL, b, _MASK))
@@ -199,13 +203,14 @@ class Trainer:
             source = load_run(Path(tc.init_from), weights="ema", device=self.device)
             check_state(self.model.state_dict(), source.model.state_dict())
             self.model.load_state_dict(source.model.state_dict())
+        # FSDP2 shards the parameters in place: before the optimizer and the EMA are built on them
+        self.net = distributed.parallelize(self.model, self.dist, tc.parallel)  # what the loss calls
         self.optimizer, self.ema = build_optimizer(self.model, tc), EMA(self.model, tc.ema_decay)
         self.scheduler = build_scheduler(self.optimizer, tc)
         self.batches = GlobalBatchSampler(len(self.data.train), tc.global_batch, tc.seed)
         # On the CPU, so that the training times do not depend on the device.
         self.noise = torch.Generator().manual_seed(derive_seed(tc.seed, _NOISE))
         self.mask_gen = torch.Generator(device=self.device)
-        self.net = distributed.parallelize(self.model, self.dist)  # what the loss calls
         self.autocast = autocast_for(self.device, tc.precision)
 
     def restore(self) -> None:
@@ -218,11 +223,13 @@ class Trainer:
                 f"cannot resume '{self.run_dir}': its checkpoint has weights but no training state (a converted "
                 "or imported model); start a new run from it instead"
             )
-        load_weights(self.model, checkpoint / WEIGHT_FILES["raw"])
+        weights = load_tensors(checkpoint / WEIGHT_FILES["raw"])
         ema_weights = load_tensors(checkpoint / WEIGHT_FILES["ema"])
+        check_state(self.model.state_dict(), weights)
         check_state(self.model.state_dict(), ema_weights)
-        self.ema.load_state_dict({"num_updates": state["ema_num_updates"], "shadow": ema_weights})
-        self.optimizer.load_state_dict(state["optimizer"])
+        distributed.load_full_state(self.model, self.optimizer, self.ema.shadow, weights, ema_weights,
+                                    state["optimizer"])
+        self.ema.num_updates = int(state["ema_num_updates"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.batches.load_state_dict(state["sampler"])
         _set_rng_state(state["rng"], self.noise, self.device)
@@ -247,6 +254,7 @@ class Trainer:
                 loss.backward()
             loss_sum += loss.detach()
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        grad_norm = distributed.full_tensor(grad_norm)  # FSDP2: a DTensor
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
@@ -266,16 +274,20 @@ class Trainer:
                 tc.precision, self.data.labels.get("val"),
             )
             extra = self.algorithm.extra_metrics(self.model, self)
+            if distributed.is_sharded(self.model):
+                self.model.reshard()  # FSDP2 keeps the root unsharded after a forward: back to the shards
         return {"step": self.step, "val_ppl": result["ppl"], "val_nelbo": result["nelbo"],
                 "val_tokens": result["tokens"], **extra}
 
     def save(self, elapsed: float) -> None:
-        """Checkpoint the weights, EMA and the whole training state (rank 0 writes; all ranks wait)."""
+        """Checkpoint the weights, EMA and the whole training state (rank 0 writes; all ranks wait). With
+        FSDP2 the states are gathered first (every rank takes part), so the checkpoint is the same as DDP's."""
+        weights, ema_weights, optimizer_state = distributed.full_state(self.model, self.optimizer, self.ema.shadow)
         if self.dist.is_main:
             training_state = {
                 "step": self.step,
                 "elapsed": elapsed,
-                "optimizer": self.optimizer.state_dict(),
+                "optimizer": optimizer_state,
                 "scheduler": self.scheduler.state_dict(),
                 "sampler": self.batches.state_dict(),
                 "ema_num_updates": self.ema.num_updates,
@@ -283,7 +295,7 @@ class Trainer:
                 "algorithm": self.algorithm.state_dict(),
             }
             save_checkpoint(
-                self.run_dir, self.step, self.model.state_dict(), self.ema.model_state_dict(self.model),
+                self.run_dir, self.step, weights, ema_weights,
                 training_state, self.cfg.train.keep_last,
             )
         distributed.barrier()

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from partgm.models.group_attention import GroupAttention
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: ``x * (1 + scale) + shift`` with shift/scale [B, H] broadcast over the sequence of x [B, L, H]."""
@@ -116,7 +118,7 @@ class GroupBlocks:
         return torch.cat(rows, dim=0)
 
 
-Mask = AttentionMask | GroupBlocks
+Mask = AttentionMask | GroupBlocks | GroupAttention  # GroupAttention: sync-free groups (flex / padded / dense)
 
 
 def attention(
@@ -132,7 +134,7 @@ def attention(
     A query whose mask row is all False (e.g. the other group is empty) gets an all-zero output."""
     if mask is None:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
-    if isinstance(mask, GroupBlocks):
+    if isinstance(mask, GroupBlocks | GroupAttention):
         return mask.attend(q, k, v, dropout)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask.bias(q.dtype), dropout_p=dropout)
     return out if mask.has_key is None else out * mask.has_key.to(out.dtype)
@@ -195,13 +197,14 @@ class DiTBlock(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        c: torch.Tensor,
+        c: torch.Tensor | tuple[torch.Tensor, ...],
         rope: tuple[torch.Tensor, torch.Tensor],
         mask: Mask | None = None,
         causal: bool = False,
         cache: KVCache | None = None,
     ) -> torch.Tensor:
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)
+        """c: the conditioning [B, C], or this block's six adaLN chunks [B, H] computed beforehand."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = c if isinstance(c, tuple) else self.adaLN_modulation(c)
         q, k, v = self.attn_qkv(modulate(self.norm1(x), shift1, scale1)).chunk(3, dim=-1)
         q = apply_rotary(split_heads(q, self.n_heads), rope)
         k = apply_rotary(split_heads(k, self.n_heads), rope)
@@ -234,8 +237,9 @@ class OutputLayer(nn.Module):
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift, scale = self.adaLN_modulation(c)
+    def forward(self, x: torch.Tensor, c: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """c: the conditioning [B, C], or the (shift, scale) chunks computed beforehand."""
+        shift, scale = c if isinstance(c, tuple) else self.adaLN_modulation(c)
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 

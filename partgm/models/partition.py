@@ -13,17 +13,25 @@ Two entry points share every weight and every line of the computation:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from partgm.config import PartitionConfig
+from partgm.models.group_attention import flex_available
 from partgm.models.layers import (
     MLP,
     AdaLNModulation,
     AttentionMask,
     Conditioning,
     DiTBlock,
+    GroupAttention,
     GroupBlocks,
+    KVCache,
     Mask,
     OutputLayer,
     TokenEmbedding,
@@ -118,19 +126,55 @@ class CrossAttentionBlock(nn.Module):
         self.mlp = MLP(hidden, cfg.mlp_ratio)
         self.adaLN_modulation = AdaLNModulation(cfg.cond_dim, hidden, 6)
 
-    def forward(
-        self, s: torch.Tensor, h: torch.Tensor, c: torch.Tensor, query_rope: Rope, key_rope: Rope, mask: Mask | None
-    ) -> torch.Tensor:
-        """s [B, Lq, H] stream, h [B, Lk, H] encoder outputs, c [B, C] -> [B, Lq, H]."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c)
-        q = apply_rotary(split_heads(self.attn_q(modulate(self.q_norm1(s), shift1, scale1)), self.n_heads), query_rope)
+    def keys_values(self, h: torch.Tensor, key_rope: Rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """h [B, Lk, H] encoder outputs -> this block's (rotated keys, values) [B, h, Lk, d]."""
         k, v = self.attn_kv(self.kv_norm1(h)).chunk(2, dim=-1)
-        k = apply_rotary(split_heads(k, self.n_heads), key_rope)
+        return apply_rotary(split_heads(k, self.n_heads), key_rope), split_heads(v, self.n_heads)
+
+    def folded_kv_weight(self) -> torch.Tensor:
+        """[2H, H]: ``attn_kv`` with the LayerNorm weight of ``kv_norm1`` folded in, so that
+        ``attn_kv(kv_norm1(h)) == F.linear(layer_norm(h), folded)`` (no affine in ``layer_norm``)."""
+        return self.attn_kv.weight * self.kv_norm1.weight[None, :]
+
+    def forward(
+        self,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        key_rope: Rope,
+        modulation: torch.Tensor | tuple[torch.Tensor, ...],
+        query_rope: Rope,
+        mask: Mask | None,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """s [B, Lq, H] stream, h [B, Lk, H] encoder outputs, the conditioning c [B, C] or this block's six
+        adaLN chunks [B, H] -> [B, Lq, H]. ``kv``: this block's ``keys_values(h)`` computed beforehand (None:
+        here; inside the forward, where FSDP2 has gathered the weights)."""
+        if kv is None:
+            kv = self.keys_values(h, key_rope)
+        if not isinstance(modulation, tuple):
+            modulation = self.adaLN_modulation(modulation)
+        shift1, scale1, gate1, shift2, scale2, gate2 = modulation
+        q = apply_rotary(split_heads(self.attn_q(modulate(self.q_norm1(s), shift1, scale1)), self.n_heads), query_rope)
         p = self.dropout if self.training else 0.0
-        attn = self.attn_out(merge_heads(attention(q, k, split_heads(v, self.n_heads), mask, dropout=p)))
+        attn = self.attn_out(merge_heads(attention(q, *kv, mask, dropout=p)))
         s = s + gate1[:, None] * nn.functional.dropout(attn, p, self.training)
         mlp = self.mlp(modulate(self.norm2(s), shift2, scale2))
         return s + gate2[:, None] * nn.functional.dropout(mlp, p, self.training)
+
+
+@dataclass
+class Prepared:
+    """What depends only on the conditioning (class labels; text: nothing), for the packed path computed
+    once per ``generate``: c [B, C]; per encoder block, decoder block and the output layer its adaLN
+    chunks (each [B, H]), or c itself (the training path: each block computes them in its own forward,
+    where FSDP2 has gathered its weights); ``kv_weight`` [n_dec * 2H, H] the decoder blocks' key/value
+    Linears with their LayerNorm weights folded in (one matmul for all blocks; None: per block)."""
+
+    c: torch.Tensor
+    encoder: list[torch.Tensor | tuple[torch.Tensor, ...]]
+    decoder: list[torch.Tensor | tuple[torch.Tensor, ...]]
+    output: torch.Tensor | tuple[torch.Tensor, ...]
+    kv_weight: torch.Tensor | None = None
 
 
 class PartitionTransformer(nn.Module):
@@ -153,6 +197,7 @@ class PartitionTransformer(nn.Module):
         self.decoder = nn.ModuleList(CrossAttentionBlock(cfg) for _ in range(cfg.n_decoder_blocks))
         self.output_layer = OutputLayer(hidden, cfg.cond_dim, vocab_size)
         self.summary_kind = {"learn+freqs+mean": "mean", "learn+freqs+logsumexp": "logsumexp"}.get(cfg.swap_query_mode)
+        self._memo: dict | None = None  # ``reusing_prepared``: (batch, device, labels) -> (labels, Prepared)
 
     def forward(self, x: torch.Tensor, groups: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Training path. x [B, L] clean ids, groups [B, L] in {0, 1}, labels [B] or None -> logits
@@ -160,27 +205,56 @@ class PartitionTransformer(nn.Module):
         label) only. Any partition is valid."""
         b, length = x.shape
         groups = groups.long()
-        c = self.cond(b, x.device, labels)
-        if self._uses_group_blocks(x):
-            return self._forward_group_blocks(x, groups, c)
+        c = self.prepare(b, x.device, labels, precompute=False)
+        layout = self.layout_for(x)
+        if layout != "dense":
+            return self._forward_group_blocks(x, groups, c, layout)
         positions = torch.arange(length, device=x.device).expand(b, length)
         same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
         encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
         return self._run(x, c, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
 
-    def _uses_group_blocks(self, x: torch.Tensor) -> bool:
-        if self.attention_layout == "auto":
-            return x.device.type == "cpu" and x.shape[1] >= BLOCKS_MIN_LENGTH
-        return self.attention_layout == "blocks"
+    def layout_for(self, x: torch.Tensor) -> str:
+        """The training-mode attention layout for x [B, L]: ``attention_layout`` with ``auto`` resolved."""
+        if self.attention_layout != "auto":
+            return self.attention_layout
+        if x.device.type == "cuda" and flex_available():
+            return "flex"
+        return "blocks" if x.device.type == "cpu" and x.shape[1] >= BLOCKS_MIN_LENGTH else "dense"
 
-    def _forward_group_blocks(self, x: torch.Tensor, groups: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    def _forward_group_blocks(self, x: torch.Tensor, groups: torch.Tensor, c: Prepared, layout: str) -> torch.Tensor:
         """``forward`` with each sequence sorted so that its groups are contiguous (RoPE and the GroupSwap
-        codes keep the true positions): attention runs block by block without a mask. Same logits."""
+        codes keep the true positions), so attention skips the other group's block. ``blocks``: one
+        unmasked SDPA per block (group sizes read on the host); ``flex`` / ``padded``: ``GroupAttention``,
+        no host sync. Same logits."""
         order = torch.argsort(groups, dim=1, stable=True)  # [B, L]: group 0 first; the true positions
         sorted_groups = groups.gather(1, order)
-        blocks = [GroupBlocks((groups == 0).sum(dim=1).tolist(), x.shape[1], cross) for cross in (False, True)]
+        if layout == "blocks":
+            sizes = (groups == 0).sum(dim=1).tolist()
+            masks = [GroupBlocks(sizes, x.shape[1], cross) for cross in (False, True)]
+        else:
+            masks = [GroupAttention(sorted_groups, cross, backend=layout, flex_sort=False) for cross in (False, True)]
         unsort = torch.argsort(order, dim=1)
-        return self._run(x.gather(1, order), c, order, sorted_groups, None, order, sorted_groups, *blocks, unsort)
+        return self._run(x.gather(1, order), c, order, sorted_groups, None, order, sorted_groups, *masks, unsort)
+
+    def prepare(
+        self, batch: int, device: torch.device, labels: torch.Tensor | None = None, precompute: bool = True
+    ) -> Prepared:
+        """The per-sequence constants (``Prepared``) for ``batch`` rows with ``labels`` [B] or None;
+        ``precompute`` False: only c (the training path)."""
+        c = self.cond(batch, device, labels)
+        if not precompute:
+            return Prepared(c, [c] * len(self.encoder), [c] * len(self.decoder), c)
+        kv_weight = None
+        if len(self.decoder):
+            kv_weight = torch.cat([layer.folded_kv_weight() for layer in self.decoder])
+        return Prepared(
+            c,
+            [block.adaLN_modulation(c) for block in self.encoder],
+            [layer.adaLN_modulation(c) for layer in self.decoder],
+            self.output_layer.adaLN_modulation(c),
+            kv_weight,
+        )
 
     def forward_packed(
         self,
@@ -189,23 +263,61 @@ class PartitionTransformer(nn.Module):
         query_positions: torch.Tensor,
         clean_valid: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        prepared: Prepared | None = None,
     ) -> torch.Tensor:
         """Sampling path. clean_tokens / clean_positions [B, Lc] (right-padded; clean_valid [B, Lc] is
         False on padding, None when nothing is padded), query_positions [B, Lq] -> logits [B, Lq, N]
-        for the positions to decode. Equal to ``forward`` with groups clean = 0, to-decode = 1."""
+        for the positions to decode. Equal to ``forward`` with groups clean = 0, to-decode = 1.
+        ``prepared``: ``prepare(B, device, labels)`` computed once for many calls (then labels is unused)."""
         b, lc = clean_tokens.shape
         zeros = torch.zeros(b, lc, dtype=torch.long, device=clean_tokens.device)
         ones = torch.ones_like(query_positions)
         key_mask = None if clean_valid is None else AttentionMask(clean_valid[:, None, None, :])  # [B, 1, 1, Lc]
-        c = self.cond(b, clean_tokens.device, labels)
+        if prepared is None:
+            prepared = self._memoized_prepare(b, clean_tokens.device, labels)
         return self._run(
-            clean_tokens, c, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask
+            clean_tokens, prepared, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask
         )
+
+    @contextmanager
+    def reusing_prepared(self) -> Iterator[None]:
+        """Within it (inference only: ``generate`` enters it), ``forward_packed`` computes ``prepare`` once
+        per (batch size, device, labels tensor) and reuses it: the conditioning vector and every adaLN
+        modulation are the same at every sampling step. Labels are matched by identity (a new tensor,
+        e.g. the guidance batch built each step, is prepared again: correct, just not reused)."""
+        self._memo = {}
+        try:
+            yield
+        finally:
+            self._memo = None
+
+    def _memoized_prepare(self, batch: int, device: torch.device, labels: torch.Tensor | None) -> Prepared:
+        if self._memo is None or torch.is_grad_enabled():
+            return self.prepare(batch, device, labels)
+        key = (batch, str(device), None if labels is None else id(labels))
+        if key not in self._memo:
+            self._memo[key] = (labels, self.prepare(batch, device, labels))  # keeps labels alive: ids stay unique
+        return self._memo[key][1]
+
+    def decoder_keys_values(
+        self, h: torch.Tensor, key_rope: Rope, kv_weight: torch.Tensor | None
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Every decoder block's (rotated keys, values) [B, h, Lk, d] of the encoder outputs h [B, Lk, H]:
+        per block, or with ``kv_weight`` (``Prepared``) as one matmul and one rotation for all blocks."""
+        if kv_weight is None:
+            return [layer.keys_values(h, key_rope) for layer in self.decoder]
+        b, lk, hidden = h.shape
+        n, heads = len(self.decoder), self.cfg.n_heads
+        normed = F.layer_norm(h, (hidden,), eps=self.decoder[0].kv_norm1.eps)
+        kv = F.linear(normed, kv_weight).view(b, lk, n, 2, heads, hidden // heads)
+        kv = kv.permute(3, 0, 2, 4, 1, 5)  # [2, B, n, h, Lk, d]
+        k = apply_rotary(kv[0].reshape(b, n * heads, lk, -1), key_rope).view(b, n, heads, lk, -1)
+        return [(k[:, i], kv[1, :, i]) for i in range(n)]
 
     def _run(
         self,
         tokens: torch.Tensor,
-        c: torch.Tensor,
+        prepared: Prepared,
         token_positions: torch.Tensor,
         token_groups: torch.Tensor,
         token_valid: torch.Tensor | None,
@@ -216,19 +328,46 @@ class PartitionTransformer(nn.Module):
         unsort: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The shared computation. ``unsort`` [B, Lq], when the queries were permuted, restores their
-        order before the (per-token) output layer. c [B, C] is the adaLN conditioning."""
+        order before the (per-token) output layer. ``prepared``: the conditioning's constants."""
         key_rope = self.positions.rope(token_positions)
-        h = self.vocab_embed(tokens)
-        for block in self.encoder:
-            h = block(h, c, key_rope, mask=encoder_mask)
+        h = self.encode(tokens, prepared, key_rope, encoder_mask)
         summary = None
         if self.summary_kind is not None:
             summary = other_group_summary(h, token_groups, token_valid, query_groups, self.summary_kind)
+        keys_values = None if prepared.kv_weight is None else self.decoder_keys_values(h, key_rope, prepared.kv_weight)
+        return self.decode(h, key_rope, keys_values, prepared, query_positions, cross_mask, summary, unsort)
+
+    def encode(
+        self, tokens: torch.Tensor, prepared: Prepared, rope: Rope, mask: Mask | None,
+        caches: list[KVCache] | None = None,
+    ) -> torch.Tensor:
+        """The encoder on tokens [B, Lk] -> outputs [B, Lk, H]. With ``caches`` (one per block) the tokens
+        also attend the keys/values already in them (``mask`` then covers cached + new keys), and theirs
+        are appended (the approximate encoder cache of ``samplers.cached``)."""
+        h = self.vocab_embed(tokens)
+        for i, (block, modulation) in enumerate(zip(self.encoder, prepared.encoder)):
+            h = block(h, modulation, rope, mask=mask, cache=None if caches is None else caches[i])
+        return h
+
+    def decode(
+        self,
+        h: torch.Tensor,
+        key_rope: Rope,
+        keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None,
+        prepared: Prepared,
+        query_positions: torch.Tensor,
+        cross_mask: Mask | None,
+        summary: torch.Tensor | None = None,
+        unsort: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """GroupSwap, decoder and output layer: encoder outputs h [B, Lk, H] (keys_values from
+        ``decoder_keys_values``, or None: each block computes its own), query_positions [B, Lq] -> logits
+        [B, Lq, N]."""
         query_rope = self.positions.rope(query_positions)
         query_code = self.positions.code(query_positions, h.shape[-1])
         s = self.group_swap(h, key_rope, query_code, query_rope, cross_mask, summary)
-        for layer in self.decoder:
-            s = layer(s, h, c, query_rope, key_rope, cross_mask)
+        for i, (layer, modulation) in enumerate(zip(self.decoder, prepared.decoder)):
+            s = layer(s, h, key_rope, modulation, query_rope, cross_mask, None if keys_values is None else keys_values[i])
         if unsort is not None:
             s = s.gather(1, unsort[..., None].expand(-1, -1, s.shape[-1]))
-        return self.output_layer(s, c)
+        return self.output_layer(s, prepared.output)

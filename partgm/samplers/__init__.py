@@ -6,11 +6,16 @@ the random numbers of ``generator``: the same seed gives the same samples.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from torch import nn
 
 from partgm.errors import PartgmError
-from partgm.samplers import autoregressive, images, masked, partition  # noqa: F401  (register the built-ins)
+from partgm.precision import PRECISIONS, autocast_for
+
+# register the built-in samplers (cached imports partition first: uniform stays the partition default)
+from partgm.samplers import autoregressive, cached, images, masked, partition  # noqa: F401
 from partgm.samplers.base import SAMPLER_FAMILIES, Sampler, get_sampler, register_sampler, sampler_names
 from partgm.samplers.common import DecodePlan, Prompt, SamplingOptions, make_prompt
 
@@ -22,21 +27,28 @@ def generate(
     options: SamplingOptions | None = None,
     sampler: str | Sampler = "auto",
     generator: torch.Generator | None = None,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Sample token ids [B, L] (long) that keep the fixed positions of ``prompt`` (tokens / fixed [B, L],
     labels [B]; see ``make_prompt``) and fill the others.
 
     ``sampler`` is a name of the algorithm's family (``auto``: its default) or a ``Sampler``. Runs on the
     prompt's device (``generator`` must live there) without gradients in eval mode, and restores the
-    model's mode. Errors in the arguments raise ``PartgmError``.
+    model's mode. ``precision``: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32`` or ``bf16``;
+    the token draw is always the float64 softmax. Per-sequence constants of the network (the
+    conditioning and its adaLN modulations) are computed once per call where the model offers
+    ``reusing_prepared``. Errors in the arguments raise ``PartgmError``.
     """
+    if precision not in PRECISIONS:
+        raise PartgmError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     options = options or SamplingOptions()
     chosen = sampler if isinstance(sampler, Sampler) else get_sampler(algorithm, sampler)
     prompt = _checked_prompt(algorithm, prompt)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        reuse = getattr(model, "reusing_prepared", nullcontext)
+        with torch.no_grad(), autocast_for(prompt.tokens.device, precision), reuse():
             return chosen.sample(algorithm, model, prompt, options, generator)
     finally:
         model.train(was_training)

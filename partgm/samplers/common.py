@@ -160,8 +160,13 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -
 
 
 def sample_tokens(logits: torch.Tensor, nucleus: float, generator: torch.Generator | None) -> torch.Tensor:
-    """logits [..., V] -> ids [...] drawn from the float64 (nucleus-filtered) softmax."""
-    return sample_categorical(token_probs(logits, nucleus), generator)
+    """logits [..., V] -> ids [...] drawn from the float64 (nucleus-filtered) softmax. Without nucleus
+    filtering the weights are ``exp(logits - max)`` in float64: the softmax without its normalisation,
+    which divides a row by one number and so cannot change the draw (the same noise, the same ids)."""
+    if nucleus < 1.0:
+        return sample_categorical(token_probs(logits, nucleus), generator)
+    x = logits.double()
+    return sample_categorical((x - x.amax(dim=-1, keepdim=True)).exp_(), generator)
 
 
 def random_order(fixed: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

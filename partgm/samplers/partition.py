@@ -1,9 +1,10 @@
 """Samplers of the partition family (PGM): the packed path with uniform or binomial step sizes, and
-the naive full-length reference."""
+the naive full-length reference; ``CompiledPacked``: the packed forward under ``torch.compile``."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from partgm.algorithms.base import Context
@@ -20,11 +21,17 @@ class UniformSampler(Sampler):
     name = "uniform"
     family = "partition"
 
+    def __init__(self, compile: CompiledPacked | None = None):
+        """``compile``: run the network's packed forward through this ``CompiledPacked`` (same logits)."""
+        self.compile = compile
+
     def plan(self, algorithm, prompt, options, generator) -> DecodePlan:
         return DecodePlan.uniform(prompt.fixed, options.steps, generator)
 
     def sample(self, algorithm, model, prompt, options, generator):
         plan = self.plan(algorithm, prompt, options, generator)
+        if self.compile is not None:
+            model = self.compile.bind(model)
         length = prompt.fixed.shape[1]
         tokens = with_spare_column(prompt.tokens.masked_fill(~prompt.fixed, 0))  # [B, L + 1]
         for k, step in enumerate(tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name)):
@@ -64,6 +71,64 @@ class NaiveSampler(UniformSampler):
             logits = logits.gather(1, step.query_positions[..., None].expand(-1, -1, logits.shape[-1]))
             step.write(tokens, choose_tokens(logits, options, generator))
         return tokens[:, :length]
+
+
+class CompiledPacked:
+    """``forward_packed`` of a Partition Transformer under ``torch.compile`` with a bounded set of shapes:
+    the clean width is padded up to a multiple of ``bucket`` (padding is masked out, so the logits are
+    those of the unpadded call up to float rounding) and the query width to a multiple of
+    ``query_bucket``. A generation of length L then compiles at most about L / bucket graphs (per query
+    width); ``compiles`` counts them. The per-sequence constants (``prepare``) are computed outside the
+    graph, once per model and batch."""
+
+    def __init__(self, bucket: int = 64, query_bucket: int = 8, backend: str = "inductor", mode: str | None = None):
+        self.bucket, self.query_bucket = bucket, query_bucket
+        self.backend, self.mode = backend, mode
+        self.compiles = 0
+        self._compiled: dict[int, object] = {}
+
+    def bind(self, model) -> _BoundPacked:
+        """A stand-in for ``model`` whose ``forward_packed`` is bucketed and compiled."""
+        key = id(model)
+        if key not in self._compiled:
+            import torch._dynamo
+
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+
+            def counting(gm, example_inputs):
+                self.compiles += 1
+                if self.backend == "eager":
+                    return gm.forward
+                from torch._dynamo.backends.registry import lookup_backend
+
+                return lookup_backend(self.backend)(gm, example_inputs)
+
+            backend = counting if self.mode is None else self.backend
+            self._compiled[key] = torch.compile(model.forward_packed, dynamic=False, backend=backend,
+                                                **({"mode": self.mode} if self.mode else {}))
+        return _BoundPacked(self, model, self._compiled[key])
+
+
+class _BoundPacked:
+    def __init__(self, owner: CompiledPacked, model, compiled):
+        self.owner, self.model, self.compiled = owner, model, compiled
+        self._prepared: dict = {}
+
+    def forward_packed(self, clean_tokens, clean_positions, query_positions, clean_valid=None, labels=None):
+        b, lc = clean_tokens.shape
+        lq = query_positions.shape[1]
+        pad_c = -lc % self.owner.bucket
+        pad_q = -lq % self.owner.query_bucket
+        if clean_valid is None:
+            clean_valid = torch.ones_like(clean_tokens, dtype=torch.bool)
+        key = (b, None if labels is None else id(labels))
+        if key not in self._prepared:
+            self._prepared[key] = (labels, self.model.prepare(b, clean_tokens.device, labels))
+        logits = self.compiled(
+            F.pad(clean_tokens, (0, pad_c)), F.pad(clean_positions, (0, pad_c)), F.pad(query_positions, (0, pad_q)),
+            F.pad(clean_valid, (0, pad_c), value=False), prepared=self._prepared[key][1],
+        )
+        return logits[:, :lq]
 
 
 for _cls in (UniformSampler, BinomialSampler, NaiveSampler):
