@@ -311,7 +311,8 @@ class PartitionTransformer(nn.Module):
         normed = F.layer_norm(h, (hidden,), eps=self.decoder[0].kv_norm1.eps)
         kv = F.linear(normed, kv_weight).view(b, lk, n, 2, heads, hidden // heads)
         kv = kv.permute(3, 0, 2, 4, 1, 5)  # [2, B, n, h, Lk, d]
-        k = apply_rotary(kv[0].reshape(b, n * heads, lk, -1), key_rope).view(b, n, heads, lk, -1)
+        d = hidden // heads  # explicit: Lk may be 0 (no clean token yet, e.g. an image grid without BOS)
+        k = apply_rotary(kv[0].reshape(b, n * heads, lk, d), key_rope).view(b, n, heads, lk, d)
         return [(k[:, i], kv[1, :, i]) for i in range(n)]
 
     def _run(
