@@ -29,7 +29,8 @@ class ModelConfig:
     n_heads: int = 12
     cond_dim: int = 128
     mlp_ratio: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.1  # residual dropout (the reference recipe's only dropout)
+    attention_dropout: float = 0.0  # dropout on the attention weights, off in the reference
     rope_base: float = 10000.0
 
 
@@ -50,7 +51,8 @@ class PartitionConfig(ModelConfig):
     swap_query_mode: Literal["learn", "learn+freqs", "learn+freqs+mean", "learn+freqs+logsumexp"] = (
         "learn+freqs"
     )
-    swap_projection: Literal["linear", "mlp4"] = "linear"
+    # mlp4: the reference's Linear-SiLU-Linear (4H); mlp4-gelu: partgm's earlier GELU-tanh variant.
+    swap_projection: Literal["linear", "mlp4", "mlp4-gelu"] = "linear"
     attention_layout: Literal["auto", "dense", "blocks"] = "auto"
 
 
@@ -90,6 +92,7 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 250
     eval_batches: int = 0  # 0: the whole validation split
+    eval_draws: int = 1  # times and masks per validation sequence (more: a smaller error bar)
     save_every: int = 250
     keep_last: int = 2
     progress: bool = True
