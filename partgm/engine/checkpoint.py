@@ -22,10 +22,12 @@ import pickle
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 import torch
 from safetensors import SafetensorError
@@ -128,14 +130,38 @@ def _read_json(path: Path) -> Any:
         raise PartgmError(f"cannot read '{path}': {str(exc).splitlines()[0]}") from None
 
 
+_GELU_MLP4_KEY = "group_swap.query_processor.fc.weight"
+
+
+def migrate_config(cfg: RunConfig, weight_names: Iterable[str]) -> RunConfig:
+    """Configs carry no version: read one against the names of its saved weights. Before
+    ``swap_projection`` "mlp4" meant the reference's Linear-SiLU-Linear (``query_processor.{0,2}.*``),
+    partgm's "mlp4" was Linear-GELU-Linear (``query_processor.{fc,proj}.*``), now "mlp4-gelu": weights
+    with those names keep their network."""
+    if getattr(cfg.model, "swap_projection", None) == "mlp4" and _GELU_MLP4_KEY in set(weight_names):
+        return replace(cfg, model=replace(cfg.model, swap_projection="mlp4-gelu"))
+    return cfg
+
+
+def weight_names(path: Path) -> list[str]:
+    """The tensor names of a safetensors file (its header only); [] when it is missing or unreadable."""
+    try:
+        with safetensors.safe_open(str(path), "pt") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError):
+        return []
+
+
 def read_run_config(run_dir: Path) -> RunConfig:
-    """The RunConfig saved in ``RUN/config.json``."""
+    """The RunConfig saved in ``RUN/config.json`` (``migrate_config``-ed against its newest checkpoint)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PartgmError(f"run directory '{run_dir}' does not exist")
     if not (run_dir / "config.json").is_file():
         raise PartgmError(f"'{run_dir}' is not a run directory (no config.json)")
-    return config_from_dict(_read_json(run_dir / "config.json"))
+    cfg = config_from_dict(_read_json(run_dir / "config.json"))
+    checkpoints = list_checkpoints(run_dir)
+    return migrate_config(cfg, weight_names(checkpoints[-1] / WEIGHT_FILES["raw"])) if checkpoints else cfg
 
 
 def read_data_header(run_dir: Path) -> dict[str, Any]:
