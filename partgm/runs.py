@@ -23,15 +23,33 @@ def prepare_data(cfg: RunConfig, progress: bool = True) -> Any:
     )
 
 
+def check_text(text: str, what: str) -> str:
+    """``text`` itself, or a one-line error when it is not valid UTF-8 (undecodable command-line bytes
+    arrive as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PartgmError(f"{what} is not valid UTF-8 text") from None
+    return text
+
+
 def parse_infill(items: list[str], tokenizer: Any) -> dict[int, int]:
-    """``POS:TEXT`` items -> {position: token id}, the text's tokens placed from POS on."""
+    """``POS:TEXT`` items -> {position: token id}, the text's tokens placed from POS on. Empty texts and
+    spans that overlap (or repeat) a position are refused."""
     fixed: dict[int, int] = {}
+    owner: dict[int, str] = {}
     for item in items:
-        pos, sep, text = item.partition(":")
+        pos, sep, text = check_text(item, f"--infill '{item.encode('utf-8', 'replace').decode()}'").partition(":")
         if not sep or not pos.strip().isdigit():
             raise PartgmError(f"--infill '{item}' must look like POSITION:TEXT, e.g. 40:the LORD")
-        for offset, token in enumerate(tokenizer.encode(text)):
-            fixed[int(pos) + offset] = token
+        tokens = tokenizer.encode(text)
+        if not tokens:
+            raise PartgmError(f"--infill '{item}' has no text after the colon")
+        for offset, token in enumerate(tokens):
+            position = int(pos) + offset
+            if position in owner:
+                raise PartgmError(f"--infill '{item}' overlaps '{owner[position]}' at position {position}")
+            fixed[position], owner[position] = token, item
     return fixed
 
 
@@ -62,7 +80,7 @@ def sample_run(
             f"tokenizer vocab {run.tokenizer.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}"
         )
     length = run.cfg.data.length
-    prefix = run.tokenizer.encode(prompt) if prompt else None
+    prefix = run.tokenizer.encode(check_text(prompt, "--prompt")) if prompt else None
     fixed = parse_infill(infill or [], run.tokenizer)
     generator = torch.Generator(device=device).manual_seed(seed)
     skip = 0 if run.algorithm.bos_id is None else 1

@@ -231,6 +231,45 @@ def load_training_state(checkpoint: Path) -> dict[str, Any]:
 
 
 @dataclass
+class IntactCheckpoint:
+    """The newest checkpoint of a run that reads back completely: its directory, training state, raw and
+    EMA weights, and one line per newer checkpoint that was skipped as damaged."""
+
+    path: Path
+    training_state: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    ema_weights: dict[str, torch.Tensor]
+    skipped: list[str]
+
+    @property
+    def step(self) -> int:
+        return int(self.training_state["step"])
+
+
+def load_intact_checkpoint(run_dir: Path) -> IntactCheckpoint:
+    """Try the checkpoints from the one ``latest`` names (else the newest) down to the oldest, and return
+    the first whose training state and weights all load. Raise, naming each problem, when none does."""
+    run_dir = Path(run_dir)
+    candidates = list_checkpoints(run_dir)[::-1]
+    try:
+        named = latest_checkpoint(run_dir)
+        candidates = [named] + [c for c in candidates if c != named and c.name < named.name]
+    except PartgmError:
+        pass
+    if not candidates:
+        raise PartgmError(f"run directory '{run_dir}' has no checkpoint")
+    skipped = []
+    for path in candidates:
+        try:
+            state = load_training_state(path)
+            return IntactCheckpoint(path, state, load_tensors(path / WEIGHT_FILES["raw"]),
+                                    load_tensors(path / WEIGHT_FILES["ema"]), skipped)
+        except PartgmError as exc:
+            skipped.append(f"{path.name}: {exc}")
+    raise PartgmError(f"no intact checkpoint in '{run_dir}': {'; '.join(skipped)}")
+
+
+@dataclass
 class LoadedRun:
     """A trained run, ready to sample or evaluate. ``model`` is in eval mode on the requested device;
     ``data_header`` is RUN/data.json (the data header plus path, vocab_size, bos_id, eos_id, length);

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,19 +27,17 @@ from partgm.engine import distributed
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
 from partgm.engine.checkpoint import (
     CHECKPOINTS,
-    WEIGHT_FILES,
     check_state,
-    latest_checkpoint,
+    list_checkpoints,
+    load_intact_checkpoint,
     load_run,
-    load_tensors,
-    load_training_state,
-    load_weights,
     read_data_header,
     read_run_config,
     save_checkpoint,
     write_run_files,
 )
 from partgm.engine.ema import EMA
+from partgm.engine.lock import RunLock, remove_temporaries
 from partgm.engine.metrics import MetricsLogger, Throughput
 from partgm.engine.optim import build_optimizer, build_scheduler
 from partgm.errors import PartgmError
@@ -258,15 +257,19 @@ class Trainer:
     def restore(self) -> None:
         """Load the latest checkpoint of ``run_dir`` into the built objects."""
         _check_resumable(self.run_dir, self.cfg, self.data)
-        checkpoint = latest_checkpoint(self.run_dir)
-        state = load_training_state(checkpoint)
+        checkpoint = load_intact_checkpoint(self.run_dir)
+        state = checkpoint.training_state
         if "optimizer" not in state:
             raise PartgmError(
                 f"cannot resume '{self.run_dir}': its checkpoint has weights but no training state (a converted "
                 "or imported model); start a new run from it instead"
             )
-        load_weights(self.model, checkpoint / WEIGHT_FILES["raw"])
-        ema_weights = load_tensors(checkpoint / WEIGHT_FILES["ema"])
+        if checkpoint.skipped and self.dist.is_main:
+            print(f"resuming from step {checkpoint.step} ({checkpoint.path.name}): skipped the damaged "
+                  f"{'; '.join(checkpoint.skipped)}", file=sys.stderr)
+        check_state(self.model.state_dict(), checkpoint.weights)
+        self.model.load_state_dict(checkpoint.weights)
+        ema_weights = checkpoint.ema_weights
         check_state(self.model.state_dict(), ema_weights)
         self.ema.load_state_dict({"num_updates": state["ema_num_updates"], "shadow": ema_weights})
         self.optimizer.load_state_dict(state["optimizer"])
@@ -335,10 +338,31 @@ class Trainer:
         distributed.barrier()
 
     # --- the loop -------------------------------------------------------------------------------------
+    def open_run_dir(self, resume: bool) -> bool:
+        """Lock the run directory (rank 0), remove what killed runs left half-written, and decide whether
+        to resume: a run with no checkpoint yet (killed before its first save) starts again from step 0."""
+        if self.dist.is_main:
+            self.lock = RunLock(self.run_dir)
+            remove_temporaries(self.run_dir)
+            remove_temporaries(self.run_dir / CHECKPOINTS)
+        has_checkpoint = bool(list_checkpoints(self.run_dir))
+        if not resume and has_checkpoint:
+            raise PartgmError(f"run directory '{self.run_dir}' already holds checkpoints: pass --resume to continue "
+                              "it, or pick another --run-dir")
+        if resume and not has_checkpoint and self.dist.is_main:
+            print(f"run directory '{self.run_dir}' has no checkpoint yet: starting from step 0", file=sys.stderr)
+        return resume and has_checkpoint
+
     def run(self, resume: bool = False) -> dict[str, Any]:
+        self.lock: RunLock | None = None
+        try:
+            return self._run(self.open_run_dir(resume))
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self, resume: bool) -> dict[str, Any]:
         tc, d = self.cfg.train, self.dist
-        if not resume and (self.run_dir / CHECKPOINTS / "latest").exists():
-            raise PartgmError(f"run directory '{self.run_dir}' already holds checkpoints: resume it or pick another")
         self.build()
         if resume:
             self.restore()
