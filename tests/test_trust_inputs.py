@@ -18,8 +18,9 @@ from partgm.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-WORDS = ("and the lord said unto moses in the beginning god created the heaven and the earth and the earth was "
-         "without form and void and darkness was upon the face of the deep").split()
+TEXT = ("and the lord said unto moses in the beginning god created the heaven and the earth and the earth was "
+        "without form and void and darkness was upon the face of the deep")
+WORDS = TEXT.split()
 NOT_UTF8 = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Python makes of Latin-1 bytes in argv
 
 # (what was tried, argv with RUN / CORPUS / CACHE / FILE / OTHER_DATA placeholders, expected text in the error)
