@@ -45,7 +45,7 @@ def _train_config(args: argparse.Namespace):
     """``--resume`` continues from the run's own saved config (``--config`` and overrides apply on top);
     otherwise the config is built as usual and the run directory must be new, or a run that never saved."""
     from partgm.config import to_dict
-    from partgm.engine.checkpoint import read_run_config
+    from partgm.engine.checkpoint import list_checkpoints, read_run_config
 
     run_dir = Path(args.run_dir) if args.run_dir else None
     if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
@@ -58,6 +58,9 @@ def _train_config(args: argparse.Namespace):
     others = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")] if run_dir.is_dir() else []
     if others and not saved:
         raise PartgmError(f"'{run_dir}' is not empty and not a run directory: pick another --run-dir")
+    if not args.resume and list_checkpoints(run_dir):  # before preparing any data (the trainer checks again)
+        raise PartgmError(f"run directory '{run_dir}' already holds checkpoints: pass --resume to continue it, "
+                          "or pick another --run-dir")
     return cfg, run_dir
 
 
