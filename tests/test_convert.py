@@ -411,6 +411,8 @@ def test_layout_errors(tmp_path: Path) -> None:
         convert(unknown, weights="raw")
     with pytest.raises(PartgmError, match="unknown mdlm reference keys"):
         convert(good, algo="mdlm")
+    with pytest.raises(PartgmError, match=f"--bos-id {N_REAL} is not a token id"):
+        convert(good, weights="raw", bos_id=N_REAL)
     shuffled = edit_ckpt(
         good,
         tmp_path / "s.ckpt",

@@ -175,6 +175,8 @@ def convert_checkpoint(
                 "(pass --tokenizer none or --vocab-size)"
             )
     bos = bos_id if bos_id is not None else (tok.bos_id if tok is not None else n_real - 1)
+    if not 0 <= bos < n_real:
+        raise PartgmError(f"--bos-id {bos} is not a token id of the {n_real}-token vocabulary")
     eos = tok.eos_id if tok is not None else bos
     cfg = config_from_dict(
         {
