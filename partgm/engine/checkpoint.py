@@ -134,10 +134,10 @@ _GELU_MLP4_KEY = "group_swap.query_processor.fc.weight"
 
 
 def migrate_config(cfg: RunConfig, weight_names: Iterable[str]) -> RunConfig:
-    """Configs carry no version: read one against the names of its saved weights. Before
-    ``swap_projection`` "mlp4" meant the reference's Linear-SiLU-Linear (``query_processor.{0,2}.*``),
-    partgm's "mlp4" was Linear-GELU-Linear (``query_processor.{fc,proj}.*``), now "mlp4-gelu": weights
-    with those names keep their network."""
+    """Configs carry no version, so a saved config is read against the names of its weights.
+    ``swap_projection`` "mlp4" now means the reference's Linear-SiLU-Linear (``query_processor.{0,2}.*``);
+    partgm's earlier "mlp4" was Linear-GELU-Linear (``query_processor.{fc,proj}.*``), now "mlp4-gelu":
+    weights with those names keep their GELU network."""
     if getattr(cfg.model, "swap_projection", None) == "mlp4" and _GELU_MLP4_KEY in set(weight_names):
         return replace(cfg, model=replace(cfg.model, swap_projection="mlp4-gelu"))
     return cfg
