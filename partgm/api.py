@@ -253,10 +253,12 @@ def evaluate_ppl(
     seed: int = 0,
     weights: str = "ema",
     device: str = "cpu",
+    draws: int = 1,
 ) -> dict[str, Any]:
     """Perplexity of a run directory over a split of its prepared data (or ``data``), as ``partgm eval
-    ppl`` computes it: ``{"run_dir", "algo", "split", "weights", "step", "ppl", "nelbo", "tokens"}``
-    (``ppl`` is a bound for MDLM / PGM, exact for AR)."""
+    ppl`` computes it, with ``draws`` times and masks per sequence: ``{"run_dir", "algo", "split",
+    "weights", "step", "data", "seed", "ppl", "nelbo", "tokens", "stderr", "ppl_low", "ppl_high", ...}``
+    (``ppl`` is a bound for MDLM / PGM with a 95% interval, exact for AR)."""
     from partgm.data import PreparedData
     from partgm.engine import evaluate_ppl as ppl
     from partgm.engine import load_run
@@ -274,8 +276,11 @@ def evaluate_ppl(
         raise PartgmError(
             f"data vocab {prepared.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}"
         )
+    if prepared.length != run.cfg.data.length:
+        raise PartgmError(f"data '{data_path}' has sequences of length {prepared.length}, the model was trained "
+                          f"on {run.cfg.data.length}: prepare the data with data.length={run.cfg.data.length}")
     rows = prepared.val if split == "val" else prepared.train
     result = ppl(run.algorithm, run.model, rows, batch, device, seed, max_batches,
-                 val_labels=prepared.labels.get(split))
+                 val_labels=prepared.labels.get(split), draws=draws)
     return {"run_dir": str(path), "algo": run.cfg.algo, "split": split, "weights": weights, "step": run.step,
-            **result}
+            "data": str(prepared.path), "seed": seed, **result}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from partgm.benchmarks.commands import add_bench_command
+from partgm.cliargs import nonnegative_int, positive_float, positive_int, unit_interval
 from partgm.distill.commands import add_distill_command
 from partgm.errors import PartgmError
 from partgm.evaluation.commands import add_eval_commands, add_top_level_commands
@@ -72,14 +73,34 @@ def cmd_prepare(args: argparse.Namespace) -> None:
           f"train rows {h['splits']['train']['rows']}, val rows {h['splits']['val']['rows']}")
 
 
+def _train_config(args: argparse.Namespace):
+    """``--resume`` continues from the run's own saved config (``--config`` and overrides apply on top);
+    otherwise the config is built as usual and the run directory must be new, or a run that never saved."""
+    from partgm.config import to_dict
+    from partgm.engine.checkpoint import list_checkpoints, read_run_config
+
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    if run_dir is not None and run_dir.exists() and not run_dir.is_dir():
+        raise PartgmError(f"run directory '{run_dir}' is a file, not a directory")
+    saved = run_dir is not None and (run_dir / "config.json").is_file()
+    if args.resume and not saved:
+        raise PartgmError(f"cannot resume: '{args.run_dir}' is not a run directory (no config.json)")
+    cfg = _resolve(args, to_dict(read_run_config(run_dir)) if args.resume else None)
+    run_dir = run_dir or Path(f"runs/{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+    others = [p.name for p in run_dir.iterdir() if not p.name.startswith(".")] if run_dir.is_dir() else []
+    if others and not saved:
+        raise PartgmError(f"'{run_dir}' is not empty and not a run directory: pick another --run-dir")
+    if not args.resume and list_checkpoints(run_dir):  # before preparing any data (the trainer checks again)
+        raise PartgmError(f"run directory '{run_dir}' already holds checkpoints: pass --resume to continue it, "
+                          "or pick another --run-dir")
+    return cfg, run_dir
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from partgm.engine import train
     from partgm.runs import prepare_data
 
-    cfg = _resolve(args)
-    run_dir = Path(args.run_dir or f"runs/{cfg.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if run_dir.exists() and any(run_dir.iterdir()) and not args.resume:
-        raise PartgmError(f"run directory '{run_dir}' is not empty: pass --resume to continue it, or another --run-dir")
+    cfg, run_dir = _train_config(args)
     data = prepare_data(cfg, progress=cfg.train.progress)
     result = train(cfg, data, run_dir, resume=args.resume)
     print(json.dumps({"run_dir": str(run_dir), **result}))
@@ -90,6 +111,8 @@ def _sample_path(args: argparse.Namespace) -> Path:
     existing ``--out`` is an error unless ``--overwrite``."""
     if args.out:
         out = Path(args.out)
+        if out.is_dir():
+            raise PartgmError(f"--out '{out}' is a directory: give a file name, e.g. {out / 'samples.jsonl'}")
         if out.exists() and not args.overwrite:
             raise PartgmError(f"'{out}' already exists: pass --overwrite to replace it, or another --out")
         return out
@@ -125,12 +148,28 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_eval_ppl(args: argparse.Namespace) -> None:
     from partgm.api import evaluate_ppl
+    from partgm.engine.checkpoint import read_data_header
     from partgm.fileio import atomic_write_text
 
     result = evaluate_ppl(args.run_dir, split=args.split, data=args.data, batch=args.batch,
-                          max_batches=args.max_batches, seed=args.seed, weights=args.weights, device=args.device)
-    atomic_write_text(Path(args.run_dir) / "eval" / f"ppl-{args.split}.json", json.dumps(result, indent=2))
+                          max_batches=args.max_batches, seed=args.seed, weights=args.weights, device=args.device,
+                          draws=args.draws)
+    run_data = read_data_header(Path(args.run_dir)).get("path") or ""
+    own = Path(result["data"]).resolve() == Path(run_data).resolve()
+    name = f"ppl-{args.split}.json" if own else f"ppl-{args.split}-{Path(result['data']).name}.json"
+    atomic_write_text(Path(args.run_dir) / "eval" / name, json.dumps(result, indent=2))
+    print(ppl_line(result))
     print(json.dumps(result))
+
+
+def ppl_line(result: dict) -> str:
+    """One human line: PPL, 95% interval, NELBO +- standard error, draws x sequences."""
+    interval = "exact" if result["stderr_kind"] == "exact" else (
+        f"95% interval {result['ppl_low']:.2f}-{result['ppl_high']:.2f}" if result["stderr"] is not None
+        else "no error bar (one sequence, one draw)")
+    stderr = result["stderr"] if result["stderr"] is not None else float("nan")
+    return (f"{result['split']} PPL {result['ppl']:.2f} ({interval}; NELBO {result['nelbo']:.4f} +- {stderr:.4f} "
+            f"nats/token, {result['draws']} draw(s) x {result['sequences']} sequences)")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -230,12 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate text from a run directory")
     p.add_argument("run_dir")
-    p.add_argument("--steps", type=int, default=128)
-    p.add_argument("--num-samples", type=int, default=4)
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--steps", type=positive_int, default=128)
+    p.add_argument("--num-samples", type=positive_int, default=4)
+    p.add_argument("--batch", type=positive_int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nucleus", type=float, default=1.0, help="top-p; 1.0 disables")
-    p.add_argument("--temperature", type=float, default=1.0, help="divides the logits; 1.0 disables")
+    p.add_argument("--nucleus", type=unit_interval, default=1.0, help="top-p; 1.0 disables")
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="divides the logits; 1.0 disables")
     p.add_argument("--sampler", default="auto",
                    help="pgm: uniform | binomial | naive | cached; mdlm: ancestral | fast-ancestral; ar: ancestral")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
@@ -261,8 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--split", choices=("val", "train"), default="val")
     e.add_argument("--data", help="prepared data directory (default: the run's)")
-    e.add_argument("--batch", type=int, default=16)
-    e.add_argument("--max-batches", type=int, default=0, help="0: the whole split")
+    e.add_argument("--batch", type=positive_int, default=16)
+    e.add_argument("--max-batches", type=nonnegative_int, default=0, help="0: the whole split")
+    e.add_argument("--draws", type=positive_int, default=1,
+                   help="times and masks per sequence: more draws, a smaller error bar (see README)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
     e.add_argument("--device", default="cpu")
@@ -283,15 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("presets", help="list model presets with parameter counts for every algorithm")
-    p.add_argument("--vocab-size", type=int, help="count at this vocabulary (default: the config's tokenizer)")
+    p.add_argument("--vocab-size", type=positive_int, help="count at this vocabulary (default: the config's tokenizer)")
     p.add_argument("--config", help="YAML or JSON config file whose data.tokenizer sets the vocabulary")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.tokenizer=bpe-4096")
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser("quickstart", help="train a small PGM on the bundled KJV corpus and print samples")
     p.add_argument("--run-dir", default="runs/quickstart")
-    p.add_argument("--steps", type=int, default=0, help="0: the default budget")
-    p.add_argument("--num-samples", type=int, default=4)
+    p.add_argument("--steps", type=nonnegative_int, default=0, help="0: the default budget")
+    p.add_argument("--num-samples", type=positive_int, default=4)
     p.set_defaults(func=cmd_quickstart)
     return parser
 
@@ -303,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except PartgmError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only or full disk, a path that is a file, ...: one line, not a traceback
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

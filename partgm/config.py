@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,7 +30,8 @@ class ModelConfig:
     n_heads: int = 12
     cond_dim: int = 128
     mlp_ratio: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.1  # residual dropout (the reference recipe's only dropout)
+    attention_dropout: float = 0.0  # dropout on the attention weights, off in the reference
     rope_base: float = 10000.0
 
 
@@ -53,7 +55,8 @@ class PartitionConfig(ModelConfig):
     swap_query_mode: Literal["learn", "learn+freqs", "learn+freqs+mean", "learn+freqs+logsumexp"] = (
         "learn+freqs"
     )
-    swap_projection: Literal["linear", "mlp4"] = "linear"
+    # mlp4: the reference's Linear-SiLU-Linear (4H); mlp4-gelu: partgm's earlier GELU-tanh variant.
+    swap_projection: Literal["linear", "mlp4", "mlp4-gelu"] = "linear"
     attention_layout: Literal["auto", "dense", "blocks", "flex", "padded"] = "auto"
 
 
@@ -94,6 +97,7 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 250
     eval_batches: int = 0  # 0: the whole validation split
+    eval_draws: int = 1  # times and masks per validation sequence (more: a smaller error bar)
     save_every: int = 250
     keep_last: int = 2
     progress: bool = True
@@ -373,25 +377,58 @@ def _merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
             dst[k] = v
 
 
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise PartgmError(message)
+
+
+def _in_range(where: str, value: float, low: float, high: float, closed_high: bool = False) -> None:
+    """low <= value < high (<= high when ``closed_high``), and finite; NaN fails."""
+    ok = low <= value <= high if closed_high else low <= value < high
+    _check(ok and math.isfinite(value), f"{where}={value} must be in [{low}, {high}{']' if closed_high else ')'}")
+
+
 def validate(cfg: RunConfig) -> None:
-    m, d, t = cfg.model, cfg.data, cfg.train
+    """Every range and cross-field rule of a config, in one place: run at load time for the command line,
+    config files, saved runs and the Python API alike (types are checked by ``_coerce``)."""
+    m, d, t, s = cfg.model, cfg.data, cfg.train, cfg.sample
+    for name in ("hidden_size", "n_heads", "cond_dim", "mlp_ratio", "n_blocks", "n_encoder_blocks", "n_decoder_blocks"):
+        if hasattr(m, name):
+            _check(getattr(m, name) >= 1, f"model.{name}={getattr(m, name)} must be >= 1")
     if m.hidden_size % m.n_heads:
         raise PartgmError(f"model.hidden_size={m.hidden_size} is not divisible by model.n_heads={m.n_heads}")
     if (m.hidden_size // m.n_heads) % 2:
         raise PartgmError("model.hidden_size / model.n_heads must be even (rotary embeddings)")
-    if cfg.train.label_dropout < 0 or cfg.train.label_dropout >= 1:
-        raise PartgmError("train.label_dropout must be in [0, 1)")
+    _in_range("model.dropout", m.dropout, 0.0, 1.0)
+    _in_range("model.attention_dropout", m.attention_dropout, 0.0, 1.0)
+    _check(m.rope_base > 1.0 and math.isfinite(m.rope_base), f"model.rope_base={m.rope_base} must be > 1")
     if d.length < 4:
         raise PartgmError(f"data.length={d.length} is too short (at least 4: BOS, two tokens, EOS)")
-    for name in ("steps", "global_batch"):
-        if getattr(t, name) < 1:
-            raise PartgmError(f"train.{name} must be positive")
-    if t.micro_batch < 0:
-        raise PartgmError("train.micro_batch must be >= 0")
-    if not 0.0 < cfg.sample.nucleus <= 1.0:
-        raise PartgmError("sample.nucleus must be in (0, 1]")
     if not 0.0 < d.val_fraction < 1.0:
         raise PartgmError("data.val_fraction must be in (0, 1)")
+    _check(bool(d.corpus.strip()) and bool(d.tokenizer.strip()), "data.corpus and data.tokenizer must be named")
+    for name in ("steps", "global_batch", "eval_draws"):
+        _check(getattr(t, name) >= 1, f"train.{name}={getattr(t, name)} must be >= 1")
+    for name in ("micro_batch", "warmup_steps", "log_every", "eval_every", "eval_batches", "save_every",
+                 "keep_last", "seed"):
+        _check(getattr(t, name) >= 0, f"train.{name}={getattr(t, name)} must be >= 0")
+    _check(t.lr > 0 and math.isfinite(t.lr), f"train.lr={t.lr} must be a positive number")
+    for i, beta in enumerate(t.betas):
+        _in_range(f"train.betas[{i}]", beta, 0.0, 1.0)
+    _check(t.weight_decay >= 0 and math.isfinite(t.weight_decay), f"train.weight_decay={t.weight_decay} must be >= 0")
+    _in_range("train.min_lr_ratio", t.min_lr_ratio, 0.0, 1.0, closed_high=True)
+    _check(t.grad_clip >= 0 and math.isfinite(t.grad_clip), f"train.grad_clip={t.grad_clip} must be >= 0 (0: off)")
+    _in_range("train.ema_decay", t.ema_decay, 0.0, 1.0)
+    _in_range("train.label_dropout", t.label_dropout, 0.0, 1.0)
+    from partgm.schedules import SCHEDULES
+
+    if t.noise_schedule not in SCHEDULES:
+        raise unknown_choice("noise schedule", t.noise_schedule, list(SCHEDULES))
+    for name in ("steps", "batch", "num_samples"):
+        _check(getattr(s, name) >= 1, f"sample.{name}={getattr(s, name)} must be >= 1")
+    _check(s.seed >= 0, f"sample.seed={s.seed} must be >= 0")
+    if not 0.0 < s.nucleus <= 1.0:
+        raise PartgmError("sample.nucleus must be in (0, 1]")
     k = cfg.distill
     if k.teacher_steps < 1 or k.steps_per_round < 1 or k.rounds < 1:
         raise PartgmError("distill.teacher_steps, distill.steps_per_round and distill.rounds must be positive")

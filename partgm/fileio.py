@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,3 +84,34 @@ def read_jsonl(path: str | Path, what: str = "file", skip_invalid: bool = False)
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
                 raise PartgmError(f"{path}:{n}: not valid JSON ({reason})") from None
     return out
+
+
+_PID_TEMPORARY = re.compile(r"\..+\.(\d+)(?:-[0-9a-f]+)?\.tmp")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_dead_temporaries(directory: Path) -> list[Path]:
+    """Delete the ``.NAME.PID[-HEX].tmp`` files and directories in ``directory`` whose writer (PID) no
+    longer runs: what a SIGKILL mid-write leaves behind. Returns the removed paths."""
+    removed = []
+    if not Path(directory).is_dir():
+        return removed
+    for path in Path(directory).iterdir():
+        m = _PID_TEMPORARY.fullmatch(path.name)
+        if m and int(m[1]) != os.getpid() and not pid_alive(int(m[1])):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

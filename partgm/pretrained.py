@@ -209,6 +209,8 @@ def _read_config(directory: Path) -> tuple[RunConfig, dict[str, Any]]:
     for key in ("vocab_size", "bos_id"):
         if not isinstance(meta.get(key), int):
             raise PartgmError(f"'{path}' lacks an integer \"{key}\"")
+    if meta["vocab_size"] < 1 or not 0 <= meta["bos_id"] < meta["vocab_size"]:
+        raise PartgmError(f"'{path}': bos_id {meta['bos_id']} is not a token id of vocab_size {meta['vocab_size']}")
     return config_from_dict(data), meta
 
 
@@ -218,12 +220,10 @@ def load_pretrained(
     """Load a pretrained directory (or download a Hub repository holding one) into a :class:`Pretrained`."""
     from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.data.tokenizers import Tokenizer
-    from partgm.engine.checkpoint import check_state
+    from partgm.engine.checkpoint import check_state, migrate_config
 
     directory = resolve_pretrained(directory_or_hub_id, revision)
     cfg, meta = _read_config(directory)
-    algorithm = build_algorithm(cfg, TokenSpace(meta["vocab_size"], cfg.data.length, meta["bos_id"]))
-    model = algorithm.build_model(cfg.model)
     path = directory / WEIGHTS_FILE
     if not path.is_file():
         raise PartgmError(f"pretrained directory '{directory}' has no {WEIGHTS_FILE}")
@@ -231,6 +231,9 @@ def load_pretrained(
         state = safetensors.torch.load_file(str(path))
     except Exception as exc:  # noqa: BLE001 (SafetensorError, OSError: a damaged file)
         raise PartgmError(f"'{path}' is truncated or corrupt: {str(exc).splitlines()[0]}") from None
+    cfg = migrate_config(cfg, state)
+    algorithm = build_algorithm(cfg, TokenSpace(meta["vocab_size"], cfg.data.length, meta["bos_id"]))
+    model = algorithm.build_model(cfg.model)
     check_state(model.state_dict(), state)
     model.load_state_dict(state)
     tokenizer = None

@@ -38,14 +38,33 @@ def place_texts(texts: dict[int, str], tokenizer: Any) -> dict[int, int]:
     return fixed
 
 
+def check_text(text: str, what: str) -> str:
+    """``text`` itself, or a one-line error when it is not valid UTF-8 (undecodable command-line bytes
+    arrive as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PartgmError(f"{what} is not valid UTF-8 text") from None
+    return text
+
+
 def parse_infill(items: list[str], tokenizer: Any) -> dict[int, int]:
-    """``POS:TEXT`` items -> {position: token id}, the text's tokens placed from POS on."""
+    """``POS:TEXT`` items -> {position: token id}, the text's tokens placed from POS on. Empty texts and
+    spans that overlap (or repeat) a position are refused."""
     fixed: dict[int, int] = {}
+    owner: dict[int, str] = {}
     for item in items:
-        pos, sep, text = item.partition(":")
+        pos, sep, text = check_text(item, f"--infill '{item.encode('utf-8', 'replace').decode()}'").partition(":")
         if not sep or not pos.strip().isdigit():
             raise PartgmError(f"--infill '{item}' must look like POSITION:TEXT, e.g. 40:the LORD")
-        fixed.update(place_texts({int(pos): text}, tokenizer))
+        tokens = tokenizer.encode(text)
+        if not tokens:
+            raise PartgmError(f"--infill '{item}' has no text after the colon")
+        for offset, token in enumerate(tokens):
+            position = int(pos) + offset
+            if position in owner:
+                raise PartgmError(f"--infill '{item}' overlaps '{owner[position]}' at position {position}")
+            fixed[position], owner[position] = token, item
     return fixed
 
 
@@ -69,7 +88,7 @@ def sample_texts(
     {"index", "text", "token_ids"} (the text without BOS). A length above the model's context is refused."""
     if num_samples < 1 or batch < 1:
         raise PartgmError("the number of samples and the batch size must be positive")
-    prefix = tokenizer.encode(prompt) if prompt else None
+    prefix = tokenizer.encode(check_text(prompt, "--prompt")) if prompt else None
     generator = torch.Generator(device=device).manual_seed(seed)
     skip = 0 if algorithm.bos_id is None else 1
     records: list[dict[str, Any]] = []

@@ -1,7 +1,9 @@
 """Noise schedules and training-time sampling.
 
 A schedule maps t in [0, 1] to ``alpha_t``, the probability that a token is *not* masked, and its
-derivative ``alpha_t'``. The masked-diffusion loss weight is ``w(t) = -alpha_t' / (1 - alpha_t)``.
+derivative ``alpha_t'``. The masked-diffusion loss weight is ``w(t) = -alpha_t' / (1 - alpha_t)``; a token
+kept w.p. ``1 - alpha_t`` instead (PGM's group 0, the complement of ``mdlm-complement``) is masked at rate
+``alpha_t`` and weighs ``-alpha_t' / alpha_t`` (``complement_weight``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class NoiseSchedule:
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         """``w(t) = -alpha_t' / (1 - alpha_t)``, the NELBO weight of a masked token."""
         return -self.alpha_prime(t) / (1.0 - self.alpha(t))
+
+    def complement_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """``-alpha_t' / alpha_t``: the NELBO weight of a token masked w.p. ``alpha_t`` (the complement of a
+        mask drawn at t), by the change of variables ``1 - alpha(s) = alpha(t)`` in the bound's integral."""
+        return -self.alpha_prime(t) / self.alpha(t)
 
 
 class LogLinearSchedule(NoiseSchedule):

@@ -154,7 +154,7 @@ def ours_to_reference(name: str) -> str:
 # --- building tiny checkpoints --------------------------------------------------------------------------------
 
 
-def tiny_cfg(algo: str, mode: str = "learn+freqs"):
+def tiny_cfg(algo: str, mode: str = "learn+freqs", projection: str = "linear"):
     return resolve_config(
         overrides=[
             f"algo={algo}",
@@ -162,16 +162,17 @@ def tiny_cfg(algo: str, mode: str = "learn+freqs"):
             f"model.n_heads={HEADS}",
             f"model.cond_dim={COND}",
             "model.dropout=0.0",
-            *(["model.n_encoder_blocks=2", "model.n_decoder_blocks=2", f"model.swap_query_mode={mode}"]
+            *(["model.n_encoder_blocks=2", "model.n_decoder_blocks=2", f"model.swap_query_mode={mode}",
+               f"model.swap_projection={projection}"]
               if algo == "pgm" else ["model.n_blocks=2"]),
             f"data.length={LENGTH}",
         ]
     )
 
 
-def random_model(algo: str, seed: int, mode: str = "learn+freqs") -> nn.Module:
+def random_model(algo: str, seed: int, mode: str = "learn+freqs", projection: str = "linear") -> nn.Module:
     torch.manual_seed(seed)
-    model = get_algorithm(algo, N_REAL, N_REAL - 1).build_model(tiny_cfg(algo, mode).model)
+    model = get_algorithm(algo, N_REAL, N_REAL - 1).build_model(tiny_cfg(algo, mode, projection).model)
     with torch.no_grad():
         for p in model.parameters():  # zero-initialised layers too: nothing may be silently skipped
             p.normal_(0.0, 0.2)
@@ -180,7 +181,8 @@ def random_model(algo: str, seed: int, mode: str = "learn+freqs") -> nn.Module:
 
 def reference_skeleton(algo: str, model: nn.Module, seed: int) -> nn.Module:
     """The reference module filled with ``model``'s weights (plus a random [MASK] row for PGM)."""
-    ref = RefPartitionDIT(2, 2) if algo == "pgm" else RefDIT(2)
+    mlp4 = "group_swap.query_processor.0.weight" in model.state_dict()
+    ref = RefPartitionDIT(2, 2, mlp4) if algo == "pgm" else RefDIT(2)
     state = {ours_to_reference(k): v.clone() for k, v in model.state_dict().items()}
     if algo == "pgm":
         g = torch.Generator().manual_seed(seed)
@@ -300,6 +302,21 @@ def test_convert_pgm_gives_identical_logits(tmp_path: Path, capsys) -> None:
         assert torch.equal(load_run(tmp_path / "run-raw").model(x, groups), raw(x, groups))
 
 
+def test_convert_reference_mlp4_query_processor(tmp_path: Path) -> None:
+    """The reference's Linear-SiLU-Linear GroupSwap projection is partgm's ``mlp4``, under the same names."""
+    assert reference_parameter_names("pgm", n_encoder_blocks=2, n_decoder_blocks=2, mlp4=True) == [
+        n for n, _ in RefPartitionDIT(2, 2, mlp4=True).named_parameters()
+    ]
+    raw, ema = random_model("pgm", 12, projection="mlp4"), random_model("pgm", 13, projection="mlp4")
+    ckpt = write_reference_ckpt(tmp_path / "mlp4.ckpt", "pgm", raw, ema)
+    convert_checkpoint(ckpt, tmp_path / "run", "pgm", allow_pickle=True, tokenizer="none")
+    x, groups = pgm_inputs()
+    run = load_run(tmp_path / "run")
+    assert run.cfg.model.swap_projection == "mlp4"
+    with torch.no_grad():
+        assert torch.equal(run.model(x, groups), ema(x, groups))
+
+
 def test_convert_mdlm_gives_identical_logits(tmp_path: Path) -> None:
     raw, ema = random_model("mdlm", 20), random_model("mdlm", 21)
     ckpt = write_reference_ckpt(tmp_path / "mdlm.ckpt", "mdlm", raw, ema, drop_inv_freq=True)
@@ -394,6 +411,8 @@ def test_layout_errors(tmp_path: Path) -> None:
         convert(unknown, weights="raw")
     with pytest.raises(PartgmError, match="unknown mdlm reference keys"):
         convert(good, algo="mdlm")
+    with pytest.raises(PartgmError, match=f"--bos-id {N_REAL} is not a token id"):
+        convert(good, weights="raw", bos_id=N_REAL)
     shuffled = edit_ckpt(
         good,
         tmp_path / "s.ckpt",
@@ -408,12 +427,6 @@ def test_layout_errors(tmp_path: Path) -> None:
     with pytest.raises(PartgmError, match="no ema.shadow_params: pass --weights raw"):
         convert(no_ema)
     convert(no_ema, weights="raw")
-    ref = RefPartitionDIT(2, 2, mlp4=True)
-    torch.save(
-        {"state_dict": {f"backbone.{k}": v for k, v in ref.state_dict().items()}}, tmp_path / "mlp4.ckpt"
-    )
-    with pytest.raises(PartgmError, match="'mlp4' query processor .* not supported"):
-        convert(tmp_path / "mlp4.ckpt", weights="raw")
     bad_heads = {"config": {"model": {"n_heads": 4}}}
     with pytest.raises(PartgmError, match="4 heads contradicts rotary_emb.inv_freq, which implies 2"):
         convert(edit_ckpt(good, tmp_path / "h.ckpt", lambda c: c.update(hyper_parameters=bad_heads)))

@@ -58,8 +58,10 @@ class ToyAlgorithm(Algorithm):
     def build_model(self, model_cfg: ModelConfig) -> nn.Module:
         return ToyModel(self.vocab_size, model_cfg.hidden_size, self.dropout)
 
-    def _terms(self, model, x, t, generator):
-        if self.random_masks:
+    def _terms(self, model, x, t, generator=None, uniforms=None):
+        if uniforms is not None:
+            u = uniforms
+        elif self.random_masks:
             u = torch.rand(x.shape, generator=generator, device=x.device)
         else:
             u = torch.frac(torch.arange(x.shape[1], device=x.device) * 0.618 + 7.3 * t[:, None])
@@ -72,8 +74,8 @@ class ToyAlgorithm(Algorithm):
     def training_loss(self, model, batch, t, generator=None):
         return self._terms(model, batch.tokens, t, generator).mean()
 
-    def validation_nelbo(self, model, batch, t, generator=None):
-        return self._terms(model, batch.tokens, t, generator).double().sum(), batch.tokens.numel()
+    def validation_terms(self, model, batch, t, uniforms):
+        return self._terms(model, batch.tokens, t, uniforms=uniforms).double().sum(dim=1), batch.tokens.shape[1]
 
 
 @dataclasses.dataclass

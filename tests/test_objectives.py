@@ -28,6 +28,11 @@ def weight(t: torch.Tensor) -> torch.Tensor:
     return (1 - EPS) / (1 - (1 - (1 - EPS) * t))
 
 
+def complement_weight(t: torch.Tensor) -> torch.Tensor:
+    """-alpha_t' / alpha_t of the log-linear schedule (group 0 is masked at rate alpha_t), t kept <= 1 - 1e-3."""
+    return (1 - EPS) / (1 - (1 - EPS) * t.clamp(max=1 - 1e-3))
+
+
 def nll_by_hand(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """-log softmax(logits)[x] in float64: logits [B, L, V], x [B, L] -> [B, L]."""
     logits = logits.double()
@@ -36,7 +41,7 @@ def nll_by_hand(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 X = torch.tensor([[4, 0, 3, 1], [4, 2, 2, 0]])
-T = torch.tensor([0.3, 1.0])  # t = 1: the complement's time 1 - t is clamped to 1e-3
+T = torch.tensor([0.3, 1.0])  # t = 1: the complement's weight uses t = 1 - 1e-3
 # The objectives compute w(t) in float32 as -alpha' / (1 - alpha): at t = 1e-3 that difference keeps ~4
 # significant digits, so float64 hand computations agree to ~1e-4 relative.
 RTOL = 1e-4
@@ -53,7 +58,7 @@ def test_pgm_training_loss_by_hand() -> None:
         nll = nll_by_hand(model(X, groups), X)
         loss = algorithm.training_loss(model, Batch(X), T)
     w = torch.where(
-        groups.bool(), weight(T.double())[:, None], weight((1 - T.double()).clamp(min=1e-3))[:, None]
+        groups.bool(), weight(T.double())[:, None], complement_weight(T.double())[:, None]
     )
     expected = (w * nll).sum() / X.numel() / 2
     assert torch.isclose(loss.double(), expected, rtol=RTOL)
@@ -78,12 +83,13 @@ def test_pgm_validation_is_mdlm_nelbo() -> None:
     pgm, model = tiny("pgm")
     mdlm = get_algorithm("mdlm", vocab_size=VOCAB, bos_id=VOCAB - 1)
     masked = torch.tensor([[0, 1, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)
-    pgm.draw_groups = lambda x, t, generator: masked.long()
+    uniforms = (~masked).float() * 0.9995  # masked where uniforms < 1 - alpha_t (0.2997 and 0.999)
     with torch.no_grad():
-        pgm_sum, pgm_count = pgm.validation_nelbo(model, Batch(X), T)
+        pgm_sums, pgm_count = pgm.validation_terms(model, Batch(X), T, uniforms)
+        pgm_sum = pgm_sums.sum()
         mdlm_sum = mdlm.masked_nelbo_terms(MaskedInputView(model, mdlm.mask_id), Batch(X), masked, T).double().sum()
         by_hand = (weight(T.double())[:, None] * nll_by_hand(model(X, masked.long()), X) * masked).sum()
-    assert pgm_count == X.numel()
+    assert pgm_count == X.shape[1]
     assert torch.isclose(pgm_sum, mdlm_sum, rtol=1e-6)
     assert torch.isclose(pgm_sum, by_hand, rtol=RTOL)
 
@@ -101,7 +107,7 @@ def test_complementary_mdlm_loss_by_hand() -> None:
     terms = torch.where(
         masked,
         weight(T.double())[:, None] * nll_masked,
-        weight((1 - T.double()).clamp(min=1e-3))[:, None] * nll_complement,
+        complement_weight(T.double())[:, None] * nll_complement,
     )
     assert torch.isclose(loss.double(), terms.sum() / X.numel() / 2, rtol=RTOL)
 

@@ -96,7 +96,8 @@ class Context:
 class Algorithm:
     """Base class. Subclasses set ``name``, ``model_config`` (the family config class of their network)
     and ``sampler_family`` (the samplers that can draw from them), and implement ``build_model``,
-    ``training_loss``, ``validation_nelbo`` and ``logits``.
+    ``training_loss`` and ``logits`` (and ``validation_terms`` when the validation bound is not MDLM's
+    masked estimator).
 
     Hooks the training engine calls, all optional: ``draw_times``, ``after_optimizer_step``,
     ``state_dict`` / ``load_state_dict`` (extra training state, restored bit for bit) and
@@ -142,7 +143,18 @@ class Algorithm:
     ) -> tuple[torch.Tensor, int]:
         """(sum of per-token NELBO terms in float64, number of tokens) for batch [B, L] at times t [B].
         ``exp(total sum / total count)`` over a split is the validation perplexity (an upper bound)."""
-        raise NotImplementedError
+        uniforms = torch.rand(batch.tokens.shape, generator=generator, device=batch.tokens.device)
+        sums, count = self.validation_terms(model, batch, t, uniforms)
+        return sums.sum(), count * len(batch)
+
+    def validation_terms(
+        self, model: nn.Module, batch: Batch, t: torch.Tensor, uniforms: torch.Tensor
+    ) -> tuple[torch.Tensor, int]:
+        """(per-sequence NELBO sums [B] float64, tokens per sequence) at times t [B]; token l is masked
+        where ``uniforms[b, l] < 1 - alpha(t_b)`` (uniforms [B, L] in [0, 1)). Default: MDLM's estimator,
+        ``w(t) * -log p`` summed over the masked tokens, via ``masked_nelbo_terms``."""
+        masked = uniforms < (1.0 - self.schedule.alpha(t))[:, None]
+        return self.masked_nelbo_terms(model, batch, masked, t).double().sum(dim=1), batch.tokens.shape[1]
 
     # --- the denoiser ---------------------------------------------------------------------------------
     def logits(self, model: nn.Module, context: Context, query_positions: torch.Tensor) -> torch.Tensor:

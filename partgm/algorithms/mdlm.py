@@ -63,16 +63,13 @@ class MDLMAlgorithm(Algorithm):
         batch = Batch(batch.tokens, self.drop_labels(batch.labels, generator))
         return self.masked_nelbo_terms(model, batch, masked, t).mean()
 
-    def validation_nelbo(self, model, batch, t, generator=None):
-        terms = self.masked_nelbo_terms(model, batch, self.draw_mask(batch.tokens, t, generator), t)
-        return terms.double().sum(), batch.tokens.numel()
-
 
 class ComplementaryMDLMAlgorithm(MDLMAlgorithm):
-    """Ablation: each batch also holds the complement of z_t (masked and unmasked swapped) at time
-    1 - t, so every token is masked in exactly one copy and takes that copy's loss; divided by 2.
-    The complement's time is clamped to the training minimum to keep ``w(1 - t)`` finite.
-    Validation is plain MDLM's NELBO."""
+    """Ablation: each batch also holds the complement of z_t (masked and unmasked swapped), where a token
+    is masked at rate ``alpha_t`` and weighs ``-alpha_t' / alpha_t`` (``NoiseSchedule.complement_weight``);
+    every token is masked in exactly one copy and takes that copy's loss; divided by 2. t is kept
+    ``1 - MIN_TRAIN_TIME`` away from 1 for the complement's weight to stay finite. Validation is plain
+    MDLM's NELBO."""
 
     name = "mdlm-complement"
 
@@ -80,7 +77,6 @@ class ComplementaryMDLMAlgorithm(MDLMAlgorithm):
         x = batch.tokens
         masked = self.draw_mask(x, t, generator)
         labels = self.drop_labels(batch.labels, generator)
-        t_complement = (1.0 - t).clamp(min=MIN_TRAIN_TIME)
         z = torch.cat([torch.where(masked, self.mask_id, x), torch.where(masked, x, self.mask_id)])
         nll = token_nll(self.subs_logits(model, z, None if labels is None else torch.cat([labels, labels])),
                         torch.cat([x, x]))
@@ -88,6 +84,6 @@ class ComplementaryMDLMAlgorithm(MDLMAlgorithm):
         terms = torch.where(
             masked,
             self.schedule.loss_weight(t)[:, None] * nll_masked,
-            self.schedule.loss_weight(t_complement)[:, None] * nll_complement,
+            self.schedule.complement_weight(t.clamp(max=1.0 - MIN_TRAIN_TIME))[:, None] * nll_complement,
         )
         return terms.mean() / 2

@@ -14,7 +14,9 @@ from partgm.schedules import MIN_TRAIN_TIME
 
 class PGMAlgorithm(Algorithm):
     """Group 1 ("masked") w.p. ``1 - alpha_t`` per token, else group 0. Every token is predicted from the
-    other group: group-1 tokens with weight ``w(t)``, group-0 tokens with ``w(1 - t)``."""
+    other group: group-1 tokens with weight ``w(t)``, group-0 tokens (masked at rate ``alpha_t`` in the
+    complementary problem) with ``-alpha_t' / alpha_t`` (``NoiseSchedule.complement_weight``). Validation
+    (the base class's ``validation_terms``) counts group-1 tokens only: exactly MDLM's NELBO estimator."""
 
     name = "pgm"
     model_config = PartitionConfig
@@ -46,11 +48,11 @@ class PGMAlgorithm(Algorithm):
     def weighted_nll(
         self, model: nn.Module, batch: Batch, t: torch.Tensor, groups: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(per-token NLL [B, L], per-token weight [B, L]) for a given partition. The complement's time
-        is clamped to the training minimum so that ``w(1 - t)`` stays finite."""
+        """(per-token NLL [B, L], per-token weight [B, L]) for a given partition. Group 0's time is kept
+        ``1 - MIN_TRAIN_TIME`` away from 1 so that its weight stays finite (``alpha_1`` may be 0)."""
         nll = token_nll(model(batch.tokens, groups, labels=batch.labels), batch.tokens)
         w_group1 = self.schedule.loss_weight(t)[:, None]
-        w_group0 = self.schedule.loss_weight((1.0 - t).clamp(min=MIN_TRAIN_TIME))[:, None]
+        w_group0 = self.schedule.complement_weight(t.clamp(max=1.0 - MIN_TRAIN_TIME))[:, None]
         return nll, torch.where(groups.bool(), w_group1, w_group0)
 
     def masked_nelbo_terms(self, model, batch, masked, t):
@@ -62,8 +64,3 @@ class PGMAlgorithm(Algorithm):
         batch = Batch(batch.tokens, self.drop_labels(batch.labels, generator))
         nll, weight = self.weighted_nll(model, batch, t, groups)
         return (weight * nll).mean() / 2
-
-    def validation_nelbo(self, model, batch, t, generator=None):
-        """Group-1 tokens only with weight ``w(t)``: exactly MDLM's NELBO estimator."""
-        groups = self.draw_groups(batch.tokens, t, generator)
-        return self.masked_nelbo_terms(model, batch, groups.bool(), t).double().sum(), batch.tokens.numel()

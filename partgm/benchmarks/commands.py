@@ -7,28 +7,25 @@ import json
 from pathlib import Path
 
 from partgm.benchmarks.images import add_images_bench_command
+from partgm.cliargs import nonnegative_int, positive_int, positive_ints, unit_interval
 from partgm.errors import PartgmError
 
 SMOKE = {"pgm": "cpu-tiny", "mdlm": "cpu-tiny", "ar": "cpu-tiny"}
-
-
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
 
 
 def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--pgm-preset", default="pgm-6-6-d1024")
     p.add_argument("--mdlm-preset", default="mdlm-small")
     p.add_argument("--ar-preset", default="mdlm-small")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--length", type=int, default=1024)
-    p.add_argument("--vocab-size", type=int, default=50258)
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--length", type=positive_int, default=1024)
+    p.add_argument("--vocab-size", type=positive_int, default=50258)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 autocast on GPU (the paper's protocol), fp32 on CPU")
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--warmup", type=nonnegative_int, default=2)
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--smoke", action="store_true", help="tiny presets and sizes: checks the harness runs")
     p.add_argument("--out", default=default_out, help="JSON output; the PNG goes beside it")
 
@@ -98,7 +95,7 @@ def cmd_bench_sample(args: argparse.Namespace) -> None:
         if v not in SAMPLE_VARIANTS:
             raise PartgmError(f"unknown variant '{'/'.join(v)}' (choose from "
                               f"{', '.join('/'.join(k) for k in SAMPLE_VARIANTS)})")
-    steps = [4, 8] if args.smoke else _ints(args.steps)
+    steps = [4, 8] if args.smoke else args.steps
     out = Path(args.out)
     records = _existing(out)
     bench_sample(variants, presets, args.batch, args.length, steps, device, dtype, args.vocab_size, args.warmup,
@@ -153,8 +150,8 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     _common(p, "benchmarks/results/sample.json")
     p.add_argument("--variants", default="pgm/uniform,pgm/binomial,mdlm/reference,mdlm/best,ar/kv-cache",
                    help="comma-separated algo/variant pairs (also pgm/uniform-compile: torch.compile, bucketed)")
-    p.add_argument("--steps", default="32,128,1024", help="comma-separated steps grid")
-    p.add_argument("--nucleus", type=float, default=1.0)
+    p.add_argument("--steps", type=positive_ints, default="32,128,1024", help="comma-separated steps grid")
+    p.add_argument("--nucleus", type=unit_interval, default=1.0)
     p.add_argument("--no-overhead", action="store_true",
                    help="skip the extra run that measures the time spent outside the network")
     p.set_defaults(func=cmd_bench_sample)

@@ -12,7 +12,8 @@ linear.{weight,bias}, adaLN_modulation.{weight,bias}}``.
 
 PGM ``PartitionDIT``: ``vocab_embed``, ``rotary_emb`` (buffer), ``sigma_map``, ``encoder.blocks.{i}`` (as
 MDLM blocks), ``decoder.group_swap.{base_embedding, pre_query_norm.{weight,bias}, query_processor.{weight,
-bias}, hidden_to_key_value.{weight,bias}, output_linear.{weight,bias}}`` (``base_embedding`` is a
+bias}`` (``query_processor.{0,2}.{weight,bias}`` for the Linear-SiLU-Linear ``mlp4``: partgm's ``mlp4``,
+same names), hidden_to_key_value.{weight,bias}, output_linear.{weight,bias}}`` (``base_embedding`` is a
 parameter of the GroupSwap module itself, and ``parameters()`` yields a module's own parameters before
 those of its submodules, although the reference assigns the query LayerNorm first),
 ``decoder.layers.{i}.{q_norm1, kv_norm1, norm2, attn_q, attn_kv, attn_out}.weight, mlp.0.*, mlp.2.*,
@@ -47,11 +48,6 @@ from partgm.errors import PartgmError
 
 def check_known_keys(state: Mapping[str, torch.Tensor], algo: str) -> None:
     """Raise, listing a few, when backbone keys are not part of the supported reference layout."""
-    if algo == "pgm" and "decoder.group_swap.query_processor.0.weight" in state:
-        raise PartgmError(
-            "the reference 'mlp4' query processor (Linear-SiLU-Linear) is not supported: "
-            "partgm converts query_process_mode 'linear' only"
-        )
     unknown = [k for k in state if map_reference_key(k, algo) is None]
     if unknown:
         more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
@@ -92,6 +88,7 @@ def ema_state(
         cfg_model.get("n_blocks", 0),
         cfg_model.get("n_encoder_blocks", 0),
         cfg_model.get("n_decoder_blocks", 0),
+        cfg_model.get("swap_projection") == "mlp4",
     )
     params = {k for k in raw if k not in REFERENCE_BUFFERS}
     if set(names) != params:
@@ -178,6 +175,8 @@ def convert_checkpoint(
                 "(pass --tokenizer none or --vocab-size)"
             )
     bos = bos_id if bos_id is not None else (tok.bos_id if tok is not None else n_real - 1)
+    if not 0 <= bos < n_real:
+        raise PartgmError(f"--bos-id {bos} is not a token id of the {n_real}-token vocabulary")
     eos = tok.eos_id if tok is not None else bos
     cfg = config_from_dict(
         {

@@ -71,7 +71,7 @@ def infer_model_config(
                 f"swap query mode '{mode}' is not supported (choose from {', '.join(SWAP_QUERY_MODES)})"
             )
         out["swap_query_mode"] = mode
-        out["swap_projection"] = "linear"
+        out["swap_projection"] = "mlp4" if "decoder.group_swap.query_processor.0.weight" in state else "linear"
     inv_freq = state.get("rotary_emb.inv_freq")
     heads_from_rope = None
     if inv_freq is not None:

@@ -67,16 +67,24 @@ _OUTPUT = (
 REFERENCE_BUFFERS = ("rotary_emb.inv_freq",)
 
 
+_MLP4 = ("query_processor.0.weight", "query_processor.0.bias", "query_processor.2.weight", "query_processor.2.bias")
+
+
 def reference_parameter_names(
-    algo: str, n_blocks: int = 0, n_encoder_blocks: int = 0, n_decoder_blocks: int = 0
+    algo: str, n_blocks: int = 0, n_encoder_blocks: int = 0, n_decoder_blocks: int = 0, mlp4: bool = False
 ) -> list[str]:
-    """Names of the reference backbone's parameters in ``parameters()`` order (the EMA list order)."""
+    """Names of the reference backbone's parameters in ``parameters()`` order (the EMA list order).
+    ``mlp4``: GroupSwap's query processor is the reference's Linear-SiLU-Linear (``query_process_mode``
+    mlp4)."""
     names = ["vocab_embed.embedding", *_SIGMA_MAP]
     if algo == "mdlm":
         names += [f"blocks.{i}.{n}" for i in range(n_blocks) for n in _DIT_BLOCK]
     elif algo == "pgm":
         names += [f"encoder.blocks.{i}.{n}" for i in range(n_encoder_blocks) for n in _DIT_BLOCK]
-        names += [f"decoder.group_swap.{n}" for n in _GROUP_SWAP]
+        swap = [n for n in _GROUP_SWAP if not (mlp4 and n.startswith("query_processor."))]
+        if mlp4:
+            swap[3:3] = _MLP4  # after base_embedding and pre_query_norm's two tensors
+        names += [f"decoder.group_swap.{n}" for n in swap]
         names += [f"decoder.layers.{i}.{n}" for i in range(n_decoder_blocks) for n in _CROSS_BLOCK]
     else:
         raise PartgmError(f"cannot convert algorithm '{algo}' (choose from {', '.join(SUPPORTED_ALGOS)})")
@@ -138,7 +146,7 @@ def map_reference_key(key: str, algo: str) -> str | None:
         mapped = _map_block(m[2], "cross")
         return None if mapped is None else f"decoder.{m[1]}.{mapped}"
     m = re.fullmatch(
-        r"decoder\.group_swap\.(base_embedding|(?:pre_query_norm|query_processor|hidden_to_key_value"
+        r"decoder\.group_swap\.(base_embedding|(?:pre_query_norm|query_processor(?:\.[02])?|hidden_to_key_value"
         r"|output_linear)\.(?:weight|bias))",
         key,
     )

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from partgm.data.corpora import corpus_fingerprint, iter_documents
 from partgm.data.tokenizers import Tokenizer, load_tokenizer, tokenizer_fingerprint
 from partgm.errors import PartgmError
+from partgm.fileio import remove_dead_temporaries
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -143,7 +144,8 @@ def prepare_dataset(
 
     shutil.rmtree(out, ignore_errors=True)  # an earlier, broken or stale directory of the same name
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    remove_dead_temporaries(cache_dir)  # left by a prepare killed mid-way
+    tmp = cache_dir / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
     try:
         header = {

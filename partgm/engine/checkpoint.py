@@ -22,10 +22,12 @@ import pickle
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 import torch
 from safetensors import SafetensorError
@@ -128,14 +130,38 @@ def _read_json(path: Path) -> Any:
         raise PartgmError(f"cannot read '{path}': {str(exc).splitlines()[0]}") from None
 
 
+_GELU_MLP4_KEY = "group_swap.query_processor.fc.weight"
+
+
+def migrate_config(cfg: RunConfig, weight_names: Iterable[str]) -> RunConfig:
+    """Configs carry no version, so a saved config is read against the names of its weights.
+    ``swap_projection`` "mlp4" now means the reference's Linear-SiLU-Linear (``query_processor.{0,2}.*``);
+    partgm's earlier "mlp4" was Linear-GELU-Linear (``query_processor.{fc,proj}.*``), now "mlp4-gelu":
+    weights with those names keep their GELU network."""
+    if getattr(cfg.model, "swap_projection", None) == "mlp4" and _GELU_MLP4_KEY in set(weight_names):
+        return replace(cfg, model=replace(cfg.model, swap_projection="mlp4-gelu"))
+    return cfg
+
+
+def weight_names(path: Path) -> list[str]:
+    """The tensor names of a safetensors file (its header only); [] when it is missing or unreadable."""
+    try:
+        with safetensors.safe_open(str(path), "pt") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError):
+        return []
+
+
 def read_run_config(run_dir: Path) -> RunConfig:
-    """The RunConfig saved in ``RUN/config.json``."""
+    """The RunConfig saved in ``RUN/config.json`` (``migrate_config``-ed against its newest checkpoint)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PartgmError(f"run directory '{run_dir}' does not exist")
     if not (run_dir / "config.json").is_file():
         raise PartgmError(f"'{run_dir}' is not a run directory (no config.json)")
-    return config_from_dict(_read_json(run_dir / "config.json"))
+    cfg = config_from_dict(_read_json(run_dir / "config.json"))
+    checkpoints = list_checkpoints(run_dir)
+    return migrate_config(cfg, weight_names(checkpoints[-1] / WEIGHT_FILES["raw"])) if checkpoints else cfg
 
 
 def read_data_header(run_dir: Path) -> dict[str, Any]:
@@ -202,6 +228,45 @@ def load_training_state(checkpoint: Path) -> dict[str, Any]:
         raise PartgmError(
             f"checkpoint file '{path}' is truncated or corrupt: {str(exc).splitlines()[0]}"
         ) from None
+
+
+@dataclass
+class IntactCheckpoint:
+    """The newest checkpoint of a run that reads back completely: its directory, training state, raw and
+    EMA weights, and one line per newer checkpoint that was skipped as damaged."""
+
+    path: Path
+    training_state: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    ema_weights: dict[str, torch.Tensor]
+    skipped: list[str]
+
+    @property
+    def step(self) -> int:
+        return int(self.training_state["step"])
+
+
+def load_intact_checkpoint(run_dir: Path) -> IntactCheckpoint:
+    """Try the checkpoints from the one ``latest`` names (else the newest) down to the oldest, and return
+    the first whose training state and weights all load. Raise, naming each problem, when none does."""
+    run_dir = Path(run_dir)
+    candidates = list_checkpoints(run_dir)[::-1]
+    try:
+        named = latest_checkpoint(run_dir)
+        candidates = [named] + [c for c in candidates if c != named and c.name < named.name]
+    except PartgmError:
+        pass
+    if not candidates:
+        raise PartgmError(f"run directory '{run_dir}' has no checkpoint")
+    skipped = []
+    for path in candidates:
+        try:
+            state = load_training_state(path)
+            return IntactCheckpoint(path, state, load_tensors(path / WEIGHT_FILES["raw"]),
+                                    load_tensors(path / WEIGHT_FILES["ema"]), skipped)
+        except PartgmError as exc:
+            skipped.append(f"{path.name}: {exc}")
+    raise PartgmError(f"no intact checkpoint in '{run_dir}': {'; '.join(skipped)}")
 
 
 @dataclass

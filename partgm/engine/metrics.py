@@ -16,8 +16,10 @@ from partgm.fileio import atomic_write_text, read_jsonl
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl file; a torn line (a crash mid-write) is skipped."""
-    return [r for _, r in read_jsonl(path, "metrics file", skip_invalid=True) if isinstance(r, dict)]
+    """All records of a metrics.jsonl file; a torn line (a crash mid-write) and a record without an integer
+    ``step`` are skipped."""
+    records = read_jsonl(path, "metrics file", skip_invalid=True)
+    return [r for _, r in records if isinstance(r, dict) and type(r.get("step")) is int]
 
 
 class MetricsLogger:

@@ -27,23 +27,22 @@ from partgm.engine import distributed
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
 from partgm.engine.checkpoint import (
     CHECKPOINTS,
-    WEIGHT_FILES,
     check_state,
-    latest_checkpoint,
+    list_checkpoints,
+    load_intact_checkpoint,
     load_run,
-    load_tensors,
-    load_training_state,
     read_data_header,
     read_run_config,
     save_checkpoint,
     write_run_files,
 )
 from partgm.engine.ema import EMA
+from partgm.engine.lock import RunLock, remove_temporaries
 from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
 from partgm.engine.optim import build_optimizer, build_scheduler
 from partgm.errors import PartgmError
 from partgm.precision import autocast_for
-from partgm.schedules import antithetic_times
+from partgm.schedules import MIN_TRAIN_TIME
 
 _NOISE, _MASK, _EVAL = 1, 2, 3  # streams derived from the run seed
 
@@ -63,6 +62,43 @@ def read_batch(tokens: Any, labels: Any | None, index: np.ndarray | slice, devic
     return Batch(_rows(tokens, index, device), None if labels is None else _rows(labels, index, device))
 
 
+def eval_draws(seed: int, row: int, draws: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation randomness of sequence ``row`` of a split, from (seed, row) alone (so it does not
+    depend on the batch size nor on the number of processes): ``draws`` stratified times
+    ``u_k = (u + k) / K`` with one random offset u per sequence, mapped like training times (float32 [K]),
+    and the uniforms that decide each draw's mask (float32 [K, length]). On the CPU."""
+    gen = torch.Generator().manual_seed(derive_seed(seed, _EVAL, row))
+    u = (torch.rand((), generator=gen, dtype=torch.float64) + torch.arange(draws, dtype=torch.float64)) / draws
+    return ((1.0 - MIN_TRAIN_TIME) * u + MIN_TRAIN_TIME).float(), torch.rand(draws, length, generator=gen)
+
+
+def ppl_summary(values: torch.Tensor, counts: torch.Tensor, exact: bool) -> dict[str, Any]:
+    """Perplexity with its error bar from per-sequence NELBO sums ``values`` [N, K] (K draws each) over
+    ``counts`` [N] scored tokens per sequence.
+
+    ``nelbo`` = sum over sequences of the mean over draws / tokens; ``stderr`` its Monte-Carlo standard
+    error: from the spread of each sequence's K draws when K >= 2 (conservative for stratified draws),
+    from the spread between sequences when K = 1 (an upper bound: it also holds the data's own spread),
+    0 for exact likelihoods. ``ppl_low`` / ``ppl_high``: the 95% interval ``exp(nelbo -+ 1.96 stderr)``.
+    """
+    n, k = values.shape
+    tokens = int(counts.sum())
+    nelbo = float(values.sum()) / (k * tokens)
+    if exact:
+        stderr, kind = 0.0, "exact"
+    elif k >= 2:
+        stderr, kind = math.sqrt(float(values.var(dim=1).sum()) / k) / tokens, "within-sequence"
+    elif n >= 2:
+        stderr, kind = math.sqrt(float(values[:, 0].var()) * n) / tokens, "between-sequence"
+    else:
+        stderr, kind = math.nan, "none"
+    low = high = None
+    if not math.isnan(stderr):
+        low, high = math.exp(nelbo - 1.96 * stderr), math.exp(nelbo + 1.96 * stderr)
+    return {"ppl": math.exp(nelbo), "nelbo": nelbo, "tokens": tokens, "sequences": n, "draws": k,
+            "stderr": None if math.isnan(stderr) else stderr, "stderr_kind": kind, "ppl_low": low, "ppl_high": high}
+
+
 @torch.no_grad()
 def evaluate_ppl(
     algorithm: Algorithm,
@@ -74,44 +110,55 @@ def evaluate_ppl(
     max_batches: int = 0,
     precision: str = "fp32",
     val_labels: Any | None = None,
-) -> dict[str, float]:
+    draws: int = 1,
+) -> dict[str, Any]:
     """Perplexity bound ``exp(sum NELBO / tokens)`` over the rows of ``val_array`` [rows, L] (and their
-    ``val_labels`` [rows] for class-conditional data).
+    ``val_labels`` [rows] for class-conditional data), with ``draws`` times and masks per sequence
+    (``eval_draws``: seeded per sequence, so the result does not depend on ``batch_size``).
 
-    Batch b holds rows ``[b * batch_size, (b + 1) * batch_size)``, with stratified times
-    ``antithetic_times(batch)`` and masks from generators seeded by (seed, b). Under DDP rank r takes
-    batches r, r + W, ... and the float64 sums are all-reduced, so the result does not depend on the
-    number of processes. ``max_batches`` 0: every row. Returns ``{"ppl", "nelbo", "tokens"}``.
+    Batch b holds rows ``[b * batch_size, (b + 1) * batch_size)``. Under DDP rank r takes batches
+    r, r + W, ... and the float64 per-sequence sums are all-reduced. ``max_batches`` 0: every row.
+    Returns ``ppl_summary``'s dict: ppl, nelbo, tokens, sequences, draws, stderr, ppl_low, ppl_high, ...
     """
+    if batch_size < 1 or draws < 1 or max_batches < 0:
+        raise PartgmError("evaluation needs batch size >= 1, draws >= 1 and max batches >= 0")
     device = torch.device(device)
     rank, world = distributed.rank_and_world()
     n = len(val_array)
     if n == 0:
         raise PartgmError("the evaluation split is empty")
-    n_batches = math.ceil(n / batch_size)
     if max_batches > 0:
-        n_batches = min(n_batches, max_batches)
-    sums = torch.zeros(2, dtype=torch.float64, device=device)  # NELBO sum, token count
-    time_gen, mask_gen = torch.Generator(), torch.Generator(device=device)
+        n = min(n, max_batches * batch_size)
+    draws = 1 if algorithm.exact_likelihood else draws
+    values = torch.zeros(n, draws, dtype=torch.float64, device=device)  # per-sequence NELBO sums
+    counts = torch.zeros(n, dtype=torch.float64, device=device)  # scored tokens per sequence
     was_training = model.training
     model.eval()
+    n_batches = math.ceil(n / batch_size)
     lockstep = distributed.is_sharded(model)  # FSDP2: every rank runs as many forwards (collectives)
     for b in range(rank, math.ceil(n_batches / world) * world if lockstep else n_batches, world):
-        if b >= n_batches:  # a lockstep filler: computed, not counted
-            algorithm.validation_nelbo(model, read_batch(val_array, val_labels, slice(0, batch_size), device),
-                                       antithetic_times(batch_size, time_gen.manual_seed(0), device), mask_gen)
-            continue
-        batch = read_batch(val_array, val_labels, slice(b * batch_size, (b + 1) * batch_size), device)
-        t = antithetic_times(len(batch), time_gen.manual_seed(derive_seed(seed, _EVAL, b)), device)
-        mask_gen.manual_seed(derive_seed(seed, _EVAL, b, _MASK))
-        with autocast_for(device, precision):
-            nelbo, count = algorithm.validation_nelbo(model, batch, t, mask_gen)
-        sums[0] += nelbo.double()
-        sums[1] += count
+        filler = b >= n_batches  # a lockstep filler: computed, not counted
+        rows = range(min(batch_size, n)) if filler else range(b * batch_size, min((b + 1) * batch_size, n))
+        batch = read_batch(val_array, val_labels, slice(rows.start, rows.stop), device)
+        times, uniforms = zip(*(eval_draws(seed, r, draws, batch.tokens.shape[1]) for r in rows))
+        times, uniforms = torch.stack(times).to(device), torch.stack(uniforms).to(device)  # [B, K], [B, K, L]
+        for k in range(draws):
+            with autocast_for(device, precision):
+                sums, per_sequence = algorithm.validation_terms(model, batch, times[:, k], uniforms[:, k])
+            if not filler:
+                values[rows.start : rows.stop, k] = sums.double()
+        if not filler:
+            counts[rows.start : rows.stop] = per_sequence
     model.train(was_training)
-    total, tokens = distributed.all_reduce_sum(sums).tolist()
-    nelbo = total / tokens
-    return {"ppl": math.exp(nelbo), "nelbo": nelbo, "tokens": int(tokens)}
+    values, counts = distributed.all_reduce_sum(values).cpu(), distributed.all_reduce_sum(counts).cpu()
+    return ppl_summary(values, counts, algorithm.exact_likelihood)
+
+
+def validation_record(result: dict[str, Any]) -> dict[str, Any]:
+    """The metrics.jsonl fields of an ``evaluate_ppl`` result: val_ppl, val_nelbo, val_tokens and the
+    error bar (val_stderr, val_ppl_low, val_ppl_high, val_draws)."""
+    keys = ("ppl", "nelbo", "tokens", "stderr", "ppl_low", "ppl_high", "draws")
+    return {f"val_{k}": result[k] for k in keys}
 
 
 def _seed_everything(seed: int) -> None:
@@ -216,15 +263,17 @@ class Trainer:
     def restore(self) -> None:
         """Load the latest checkpoint of ``run_dir`` into the built objects."""
         _check_resumable(self.run_dir, self.cfg, self.data)
-        checkpoint = latest_checkpoint(self.run_dir)
-        state = load_training_state(checkpoint)
+        checkpoint = load_intact_checkpoint(self.run_dir)
+        state = checkpoint.training_state
         if "optimizer" not in state:
             raise PartgmError(
                 f"cannot resume '{self.run_dir}': its checkpoint has weights but no training state (a converted "
                 "or imported model); start a new run from it instead"
             )
-        weights = load_tensors(checkpoint / WEIGHT_FILES["raw"])
-        ema_weights = load_tensors(checkpoint / WEIGHT_FILES["ema"])
+        if checkpoint.skipped and self.dist.is_main:
+            print(f"resuming from step {checkpoint.step} ({checkpoint.path.name}): skipped the damaged "
+                  f"{'; '.join(checkpoint.skipped)}", file=sys.stderr)
+        weights, ema_weights = checkpoint.weights, checkpoint.ema_weights
         check_state(self.model.state_dict(), weights)
         check_state(self.model.state_dict(), ema_weights)
         distributed.load_full_state(self.model, self.optimizer, self.ema.shadow, weights, ema_weights,
@@ -271,13 +320,12 @@ class Trainer:
         with self.ema.swapped(self.model):
             result = evaluate_ppl(
                 self.algorithm, self.model, self.data.val, eval_batch, self.device, tc.seed, tc.eval_batches,
-                tc.precision, self.data.labels.get("val"),
+                tc.precision, self.data.labels.get("val"), tc.eval_draws,
             )
             extra = self.algorithm.extra_metrics(self.model, self)
             if distributed.is_sharded(self.model):
                 self.model.reshard()  # FSDP2 keeps the root unsharded after a forward: back to the shards
-        return {"step": self.step, "val_ppl": result["ppl"], "val_nelbo": result["nelbo"],
-                "val_tokens": result["tokens"], **extra}
+        return {"step": self.step, **validation_record(result), **extra}
 
     def save(self, elapsed: float) -> None:
         """Checkpoint the weights, EMA and the whole training state (rank 0 writes; all ranks wait). With
@@ -301,10 +349,31 @@ class Trainer:
         distributed.barrier()
 
     # --- the loop -------------------------------------------------------------------------------------
+    def open_run_dir(self, resume: bool) -> bool:
+        """Lock the run directory (rank 0), remove what killed runs left half-written, and decide whether
+        to resume: a run with no checkpoint yet (killed before its first save) starts again from step 0."""
+        if self.dist.is_main:
+            self.lock = RunLock(self.run_dir)
+            remove_temporaries(self.run_dir)
+            remove_temporaries(self.run_dir / CHECKPOINTS)
+        has_checkpoint = bool(list_checkpoints(self.run_dir))
+        if not resume and has_checkpoint:
+            raise PartgmError(f"run directory '{self.run_dir}' already holds checkpoints: pass --resume to continue "
+                              "it, or pick another --run-dir")
+        if resume and not has_checkpoint and self.dist.is_main:
+            print(f"run directory '{self.run_dir}' has no checkpoint yet: starting from step 0", file=sys.stderr)
+        return resume and has_checkpoint
+
     def run(self, resume: bool = False) -> dict[str, Any]:
+        self.lock: RunLock | None = None
+        try:
+            return self._run(self.open_run_dir(resume))
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self, resume: bool) -> dict[str, Any]:
         tc, d = self.cfg.train, self.dist
-        if not resume and (self.run_dir / CHECKPOINTS / "latest").exists():
-            raise PartgmError(f"run directory '{self.run_dir}' already holds checkpoints: resume it or pick another")
         self.build()
         if resume:
             self.restore()

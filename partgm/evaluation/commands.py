@@ -9,12 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
+from partgm.cliargs import nonnegative_int, positive_int, unit_interval
 
 
 def cmd_genppl(args: argparse.Namespace) -> None:
@@ -83,11 +78,11 @@ def add_eval_commands(eval_sub: argparse._SubParsersAction) -> None:
         help="a partgm AR run directory (offline), or a transformers causal LM: a local directory or "
         "a Hub name such as gpt2-large (the paper's judge; needs partgm[hf] and network)",
     )
-    e.add_argument("--num-samples", type=_positive, default=32, help="paper: 1024")
-    e.add_argument("--steps", type=_positive, default=128)
-    e.add_argument("--batch", type=_positive, default=8)
+    e.add_argument("--num-samples", type=positive_int, default=32, help="paper: 1024")
+    e.add_argument("--steps", type=positive_int, default=128)
+    e.add_argument("--batch", type=positive_int, default=8)
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--nucleus", type=float, default=1.0, help="top-p; 1.0 disables")
+    e.add_argument("--nucleus", type=unit_interval, default=1.0, help="top-p; 1.0 disables")
     e.add_argument("--sampler", default="auto", help="pgm: uniform | binomial | naive; mdlm/ar: ancestral")
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
     e.add_argument(
@@ -98,11 +93,11 @@ def add_eval_commands(eval_sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument(
         "--max-length",
-        type=_positive,
+        type=positive_int,
         default=1024,
         help="most tokens the judge reads per sample, its BOS included",
     )
-    e.add_argument("--judge-batch", type=_positive, default=8)
+    e.add_argument("--judge-batch", type=positive_int, default=8)
     e.add_argument("--judge-weights", choices=("ema", "raw"), default="ema", help="for a partgm judge run")
     e.add_argument("--samples", help="score this samples JSONL (partgm sample output) instead of sampling")
     e.add_argument("--device", default="cpu")
@@ -124,8 +119,8 @@ def add_eval_commands(eval_sub: argparse._SubParsersAction) -> None:
             help='JSONL: {"text": ...} for lambada; {"query"|"context": ..., "choices": [...], '
             '"gold": i} for choice',
         )
-        e.add_argument("--batch", type=_positive, default=8)
-        e.add_argument("--limit", type=int, default=0, help="score only the first N examples (0: all)")
+        e.add_argument("--batch", type=positive_int, default=8)
+        e.add_argument("--limit", type=nonnegative_int, default=0, help="score only the first N examples (0: all)")
         e.add_argument(
             "--truncate",
             action="store_true",
@@ -138,7 +133,7 @@ def add_eval_commands(eval_sub: argparse._SubParsersAction) -> None:
         if name == "choice":
             e.add_argument(
                 "--mc-samples",
-                type=_positive,
+                type=positive_int,
                 default=32,
                 help="Monte-Carlo draws of (t, mask) per sequence (MDLM / PGM)",
             )
@@ -217,12 +212,12 @@ def add_top_level_commands(sub: argparse._SubParsersAction) -> None:
         help="ema: the EMA weights are the run's evaluated weights (default); raw: the raw weights",
     )
     p.add_argument(
-        "--length", type=_positive, help="sequence length (default: from the checkpoint, else 1024)"
+        "--length", type=positive_int, help="sequence length (default: from the checkpoint, else 1024)"
     )
-    p.add_argument("--n-heads", type=_positive, help="attention heads when the checkpoint does not say")
+    p.add_argument("--n-heads", type=positive_int, help="attention heads when the checkpoint does not say")
     p.add_argument("--tokenizer", default="gpt2", help="tokenizer copied into the run: gpt2, a path, or none")
     p.add_argument(
-        "--vocab-size", type=_positive, help="real tokens N (default: embedding rows - 1, the [MASK])"
+        "--vocab-size", type=positive_int, help="real tokens N (default: embedding rows - 1, the [MASK])"
     )
     p.add_argument("--bos-id", type=int, help="BOS id (default: the tokenizer's, else N - 1)")
     p.add_argument(

@@ -29,7 +29,8 @@ class DiT(nn.Module):
         self.cond = Conditioning(cfg.cond_dim, num_classes)
         self.positions = build_positions(cfg.hidden_size // cfg.n_heads, cfg.rope_base, grid)
         self.blocks = nn.ModuleList(
-            DiTBlock(cfg.hidden_size, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_blocks)
+            DiTBlock(cfg.hidden_size, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout, cfg.attention_dropout)
+            for _ in range(cfg.n_blocks)
         )
         self.output_layer = OutputLayer(cfg.hidden_size, cfg.cond_dim, out_vocab)
 

@@ -141,6 +141,8 @@ def attention(
 
 
 class MLP(nn.Module):
+    """Linear (``fc``) - GELU-tanh - Linear (``proj``)."""
+
     def __init__(self, hidden: int, ratio: int = 4):
         super().__init__()
         self.fc = nn.Linear(hidden, ratio * hidden)
@@ -180,13 +182,18 @@ class KVCache:
 class DiTBlock(nn.Module):
     """Pre-LayerNorm transformer block with adaLN shift/scale/gate and self-attention.
 
-    x [B, L, H], c [B, C], rope for the L positions; a prepared ``mask`` or ``causal``.
+    x [B, L, H], c [B, C], rope for the L positions; a prepared ``mask`` or ``causal``. ``dropout`` is
+    on the residual branches (as the reference), ``attention_dropout`` on the attention weights.
     """
 
-    def __init__(self, hidden: int, n_heads: int, cond_dim: int, mlp_ratio: int = 4, dropout: float = 0.0):
+    def __init__(
+        self, hidden: int, n_heads: int, cond_dim: int, mlp_ratio: int = 4, dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+    ):
         super().__init__()
         self.n_heads = n_heads
         self.dropout = dropout
+        self.attention_dropout = attention_dropout
         self.norm1 = nn.LayerNorm(hidden, bias=False)
         self.attn_qkv = nn.Linear(hidden, 3 * hidden, bias=False)
         self.attn_out = nn.Linear(hidden, hidden, bias=False)
@@ -219,8 +226,8 @@ class DiTBlock(nn.Module):
                 causal = False
         elif cache is not None:
             k, v = cache.append(k, v)
-        p = self.dropout if self.training else 0.0
-        attn = self.attn_out(merge_heads(attention(q, k, v, mask, causal, p)))
+        p, p_attn = (self.dropout, self.attention_dropout) if self.training else (0.0, 0.0)
+        attn = self.attn_out(merge_heads(attention(q, k, v, mask, causal, p_attn)))
         x = x + gate1[:, None] * F.dropout(attn, p, self.training)
         mlp = self.mlp(modulate(self.norm2(x), shift2, scale2))
         return x + gate2[:, None] * F.dropout(mlp, p, self.training)

@@ -71,6 +71,17 @@ def other_group_summary(
     return stacked.gather(1, other)
 
 
+def query_processor(kind: str, hidden: int) -> nn.Module:
+    """GroupSwap's query projection: ``linear``; ``mlp4``, the reference's Linear-SiLU-Linear of width 4H
+    (parameters ``0.*`` and ``2.*``, as the reference names them); ``mlp4-gelu``, partgm's earlier
+    Linear-GELU-tanh-Linear (``MLP``: ``fc.*`` and ``proj.*``)."""
+    if kind == "linear":
+        return nn.Linear(hidden, hidden)
+    if kind == "mlp4":
+        return nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.SiLU(), nn.Linear(4 * hidden, hidden))
+    return MLP(hidden, 4)
+
+
 class GroupSwap(nn.Module):
     """Queries from position only (learned vector + sinusoidal code [+ other-group summary]); keys and
     values from the raw encoder outputs; output Linear with no residual: the decoder's initial stream."""
@@ -80,9 +91,9 @@ class GroupSwap(nn.Module):
         hidden = cfg.hidden_size
         self.n_heads = cfg.n_heads
         self.mode = cfg.swap_query_mode
-        self.base_embedding = nn.Parameter(torch.randn(1, hidden) * 0.02)
+        self.base_embedding = nn.Parameter(torch.randn(1, hidden))  # N(0, 1), as the reference's nn.Embedding
         self.pre_query_norm = nn.LayerNorm(hidden)
-        self.query_processor = nn.Linear(hidden, hidden) if cfg.swap_projection == "linear" else MLP(hidden, 4)
+        self.query_processor = query_processor(cfg.swap_projection, hidden)
         self.hidden_to_key_value = nn.Linear(hidden, 2 * hidden)
         self.output_linear = nn.Linear(hidden, hidden)
 
@@ -116,7 +127,7 @@ class CrossAttentionBlock(nn.Module):
         super().__init__()
         hidden = cfg.hidden_size
         self.n_heads = cfg.n_heads
-        self.dropout = cfg.dropout
+        self.dropout, self.attention_dropout = cfg.dropout, cfg.attention_dropout
         self.q_norm1 = nn.LayerNorm(hidden, bias=False)
         self.kv_norm1 = nn.LayerNorm(hidden, bias=False)
         self.attn_q = nn.Linear(hidden, hidden, bias=False)
@@ -155,8 +166,8 @@ class CrossAttentionBlock(nn.Module):
             modulation = self.adaLN_modulation(modulation)
         shift1, scale1, gate1, shift2, scale2, gate2 = modulation
         q = apply_rotary(split_heads(self.attn_q(modulate(self.q_norm1(s), shift1, scale1)), self.n_heads), query_rope)
-        p = self.dropout if self.training else 0.0
-        attn = self.attn_out(merge_heads(attention(q, *kv, mask, dropout=p)))
+        p, p_attn = (self.dropout, self.attention_dropout) if self.training else (0.0, 0.0)
+        attn = self.attn_out(merge_heads(attention(q, *kv, mask, dropout=p_attn)))
         s = s + gate1[:, None] * nn.functional.dropout(attn, p, self.training)
         mlp = self.mlp(modulate(self.norm2(s), shift2, scale2))
         return s + gate2[:, None] * nn.functional.dropout(mlp, p, self.training)
@@ -191,7 +202,8 @@ class PartitionTransformer(nn.Module):
         self.cond = Conditioning(cfg.cond_dim, num_classes)
         self.positions = build_positions(hidden // cfg.n_heads, cfg.rope_base, grid)
         self.encoder = nn.ModuleList(
-            DiTBlock(hidden, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_encoder_blocks)
+            DiTBlock(hidden, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout, cfg.attention_dropout)
+            for _ in range(cfg.n_encoder_blocks)
         )
         self.group_swap = GroupSwap(cfg)
         self.decoder = nn.ModuleList(CrossAttentionBlock(cfg) for _ in range(cfg.n_decoder_blocks))
