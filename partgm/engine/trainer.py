@@ -457,8 +457,11 @@ class Trainer:
         kind = "exact" if self.algorithm.exact_likelihood else "bound"
         loss = f"{final['loss']:.4f}" if "loss" in final else "-"
         speed = f"{final['tokens_per_s']:,.0f}" if "tokens_per_s" in final else "-"
-        return (f"step {final['step']}/{self.cfg.train.steps}: train loss {loss}, val PPL {final['val_ppl']:.2f} "
-                f"({kind}, EMA weights), {speed} tokens/s")
+        interval = ""
+        if not self.algorithm.exact_likelihood and "val_ppl_low" in final:
+            interval = f" [95%: {final['val_ppl_low']:.2f}-{final['val_ppl_high']:.2f}, {final['val_draws']} draw(s)]"
+        return (f"step {final['step']}/{self.cfg.train.steps}: train loss {loss}, val PPL {final['val_ppl']:.2f}"
+                f"{interval} ({kind}, EMA weights), {speed} tokens/s")
 
     def end_summary(self, final: dict[str, Any], elapsed: float) -> str:
         """Steps, time, final validation perplexity and where the checkpoint is."""
