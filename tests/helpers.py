@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
 import torch
 
 from partgm.samplers import SamplingOptions, generate, make_prompt
@@ -12,3 +18,23 @@ def sample(algorithm, model, n: int, length: int, steps: int, sampler: str = "au
     """``generate`` with a BOS-only prompt by default: [n, length] token ids."""
     prompt = prompt if prompt is not None else make_prompt(n, length, algorithm.bos_id)
     return generate(algorithm, model, prompt, SamplingOptions(steps=steps, nucleus=nucleus), sampler, generator)
+
+
+needs_gloo = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with gloo",
+)
+
+
+def run_torchrun(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 script args`` on this machine (gloo, one thread a process); fails the
+    test with the workers' stderr when they fail."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+           "--master_addr=127.0.0.1", f"--master_port={port}", script, *args]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc

@@ -5,14 +5,12 @@ Run as a script, this file is the torchrun worker: ``test_ddp.py RUN_DIR``.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import needs_gloo, run_torchrun
 from test_engine import ToyAlgorithm, toy_cfg, toy_data
 
 from partgm.config import RunConfig
@@ -28,24 +26,10 @@ def _cfg() -> RunConfig:
     return toy_cfg(steps=STEPS, global_batch=8, micro_batch=2, eval_every=2, save_every=STEPS)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-    reason="needs torch.distributed with gloo",
-)
+@needs_gloo
 def test_ddp_matches_single_process(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"]
-    rendezvous = ["--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
-    cmd = [*torchrun, *rendezvous, __file__, str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(__file__, str(tmp_path / "ddp"), timeout=120)
 
     algo = ToyAlgorithm(dropout=0.0)
     train(_cfg(), toy_data(), tmp_path / "single", algorithm=algo)

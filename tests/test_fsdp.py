@@ -8,14 +8,12 @@ against the unsharded model (ROOT/partition-fsdp.txt).
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import needs_gloo, run_torchrun
 from test_engine import ToyAlgorithm, toy_cfg, toy_data
 
 from partgm.config import RunConfig
@@ -31,24 +29,10 @@ def _cfg(steps: int = STEPS, parallel: str = "fsdp") -> RunConfig:
     return cfg
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
-    reason="needs torch.distributed with gloo",
-)
+@needs_gloo
 def test_fsdp_matches_single_process_and_resumes_exactly(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"]
-    rendezvous = ["--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
-    proc = subprocess.run([*torchrun, *rendezvous, __file__, str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_torchrun(__file__, str(tmp_path), timeout=600)
 
     algo = ToyAlgorithm(dropout=0.0)
     train(_cfg(parallel="ddp"), toy_data(), tmp_path / "single", algorithm=algo)

@@ -19,10 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
-import shutil
-import uuid
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -32,7 +29,7 @@ import numpy as np
 import torch
 
 from partgm.data.corpora import _files_fingerprint
-from partgm.data.prepare import FORMAT_VERSION, PreparedData, _reusable, _val_mask
+from partgm.data.prepare import FORMAT_VERSION, PreparedData, _reusable, _val_mask, publish_dataset
 from partgm.errors import PartgmError
 from partgm.registry import Registry
 
@@ -190,27 +187,17 @@ def prepare_image_dataset(
     if len(tokens) < 2:
         raise PartgmError(f"image data '{corpus}' has {len(tokens)} image(s); a train/validation split needs 2")
     is_val = _val_mask(len(tokens), val_fraction, seed)
-    shutil.rmtree(out, ignore_errors=True)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_dir / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.mkdir()
-    try:
+
+    def build(tmp: Path) -> dict:
         splits = {}
         for split, rows in (("train", ~is_val), ("val", is_val)):
             (tmp / f"{split}.bin").write_bytes(np.ascontiguousarray(tokens[rows]).tobytes())
             if labels is not None and extra["num_classes"]:
                 (tmp / f"{split}.labels.bin").write_bytes(labels[rows].astype(np.int64).tobytes())
             splits[split] = {"rows": int(rows.sum()), "tokens": int(rows.sum()) * length, "documents": int(rows.sum())}
-        header = {"format_version": FORMAT_VERSION, "input_hash": key, "corpus": corpus, **extra,
-                  "bos_id": None, "eos_id": None, "dtype": tokens.dtype.name, "length": length,
-                  "splits": splits, "val_fraction": val_fraction, "seed": seed}
-        (tmp / "header.json").write_text(json.dumps(header, indent=2) + "\n")
-        try:
-            os.rename(tmp, out)
-        except OSError:  # another process published the same dataset first
-            if _reusable(out, key) is None:
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return PreparedData.load(out)
+        return {"format_version": FORMAT_VERSION, "input_hash": key, "corpus": corpus, **extra,
+                "bos_id": None, "eos_id": None, "dtype": tokens.dtype.name, "length": length,
+                "splits": splits, "val_fraction": val_fraction, "seed": seed}
+
+    return publish_dataset(cache_dir, out, key, build)
 

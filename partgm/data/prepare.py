@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from itertools import chain, islice
 from pathlib import Path
@@ -142,20 +142,30 @@ def prepare_dataset(
         )
     is_val = _val_mask(n_docs, val_fraction, seed)
 
+    return publish_dataset(cache_dir, out, key, lambda tmp: {
+        "format_version": FORMAT_VERSION,
+        "input_hash": key,
+        "corpus": corpus,
+        **_build(tmp, corpus, tokenizer, length, is_val, progress),
+        "val_fraction": val_fraction,
+        "seed": seed,
+    })
+
+
+def publish_dataset(
+    cache_dir: Path, out: Path, key: str, build: Callable[[Path], dict[str, Any]]
+) -> PreparedData:
+    """Build a prepared dataset all at once: ``build(tmp)`` writes the split files into a temporary
+    directory and returns the header, which is written last; the directory is then renamed to ``out``
+    (a concurrent process that published the same ``key`` first wins). Stale temporaries of dead
+    processes are removed first; an interrupted build leaves nothing behind."""
     shutil.rmtree(out, ignore_errors=True)  # an earlier, broken or stale directory of the same name
     cache_dir.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(cache_dir)  # left by a prepare killed mid-way
     tmp = cache_dir / f".{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     tmp.mkdir()
     try:
-        header = {
-            "format_version": FORMAT_VERSION,
-            "input_hash": key,
-            "corpus": corpus,
-            **_build(tmp, corpus, tokenizer, length, is_val, progress),
-            "val_fraction": val_fraction,
-            "seed": seed,
-        }
+        header = build(tmp)
         (tmp / "header.json").write_text(json.dumps(header, indent=2) + "\n")
         try:
             os.rename(tmp, out)
