@@ -1,5 +1,6 @@
 """Side-by-side figure of two sample grids with titles (benchmarks/results/images/digits-maskgit-vs-pgm.png)."""
 import sys
+
 from PIL import Image, ImageDraw
 
 paths, titles, out = sys.argv[1:3], sys.argv[3:5], sys.argv[5]
