@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import time
 import uuid
 from functools import partial
@@ -30,13 +28,6 @@ IMAGE_BENCH_SIZES: dict[str, tuple[tuple[int, int], int, int, dict[str, list[str
     }),
 }
 IMAGE_BENCH_VARIANTS = ("maskgit/confidence", "maskgit/halton", "pgm-image/halton", "pgm-image/confidence")
-
-
-def _load() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def bench_images(
@@ -80,7 +71,7 @@ def bench_images(
                         "grid": list(grid), "vocab_size": vocab, "num_classes": classes, "batch": batch,
                         "steps": steps, "guidance": w, **timing,
                         "images_per_s": batch / timing["latency_s_mean"], **environment(device, "fp32"),
-                        "load": _load(), "includes_vq_decoding": False,
+                        "includes_vq_decoding": False,
                     }
                     records.append(record)
                     if on_record is not None:
@@ -114,7 +105,7 @@ def plot_image_bench(records: list[dict], out_png: Path) -> Path:
                title=f"{size}: {first['grid'][0]}x{first['grid'][1]} tokens, batch {first['batch']}")
         ax.set_xticks(sorted({r["steps"] for r in records}))
         ax.legend(fontsize=7)
-    fig.suptitle(f"{records[0]['device']}, {records[0]['threads']} threads; {records[0]['load']}", fontsize=8)
+    fig.suptitle(f"{records[0]['device']}, {records[0]['threads']} threads; load {records[0]['load_1m']:.1f}", fontsize=8)
     fig.tight_layout()
     import io
 
