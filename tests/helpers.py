@@ -12,6 +12,19 @@ import torch
 
 from partgm.samplers import SamplingOptions, generate, make_prompt
 
+GENESIS = ("and the lord said unto moses in the beginning god created the heaven and the earth "
+           "and the earth was without form and void and darkness was upon the face of the deep")
+
+
+def write_corpus(root, n_docs: int, stride: int, words_per_doc: int = 400, text: str = GENESIS,
+                 name: str = "doc{i:02d}.txt"):
+    """``n_docs`` text files in ``root``: document i is ``words_per_doc`` words of ``text`` read cyclically
+    from word ``i * stride``. Returns ``root``."""
+    words = text.split()
+    for i in range(n_docs):
+        (root / name.format(i=i)).write_text(" ".join(words[(i * stride + j) % len(words)] for j in range(words_per_doc)))
+    return root
+
 
 def sample(algorithm, model, n: int, length: int, steps: int, sampler: str = "auto", nucleus: float = 1.0,
            generator: torch.Generator | None = None, prompt=None) -> torch.Tensor:

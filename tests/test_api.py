@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from helpers import write_corpus
 
 import partgm
 from partgm.cli import main
@@ -18,17 +19,11 @@ from partgm.errors import PartgmError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 EXAMPLES = Path(__file__).parent.parent / "examples"
-TEXT = ("and the lord said unto moses in the beginning god created the heaven and the earth "
-        "and the earth was without form and void and darkness was upon the face of the deep")
-WORDS = TEXT.split(" ")
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(8):
-        (root / f"doc{i}.txt").write_text(" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(300)))
-    return root
+    return write_corpus(tmp_path_factory.mktemp("corpus"), n_docs=8, stride=7, words_per_doc=300, name="doc{i}.txt")
 
 
 def run_example(name: str, *args: str) -> None:

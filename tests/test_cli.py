@@ -6,21 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import write_corpus
 
 from partgm.cli import main
-
-TEXT = ("and the lord said unto moses in the beginning god created the heaven and the earth "
-        "and the earth was without form and void and darkness was upon the face of the deep")
-WORDS = TEXT.split()
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(12):
-        text = " ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(400))
-        (root / f"doc{i:02d}.txt").write_text(text)
-    return root
+    return write_corpus(tmp_path_factory.mktemp("corpus"), n_docs=12, stride=7)
 
 
 def _train_args(corpus: Path, cache: Path, run_dir: Path, algo: str = "pgm", *extra: str) -> list[str]:

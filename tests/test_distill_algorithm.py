@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import safetensors.torch
 import torch
+from helpers import write_corpus
 
 from partgm.algorithms import Batch, TokenSpace
 from partgm.algorithms.mdlm import MDLMAlgorithm
@@ -121,15 +122,11 @@ def test_distill_config_defaults_and_validation():
 
 
 # --- end to end: a tiny source run, the CLI, exact resume ------------------------------------------------
-TEXT = ("and the lord said unto moses in the beginning god created the heaven and the earth "
-        "and the earth was without form and void and darkness was upon the face of the deep")
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
-    root, words = tmp_path_factory.mktemp("sdtt"), TEXT.split()
-    for i in range(8):
-        (root / f"doc{i}.txt").write_text(" ".join(words[(i * 5 + j) % len(words)] for j in range(300)))
+    root = write_corpus(tmp_path_factory.mktemp("sdtt"), n_docs=8, stride=5, words_per_doc=300, name="doc{i}.txt")
     run_dir = root / "pgm"
     assert main(["train", "--algo", "pgm", "--preset", "cpu-tiny", "--run-dir", str(run_dir), f"data.corpus={root}",
                  "data.tokenizer=bpe-300", "data.length=16", f"data.cache_dir={root / 'cache'}", "train.steps=2",

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import write_corpus
 
 from partgm.cli import main
 from partgm.engine.lock import LOCK_FILE, RunLock
@@ -15,15 +16,11 @@ from partgm.fileio import pid_alive
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXT = "in the beginning god created the heaven and the earth and the earth was without form and void"
-WORDS = TEXT.split()
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(10):
-        (root / f"doc{i:02d}.txt").write_text(" ".join(WORDS[(i * 5 + j) % len(WORDS)] for j in range(300)))
-    return root
+    return write_corpus(tmp_path_factory.mktemp("corpus"), n_docs=10, stride=5, words_per_doc=300, text=TEXT)
 
 
 def train_args(corpus: Path, run_dir: Path, *extra: str) -> list[str]:

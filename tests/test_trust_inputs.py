@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_corpus
 
 from partgm.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TEXT = ("and the lord said unto moses in the beginning god created the heaven and the earth and the earth was "
-        "without form and void and darkness was upon the face of the deep")
-WORDS = TEXT.split()
 NOT_UTF8 = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Python makes of Latin-1 bytes in argv
 
 # (what was tried, argv with RUN / CORPUS / CACHE / FILE / OTHER_DATA placeholders, expected text in the error)
@@ -85,8 +83,7 @@ def make_world(root: Path) -> dict[str, Path]:
     """A corpus, a trained tiny PGM run, data of another length, a plain file and an exported model."""
     corpus = root / "corpus"
     corpus.mkdir()
-    for i in range(12):
-        (corpus / f"doc{i:02d}.txt").write_text(" ".join(WORDS[(i * 7 + j) % len(WORDS)] for j in range(400)))
+    write_corpus(corpus, n_docs=12, stride=7)
     cache, run = root / "cache", root / "run"
     assert main(_train_args(corpus, cache, run)) == 0
     assert main(["prepare", f"data.corpus={corpus}", "data.tokenizer=bpe-300", "data.length=16",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import write_corpus
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
@@ -68,9 +69,7 @@ def test_more_draws_narrow_the_interval() -> None:
 def test_training_eval_and_eval_ppl_agree(tmp_path: Path, capsys) -> None:
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    words = TEXT.split()
-    for i in range(10):
-        (corpus / f"doc{i}.txt").write_text(" ".join(words[(i * 5 + j) % len(words)] for j in range(300)))
+    write_corpus(corpus, n_docs=10, stride=5, words_per_doc=300, text=TEXT, name="doc{i}.txt")
     run = tmp_path / "run"
     assert main(["train", "--algo", "pgm", "--preset", "cpu-tiny", "--run-dir", str(run), f"data.corpus={corpus}",
                  "data.tokenizer=bpe-300", "data.length=32", f"data.cache_dir={tmp_path / 'cache'}",
