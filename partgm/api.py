@@ -220,8 +220,8 @@ def train(
     ``config``: a YAML/JSON file, a dict of config sections, or None (defaults). ``options`` are dotted
     overrides with ``__`` for the dot (``train__steps=200``, ``algo="mdlm"``, ``preset="cpu-tiny"``);
     ``overrides`` the same as ``section.key=value`` strings."""
-    from partgm.config import resolve_config
     from partgm.engine import train as train_run
+    from partgm.resolve import resolve_config
     from partgm.runs import prepare_data
 
     items = [f"{k.replace('__', '.')}={_override_value(v)}" for k, v in options.items()] + list(overrides)

@@ -52,7 +52,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve(args: argparse.Namespace, base: dict | None = None):
-    from partgm.config import resolve_config
+    from partgm.resolve import resolve_config
 
     overrides = list(args.overrides)
     if args.algo:
@@ -196,8 +196,8 @@ def _presets_vocab(args: argparse.Namespace) -> tuple[int, str]:
     ``data.tokenizer=`` (the default config's when neither is given)."""
     import re
 
-    from partgm.config import resolve_config
     from partgm.data import load_tokenizer
+    from partgm.resolve import resolve_config
 
     if args.vocab_size:
         return args.vocab_size, "--vocab-size"
@@ -215,7 +215,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
     import torch
 
     from partgm.algorithms import ALGORITHMS, get_algorithm
-    from partgm.config import PRESETS, ModelConfig, model_config_class, resolve_config
+    from partgm.models.config import ModelConfig
+    from partgm.resolve import PRESETS, model_config_class, resolve_config
 
     vocab, where = _presets_vocab(args)
     print(f"parameters at vocabulary {vocab:,} ({where}); change with --vocab-size N or --config / "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.runs import prepare_data, sample_run
 from partgm.samplers import SamplingOptions
 

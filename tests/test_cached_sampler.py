@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from partgm.algorithms import get_algorithm
-from partgm.config import PartitionConfig
+from partgm.models.config import PartitionConfig
 from partgm.errors import PartgmError
 from partgm.models import randomize_
 from partgm.samplers import SamplingOptions, generate, get_sampler, make_prompt, sampler_names

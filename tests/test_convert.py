@@ -19,7 +19,7 @@ from torch import nn
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.convert import convert_checkpoint, reference_parameter_names
 from partgm.engine import load_run
 from partgm.errors import PartgmError

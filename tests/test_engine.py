@@ -19,7 +19,9 @@ from torch import nn
 
 from partgm.algorithms import TokenSpace
 from partgm.algorithms.base import Algorithm
-from partgm.config import DiTConfig, ModelConfig, RunConfig, TrainConfig, resolve_config, to_dict
+from partgm.config import RunConfig, TrainConfig, to_dict
+from partgm.models.config import DiTConfig, ModelConfig
+from partgm.resolve import resolve_config
 from partgm.engine import evaluate_ppl, load_run, train
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
 from partgm.engine.checkpoint import list_checkpoints, read_run_config

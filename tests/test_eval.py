@@ -17,7 +17,7 @@ import torch
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.data import Tokenizer, load_tokenizer
 from partgm.errors import PartgmError
 from partgm.evaluation.genppl import judge_texts, load_judge, mean_entropy, unigram_entropy

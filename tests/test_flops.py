@@ -26,7 +26,8 @@ from partgm.benchmarks.flops import (
     sampling_flops,
     uniform_plan_widths,
 )
-from partgm.config import PRESETS, DiTConfig, PartitionConfig
+from partgm.models.config import DiTConfig, PartitionConfig
+from partgm.resolve import PRESETS
 from partgm.samplers.common import DecodePlan, make_prompt
 from partgm.schedules import LogLinearSchedule
 

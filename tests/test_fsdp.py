@@ -57,7 +57,7 @@ def _partition_transformer_check(root: Path) -> None:
     import copy
 
     from partgm.algorithms import get_algorithm
-    from partgm.config import PartitionConfig
+    from partgm.models.config import PartitionConfig
     from partgm.engine import distributed
 
     d = distributed.init_distributed("cpu")

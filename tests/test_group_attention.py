@@ -183,7 +183,7 @@ def sync_free_forward(model, x, groups, backend):
 
 
 def tiny_model():
-    from partgm.config import PartitionConfig
+    from partgm.models.config import PartitionConfig
     from partgm.models import PartitionTransformer
 
     cfg = PartitionConfig(hidden_size=32, n_heads=2, n_encoder_blocks=1, n_decoder_blocks=1, cond_dim=16, dropout=0.0, attention_layout="dense",

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.data import PreparedData
 from partgm.data.images import is_image_data, load_image_tokenizer, prepare_image_dataset
 from partgm.errors import PartgmError

@@ -8,7 +8,7 @@ from torch import nn
 
 from partgm.algorithms import get_algorithm
 from partgm.algorithms.base import Algorithm, TokenSpace
-from partgm.config import DiTConfig, PartitionConfig
+from partgm.models.config import DiTConfig, PartitionConfig
 from partgm.images.halton import arccos_schedule, halton_order
 from partgm.models import randomize_
 from partgm.samplers import SamplingOptions, generate, get_sampler, make_prompt, sampler_names

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from partgm.algorithms import Batch, get_algorithm
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.models import randomize_
 
 VOCAB = 11

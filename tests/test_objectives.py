@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from partgm.algorithms import Batch, get_algorithm
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.models import randomize_
 from partgm.schedules import antithetic_times
 

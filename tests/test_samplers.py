@@ -16,7 +16,7 @@ from scipy import stats
 from torch import nn
 
 from partgm.algorithms import ALGORITHMS, Batch, get_algorithm
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.errors import PartgmError
 from partgm.models import randomize_
 from partgm.samplers import Prompt, make_prompt, sampler_names

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from partgm.algorithms import Batch, get_algorithm
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.engine.checkpoint import migrate_config, weight_names
 from partgm.models import randomize_
 from partgm.samplers.common import DecodePlan, token_probs

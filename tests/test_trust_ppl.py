@@ -13,7 +13,7 @@ from helpers import write_corpus
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.engine import evaluate_ppl
 from partgm.models import randomize_
 

@@ -7,8 +7,8 @@ from torch import nn
 
 from partgm.algorithms.base import Algorithm, Batch, Context
 from partgm.algorithms.mdlm import token_nll
-from partgm.config import DiTConfig
 from partgm.models import DiT
+from partgm.models.config import DiTConfig
 
 
 class AutoregressiveAlgorithm(Algorithm):

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from partgm.config import ModelConfig, RunConfig
+from partgm.config import RunConfig
+from partgm.models.config import ModelConfig
 from partgm.schedules import NoiseSchedule, antithetic_times, get_schedule
 
 

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from partgm.algorithms.base import Algorithm, Batch, Context
-from partgm.config import DiTConfig
 from partgm.models import DiT
+from partgm.models.config import DiTConfig
 from partgm.schedules import MIN_TRAIN_TIME
 
 

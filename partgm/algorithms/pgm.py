@@ -7,8 +7,8 @@ from torch import nn
 
 from partgm.algorithms.base import Algorithm, Batch, Context
 from partgm.algorithms.mdlm import token_nll
-from partgm.config import PartitionConfig
 from partgm.models import PartitionTransformer
+from partgm.models.config import PartitionConfig
 from partgm.schedules import MIN_TRAIN_TIME
 
 

@@ -29,7 +29,7 @@ from itertools import pairwise
 
 import torch
 
-from partgm.config import ModelConfig
+from partgm.models.config import ModelConfig
 
 TIMESTEP_FREQUENCY_DIM = 256  # layers.TimestepEmbedder default
 

@@ -9,9 +9,9 @@ import torch
 from partgm.algorithms import TokenSpace, build_algorithm
 from partgm.benchmarks.accounting import efficiency, matmul_peak, sample_flops
 from partgm.benchmarks.timing import environment, machine_load, network_time_share, time_call
-from partgm.config import resolve_config
 from partgm.models import randomize_
 from partgm.precision import autocast_for
+from partgm.resolve import resolve_config
 from partgm.samplers import SamplingOptions, generate, make_prompt
 from partgm.samplers.partition import CompiledPacked, UniformSampler
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partgm.config import PartitionConfig
+from partgm.models.config import PartitionConfig
 from partgm.models.group_attention import flex_available
 from partgm.models.layers import (
     MLP,
