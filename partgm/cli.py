@@ -126,7 +126,7 @@ def _sample_path(args: argparse.Namespace) -> Path:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.fileio import atomic_write_text
-    from partgm.images.runs import is_image_run
+    from partgm.imagerun import is_image_run
     from partgm.runs import sample_run
     from partgm.samplers import SamplingOptions
     from partgm.samplers.cached import sampler_choice
