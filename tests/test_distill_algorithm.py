@@ -19,14 +19,14 @@ from partgm.algorithms.mdlm import MDLMAlgorithm
 from partgm.algorithms.pgm import PGMAlgorithm
 from partgm.cli import main
 from partgm.config import DistillConfig, to_dict
-from partgm.models.config import DiTConfig, PartitionConfig
-from partgm.resolve import config_from_dict, resolve_config
 from partgm.distill.algorithm import SDTTAlgorithm, round_dir
 from partgm.distill.commands import distill_run
 from partgm.engine import load_run
 from partgm.engine.ema import EMA
 from partgm.errors import PartgmError
+from partgm.models.config import DiTConfig, PartitionConfig
 from partgm.models.init import randomize_
+from partgm.resolve import config_from_dict, resolve_config
 from partgm.runs import sample_run
 from partgm.samplers import SamplingOptions
 from partgm.samplers.common import sample_tokens

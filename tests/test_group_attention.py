@@ -183,8 +183,8 @@ def sync_free_forward(model, x, groups, backend):
 
 
 def tiny_model():
-    from partgm.models.config import PartitionConfig
     from partgm.models import PartitionTransformer
+    from partgm.models.config import PartitionConfig
 
     cfg = PartitionConfig(hidden_size=32, n_heads=2, n_encoder_blocks=1, n_decoder_blocks=1, cond_dim=16, dropout=0.0, attention_layout="dense",
                       swap_query_mode="learn+freqs+mean")

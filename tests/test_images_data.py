@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from partgm.resolve import resolve_config
 from partgm.data import PreparedData
 from partgm.data.images import is_image_data, load_image_tokenizer, prepare_image_dataset
 from partgm.errors import PartgmError
 from partgm.images.digits import load_digit_tokens
 from partgm.images.vqvae import VQVAE, VQVAEConfig, save_vqvae
+from partgm.resolve import resolve_config
 from partgm.runs import prepare_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")

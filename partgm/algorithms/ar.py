@@ -17,6 +17,7 @@ class AutoregressiveAlgorithm(Algorithm):
     name = "ar"
     model_config = DiTConfig
     sampler_family = "autoregressive"
+    samplers = ("ancestral",)
     exact_likelihood = True
 
     def build_model(self, model_cfg: DiTConfig) -> nn.Module:
