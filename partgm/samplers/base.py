@@ -17,6 +17,7 @@ from torch import nn
 from partgm.errors import PartgmError, unknown_choice
 from partgm.registry import Registry
 from partgm.samplers.common import Prompt, SamplingOptions
+from partgm.samplers.cost import PlanWidths, SamplingCost, Workload
 
 SAMPLER_FAMILIES: dict[str, Registry[Sampler]] = {}
 
@@ -33,6 +34,12 @@ class Sampler:
     ) -> torch.Tensor:
         """Fill the free positions of ``prompt`` -> tokens [B, L] (long). Runs under no_grad, eval mode."""
         raise NotImplementedError
+
+    def flops(self, work: Workload, plan: PlanWidths | None = None) -> SamplingCost | None:
+        """The analytic cost of one generation (``partgm.samplers.cost``); ``plan``: the realised
+        (clean_width, query_width) per forward pass (``plan_widths``), else the plan's expectation or its
+        deterministic widths. None: this sampler has no analytic count."""
+        return None
 
 
 def register_sampler(cls: type[Sampler], replace: bool = False, family: str | None = None) -> type[Sampler]:
