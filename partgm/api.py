@@ -230,7 +230,7 @@ def train(
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise PartgmError(f"run directory '{run_dir}' is not empty: pass resume=True to continue it, or another run_dir")
-    metrics = train_run(cfg, prepare_data(cfg, progress=cfg.train.progress), run_dir, resume=resume)
+    metrics = train_run(*prepare_data(cfg, progress=cfg.train.progress), run_dir, resume=resume)
     model = Model.load(run_dir, device=cfg.train.device)
     model.metrics = metrics
     return model

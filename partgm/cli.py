@@ -67,7 +67,7 @@ def _resolve(args: argparse.Namespace, base: dict | None = None):
 def cmd_prepare(args: argparse.Namespace) -> None:
     from partgm.runs import prepare_data
 
-    data = prepare_data(_resolve(args))
+    _, data = prepare_data(_resolve(args))
     h = data.header
     print(f"prepared {data.path}: vocab {h['vocab_size']}, length {h['length']}, "
           f"train rows {h['splits']['train']['rows']}, val rows {h['splits']['val']['rows']}")
@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from partgm.runs import prepare_data
 
     cfg, run_dir = _train_config(args)
-    data = prepare_data(cfg, progress=cfg.train.progress)
+    cfg, data = prepare_data(cfg, progress=cfg.train.progress)
     result = train(cfg, data, run_dir, resume=args.resume)
     print(json.dumps({"run_dir": str(run_dir), **result}))
 

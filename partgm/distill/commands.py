@@ -43,7 +43,7 @@ def distill_run(source: Path, out: Path, overrides: list[str] | None = None, res
     cfg = distill_config(source, out, list(overrides or []), resume)
     header = read_data_header(out if resume else source)
     data_path = header.get("path")
-    data = PreparedData.load(data_path) if data_path and Path(data_path).is_dir() else prepare_data(cfg)
+    cfg, data = (cfg, PreparedData.load(data_path)) if data_path and Path(data_path).is_dir() else prepare_data(cfg)
     base = build_algorithm(cfg, TokenSpace.from_header({**data.header, "path": None}))
     if base.sampler_family not in ("masked", "partition"):
         raise PartgmError(f"SDTT distils masked and partition models, not '{cfg.algo}'")
