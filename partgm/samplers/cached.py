@@ -25,7 +25,7 @@ from partgm.models.layers import AttentionMask, KVCache
 from partgm.models.partition import Queries, other_group_summary
 from partgm.samplers.base import register_sampler
 from partgm.samplers.common import DecodePlan, choose_tokens, with_spare_column
-from partgm.samplers.partition import UniformSampler
+from partgm.samplers.partition import BinomialSampler, CompiledPacked, UniformSampler
 
 
 class EncoderCache:
@@ -118,8 +118,6 @@ def sampler_choice(name: str = "auto", refresh: int | None = None, compile: bool
             raise PartgmError("--compile applies to the uniform and binomial samplers, not to cached")
         return CachedSampler(refresh)
     if compile:
-        from partgm.samplers.partition import BinomialSampler, CompiledPacked
-
         if name not in ("auto", "uniform", "binomial"):
             raise PartgmError(f"--compile applies to the uniform and binomial PGM samplers, not to '{name}'")
         return (BinomialSampler if name == "binomial" else UniformSampler)(CompiledPacked())
