@@ -28,7 +28,6 @@ class MaskGITAlgorithm(MDLMAlgorithm):
     Validation is MDLM's NELBO, so its perplexity bound stays comparable with MDLM's and PGM's."""
 
     name = "maskgit"
-    sampler_family = "masked"
     samplers = ("confidence", "halton", "ancestral", "fast-ancestral")
 
     def training_loss(self, model, batch, t, generator=None):

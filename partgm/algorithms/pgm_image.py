@@ -16,7 +16,6 @@ class PGMImageAlgorithm(PGMAlgorithm):
     Its default sampler is ``halton``."""
 
     name = "pgm-image"
-    sampler_family = "partition"
     samplers = ("halton", "confidence", "uniform", "binomial", "naive")
 
     def training_loss(self, model, batch, t, generator=None):
