@@ -220,8 +220,8 @@ def train(
     ``config``: a YAML/JSON file, a dict of config sections, or None (defaults). ``options`` are dotted
     overrides with ``__`` for the dot (``train__steps=200``, ``algo="mdlm"``, ``preset="cpu-tiny"``);
     ``overrides`` the same as ``section.key=value`` strings."""
-    from partgm.config import resolve_config
     from partgm.engine import train as train_run
+    from partgm.resolve import resolve_config
     from partgm.runs import prepare_data
 
     items = [f"{k.replace('__', '.')}={_override_value(v)}" for k, v in options.items()] + list(overrides)
@@ -230,7 +230,7 @@ def train(
     run_dir = Path(run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume:
         raise PartgmError(f"run directory '{run_dir}' is not empty: pass resume=True to continue it, or another run_dir")
-    metrics = train_run(cfg, prepare_data(cfg, progress=cfg.train.progress), run_dir, resume=resume)
+    metrics = train_run(*prepare_data(cfg, progress=cfg.train.progress), run_dir, resume=resume)
     model = Model.load(run_dir, device=cfg.train.device)
     model.metrics = metrics
     return model

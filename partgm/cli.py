@@ -52,7 +52,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve(args: argparse.Namespace, base: dict | None = None):
-    from partgm.config import resolve_config
+    from partgm.resolve import resolve_config
 
     overrides = list(args.overrides)
     if args.algo:
@@ -67,7 +67,7 @@ def _resolve(args: argparse.Namespace, base: dict | None = None):
 def cmd_prepare(args: argparse.Namespace) -> None:
     from partgm.runs import prepare_data
 
-    data = prepare_data(_resolve(args))
+    _, data = prepare_data(_resolve(args))
     h = data.header
     print(f"prepared {data.path}: vocab {h['vocab_size']}, length {h['length']}, "
           f"train rows {h['splits']['train']['rows']}, val rows {h['splits']['val']['rows']}")
@@ -101,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from partgm.runs import prepare_data
 
     cfg, run_dir = _train_config(args)
-    data = prepare_data(cfg, progress=cfg.train.progress)
+    cfg, data = prepare_data(cfg, progress=cfg.train.progress)
     result = train(cfg, data, run_dir, resume=args.resume)
     print(json.dumps({"run_dir": str(run_dir), **result}))
 
@@ -126,7 +126,7 @@ def _sample_path(args: argparse.Namespace) -> Path:
 
 def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.fileio import atomic_write_text
-    from partgm.images.runs import is_image_run
+    from partgm.imagerun import is_image_run
     from partgm.runs import sample_run
     from partgm.samplers import SamplingOptions
     from partgm.samplers.cached import sampler_choice
@@ -196,8 +196,8 @@ def _presets_vocab(args: argparse.Namespace) -> tuple[int, str]:
     ``data.tokenizer=`` (the default config's when neither is given)."""
     import re
 
-    from partgm.config import resolve_config
     from partgm.data import load_tokenizer
+    from partgm.resolve import resolve_config
 
     if args.vocab_size:
         return args.vocab_size, "--vocab-size"
@@ -215,7 +215,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
     import torch
 
     from partgm.algorithms import ALGORITHMS, get_algorithm
-    from partgm.config import PRESETS, ModelConfig, model_config_class, resolve_config
+    from partgm.models.config import ModelConfig
+    from partgm.resolve import PRESETS, model_config_class, resolve_config
 
     vocab, where = _presets_vocab(args)
     print(f"parameters at vocabulary {vocab:,} ({where}); change with --vocab-size N or --config / "

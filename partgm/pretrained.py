@@ -25,9 +25,11 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from partgm.config import PartitionConfig, RunConfig, config_from_dict, to_dict
+from partgm.config import RunConfig, to_dict
 from partgm.errors import PartgmError
 from partgm.fileio import atomic_write_bytes
+from partgm.models.config import PartitionConfig
+from partgm.resolve import config_from_dict
 
 FORMAT = "partgm-pretrained"
 FORMAT_VERSION = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from partgm.config import resolve_config
+from partgm.resolve import resolve_config
 from partgm.runs import prepare_data, sample_run
 from partgm.samplers import SamplingOptions
 
@@ -24,7 +24,7 @@ def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
     start = time.time()
     overrides = [f"train.steps={steps}"] if steps else []
     cfg = resolve_config(QUICKSTART_CONFIG, overrides)
-    data = prepare_data(cfg)
+    cfg, data = prepare_data(cfg)
     checkpoints = list_checkpoints(run_dir) if run_dir.exists() else []
     if not checkpoints or int(checkpoints[-1].name.split("_")[-1]) < cfg.train.steps:
         train(cfg, data, run_dir, resume=bool(checkpoints))

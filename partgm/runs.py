@@ -3,6 +3,7 @@ samples from a trained run. The CLI, the quickstart and the evaluations all call
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +14,21 @@ from partgm.errors import PartgmError
 from partgm.samplers import Sampler, SamplingOptions, generate, make_prompt
 
 
-def prepare_data(cfg: RunConfig, progress: bool = True) -> Any:
-    """The prepared dataset of ``cfg.data`` (built, or reused when its inputs are unchanged)."""
+def prepare_data(cfg: RunConfig, progress: bool = True) -> tuple[RunConfig, Any]:
+    """(the config, the prepared dataset of its ``data`` section: built, or reused when its inputs are
+    unchanged). The config is ``cfg`` itself, or a new one where the source fixes the length (an image
+    grid: digits 64); ``cfg`` is never changed."""
     from partgm.data import prepare_dataset
     from partgm.data.images import image_length, is_image_data, prepare_image_dataset
 
     d = cfg.data
-    if is_image_data(d.corpus, d.tokenizer):  # the source fixes the length of a grid (digits: 64)
-        d.length = image_length(d.corpus, d.length)
-        return prepare_image_dataset(
+    if is_image_data(d.corpus, d.tokenizer):
+        d = replace(d, length=image_length(d.corpus, d.length))
+        data = prepare_image_dataset(
             d.corpus, d.tokenizer, d.length, d.val_fraction, d.cache_dir, seed=cfg.train.seed, progress=progress
         )
-    return prepare_dataset(
+        return replace(cfg, data=d), data
+    return cfg, prepare_dataset(
         d.corpus, d.tokenizer, d.length, d.val_fraction, d.cache_dir, seed=cfg.train.seed, progress=progress
     )
 

@@ -15,7 +15,6 @@ import torch
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
 from partgm.data import Tokenizer, load_tokenizer
 from partgm.engine import load_run
 from partgm.errors import PartgmError
@@ -27,6 +26,7 @@ from partgm.pretrained import (
     save_pretrained,
     write_run_directory,
 )
+from partgm.resolve import resolve_config
 
 LENGTH = 12
 

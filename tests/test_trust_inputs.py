@@ -164,13 +164,13 @@ def test_read_only_run_directory_is_one_line(world, tmp_path, capsys, monkeypatc
 
 
 def test_python_api_refuses_bad_configs_and_options(world) -> None:
-    from partgm.config import RunConfig, TrainConfig, validate
+    from partgm.config import RunConfig, TrainConfig
     from partgm.engine import load_run
     from partgm.errors import PartgmError
     from partgm.samplers import SamplingOptions, generate, make_prompt
 
     with pytest.raises(PartgmError, match="train.keep_last=-1 must be >= 0"):
-        validate(RunConfig(train=TrainConfig(keep_last=-1)))
+        RunConfig(train=TrainConfig(keep_last=-1)).check()
     with pytest.raises(PartgmError, match="steps must be a positive integer, got 2.5"):
         SamplingOptions(steps=2.5)
     run = load_run(world["RUN"])

@@ -40,9 +40,9 @@ def bench_images(
 
     from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.benchmarks.timing import environment, time_call
-    from partgm.config import resolve_config
     from partgm.engine.distributed import resolve_device
     from partgm.models import randomize_
+    from partgm.resolve import resolve_config
     from partgm.samplers import SamplingOptions, generate, make_prompt
 
     device = resolve_device(device_name)

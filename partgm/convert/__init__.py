@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from partgm.config import config_from_dict, to_dict
+from partgm.config import to_dict
 from partgm.convert.infer import infer_model_config, tensor_shape
 from partgm.convert.pickles import get_hparam, load_reference_checkpoint, plain_tree, reference_model_config
 from partgm.convert.reference_names import (
@@ -42,6 +42,7 @@ from partgm.convert.reference_names import (
     reference_parameter_names,
 )
 from partgm.errors import PartgmError
+from partgm.resolve import config_from_dict
 
 # ----------------------------------------------------------------------------- conversion
 

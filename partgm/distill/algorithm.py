@@ -41,6 +41,7 @@ class SDTTAlgorithm(Algorithm):
         super().__init__(base.space, base.schedule, base.label_dropout)
         self.base, self.config = base, config
         self.name, self.model_config, self.sampler_family = base.name, base.model_config, base.sampler_family
+        self.samplers = base.samplers
         self.exact_likelihood = base.exact_likelihood
         self.teacher = teacher.eval().requires_grad_(False)
         self.rounds = DistillRounds(config.initial_dt, config.steps_per_round, config.rounds)

@@ -13,11 +13,12 @@ from partgm.errors import PartgmError
 def distill_config(source: Path, out: Path, overrides: list[str], resume: bool) -> Any:
     """The distillation run's config: the source run's (or, on resume, OUT's) with ``overrides``;
     ``train.init_from`` is the source and ``train.steps`` covers ``distill.rounds`` rounds."""
-    from partgm.config import resolve_config, to_dict
+    from partgm.config import to_dict
     from partgm.engine.checkpoint import read_run_config
+    from partgm.resolve import resolve_config
 
     base = to_dict(read_run_config(out if resume else source))
-    cfg = resolve_config(None, overrides, base)
+    cfg = resolve_config(None, overrides, base, distill=True)
     if cfg.algo != base["algo"]:
         raise PartgmError(f"a distilled run keeps its teacher's algorithm '{base['algo']}', not '{cfg.algo}'")
     cfg.train.init_from = str(source)
@@ -42,7 +43,7 @@ def distill_run(source: Path, out: Path, overrides: list[str] | None = None, res
     cfg = distill_config(source, out, list(overrides or []), resume)
     header = read_data_header(out if resume else source)
     data_path = header.get("path")
-    data = PreparedData.load(data_path) if data_path and Path(data_path).is_dir() else prepare_data(cfg)
+    cfg, data = (cfg, PreparedData.load(data_path)) if data_path and Path(data_path).is_dir() else prepare_data(cfg)
     base = build_algorithm(cfg, TokenSpace.from_header({**data.header, "path": None}))
     if base.sampler_family not in ("masked", "partition"):
         raise PartgmError(f"SDTT distils masked and partition models, not '{cfg.algo}'")

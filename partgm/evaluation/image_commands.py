@@ -19,7 +19,7 @@ def add_image_sample_args(p: argparse.ArgumentParser) -> None:
 def cmd_sample_images(args: argparse.Namespace) -> None:
     """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL."""
     from partgm.engine import load_run
-    from partgm.images.runs import class_list, sample_images, write_image_samples
+    from partgm.imagerun import class_list, sample_images, write_image_samples
     from partgm.samplers import SamplingOptions
 
     options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature,

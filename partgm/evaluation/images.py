@@ -33,7 +33,7 @@ def digits_classifier_for(data: Any) -> tuple[Any, Path]:
 
 def _sample_run(run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device):
     from partgm.engine import load_run
-    from partgm.images.runs import class_list, sample_images
+    from partgm.imagerun import class_list, sample_images
     from partgm.samplers import SamplingOptions
 
     run = load_run(Path(run_dir), weights=weights, device=device)
@@ -99,8 +99,8 @@ def evaluate_tf_fid(
 ) -> dict[str, Any]:
     """ImageNet-protocol FID (``tf_inception_fid``) of decoded samples against ``ref_stats``. The weights
     and statistics files are checked before any sampling."""
+    from partgm.imagerun import decode_images
     from partgm.images.fid import tf_inception_fid
-    from partgm.images.runs import decode_images
 
     for path, what in ((inception_weights, "Inception weights"), (ref_stats, "FID reference statistics")):
         if not Path(path).is_file():

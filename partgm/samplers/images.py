@@ -3,8 +3,8 @@ arccos schedule, for any denoiser (``Algorithm.logits``): the masked family (Mas
 partition family (PGM, whose encoder reads only the clean tokens and whose decoder reads only the
 queried positions). Classifier-free guidance comes from ``SamplingOptions`` via ``denoiser_logits``.
 
-Families: ``maskgit`` (default ``confidence``) and ``pgm-image`` (default ``halton``) hold these and the
-samplers of ``masked`` / ``partition``; ``masked`` and ``partition`` gain ``confidence`` and ``halton``.
+Both are registered in the ``masked`` and ``partition`` families; MaskGIT offers ``confidence`` first and
+PGM for images ``halton`` first (``Algorithm.samplers``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from partgm.samplers.common import (
     token_probs,
     with_spare_column,
 )
-from partgm.samplers.masked import AncestralSampler, FastAncestralSampler
-from partgm.samplers.partition import BinomialSampler, NaiveSampler, UniformSampler
 
 CONFIDENCE_RANDOMNESS = 4.5  # r_temp: the scale of the Gumbel noise added to the confidences at step 0
 
@@ -127,14 +125,6 @@ class HaltonSampler(Sampler):
         return tokens[:, :length]
 
 
-def _register(cls: type[Sampler], family: str) -> None:
-    register_sampler(type(f"{cls.__name__}_{family}", (cls,), {"family": family}))
-
-
 for _cls in (ConfidenceSampler, HaltonSampler):
     register_sampler(_cls)
-    _register(_cls, "partition")
-for _cls in (ConfidenceSampler, HaltonSampler, AncestralSampler, FastAncestralSampler):
-    _register(_cls, "maskgit")  # the first registered is the family's default
-for _cls in (HaltonSampler, ConfidenceSampler, UniformSampler, BinomialSampler, NaiveSampler):
-    _register(_cls, "pgm-image")
+    register_sampler(_cls, family="partition")

@@ -10,6 +10,15 @@ from tqdm import tqdm
 from partgm.algorithms.base import Context
 from partgm.samplers.base import Sampler, register_sampler
 from partgm.samplers.common import DecodePlan, choose_tokens, denoiser_logits, with_spare_column
+from partgm.samplers.cost import (
+    PlanWidths,
+    SamplingCost,
+    Workload,
+    expected_packed_cost,
+    naive_cost,
+    packed_cost,
+    uniform_plan_widths,
+)
 
 
 class UniformSampler(Sampler):
@@ -27,6 +36,11 @@ class UniformSampler(Sampler):
 
     def plan(self, algorithm, prompt, options, generator) -> DecodePlan:
         return DecodePlan.uniform(prompt.fixed, options.steps, generator)
+
+    def flops(self, work: Workload, plan: PlanWidths | None = None) -> SamplingCost:
+        """Without ``plan``: the uniform widths (exact for prompts fixing ``work.n_fixed`` per row)."""
+        return packed_cost(self.name, work, uniform_plan_widths(work.length, work.steps, work.n_fixed)
+                           if plan is None else plan)
 
     def sample(self, algorithm, model, prompt, options, generator):
         plan = self.plan(algorithm, prompt, options, generator)
@@ -50,6 +64,10 @@ class BinomialSampler(UniformSampler):
     def plan(self, algorithm, prompt, options, generator) -> DecodePlan:
         return DecodePlan.binomial(prompt.fixed, options.steps, algorithm.schedule, generator)
 
+    def flops(self, work: Workload, plan: PlanWidths | None = None) -> SamplingCost:
+        """Without ``plan``: the expectation over the binomial plan."""
+        return expected_packed_cost(self.name, work) if plan is None else packed_cost(self.name, work, plan)
+
 
 class NaiveSampler(UniformSampler):
     """As ``uniform``, but through the training-mode network on all L positions (clean = group 0, the
@@ -57,6 +75,10 @@ class NaiveSampler(UniformSampler):
     ``uniform``, so both give the same tokens up to float rounding of the logits (a reference)."""
 
     name = "naive"
+
+    def flops(self, work: Workload, plan: PlanWidths | None = None) -> SamplingCost:
+        return naive_cost(self.name, work, uniform_plan_widths(work.length, work.steps, work.n_fixed)
+                          if plan is None else plan)
 
     def sample(self, algorithm, model, prompt, options, generator):
         plan = self.plan(algorithm, prompt, options, generator)
