@@ -57,7 +57,9 @@ class Model:
         from partgm.engine.distributed import resolve_device
 
         device = str(resolve_device(device))
-        if (Path(path) / "checkpoints").is_dir():
+        from partgm.run.layout import CHECKPOINTS
+
+        if (Path(path) / CHECKPOINTS).is_dir():
             from partgm.engine import load_run
 
             run = load_run(Path(path), weights=weights, device=device)
@@ -222,14 +224,14 @@ def train(
     ``overrides`` the same as ``section.key=value`` strings."""
     from partgm.config import resolve_config
     from partgm.engine import train as train_run
+    from partgm.run.layout import check_fresh_or_resume
     from partgm.runs import prepare_data
 
     items = [f"{k.replace('__', '.')}={_override_value(v)}" for k, v in options.items()] + list(overrides)
     file, base = (None, dict(config)) if isinstance(config, Mapping) else (config, None)
     cfg = resolve_config(file, items, base)
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise PartgmError(f"run directory '{run_dir}' is not empty: pass resume=True to continue it, or another run_dir")
+    check_fresh_or_resume(run_dir, resume, flag="resume=True")
     metrics = train_run(cfg, prepare_data(cfg, progress=cfg.train.progress), run_dir, resume=resume)
     model = Model.load(run_dir, device=cfg.train.device)
     model.metrics = metrics

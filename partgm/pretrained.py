@@ -28,6 +28,7 @@ from torch import nn
 from partgm.config import PartitionConfig, RunConfig, config_from_dict, to_dict
 from partgm.errors import PartgmError
 from partgm.fileio import atomic_write_bytes
+from partgm.run import layout
 
 FORMAT = "partgm-pretrained"
 FORMAT_VERSION = 1
@@ -74,7 +75,7 @@ def write_run_directory(
     from partgm.fileio import atomic_write_json
 
     run_dir = Path(run_dir)
-    if (run_dir / "checkpoints").exists() or (run_dir / "config.json").exists():
+    if (run_dir / layout.CHECKPOINTS).exists() or (run_dir / layout.CONFIG).exists():
         raise PartgmError(f"'{run_dir}' already holds a run; pick a new directory")
     algorithm = build_algorithm(cfg, TokenSpace(vocab_size, cfg.data.length, bos_id))
     with torch.device("meta"):

@@ -83,9 +83,11 @@ def sample_texts(
     fixed: dict[int, int] | None = None,
     device: str | torch.device = "cpu",
     precision: str = "auto",
+    at_eos: str = "keep",
 ) -> list[dict[str, Any]]:
     """Draw ``num_samples`` texts of ``length`` tokens in batches of ``batch``: a list of
-    {"index", "text", "token_ids"} (the text without BOS). A length above the model's context is refused."""
+    {"index", "text", "token_ids"} (the text without BOS; ``at_eos`` as in ``decode_sample``). A length
+    above the model's context is refused."""
     if num_samples < 1 or batch < 1:
         raise PartgmError("the number of samples and the batch size must be positive")
     prefix = tokenizer.encode(check_text(prompt, "--prompt")) if prompt else None
@@ -97,8 +99,44 @@ def sample_texts(
         p = make_prompt(n, length, algorithm.bos_id, prefix, fixed, device=device)
         tokens = generate(algorithm, model, p, options, sampler, generator, precision)
         for row in tokens.tolist():
-            records.append({"index": len(records), "text": tokenizer.decode(row[skip:]), "token_ids": row})
+            text = decode_sample(tokenizer, row[skip:], at_eos)
+            records.append({"index": len(records), "text": text, "token_ids": row})
     return records
+
+
+AT_EOS = ("keep", "stop", "strip")
+
+
+def decode_sample(tokenizer: Any, ids: list[int], at_eos: str = "keep") -> str:
+    """The text of generated ``ids`` (BOS already dropped). At the tokenizer's end-of-text token:
+    ``keep`` decodes it like any token, ``stop`` ends the text at the first one, ``strip`` drops them all."""
+    if at_eos not in AT_EOS:
+        raise PartgmError(f"at_eos must be one of {', '.join(AT_EOS)}, got {at_eos!r}")
+    eos = getattr(tokenizer, "eos_id", None)
+    if eos is not None and at_eos == "stop" and eos in ids:
+        ids = ids[: ids.index(eos)]
+    elif eos is not None and at_eos == "strip":
+        ids = [i for i in ids if i != eos]
+    return tokenizer.decode(ids)
+
+
+def prompt_positions(run_dir: Path, text: str, at: int | None = None) -> list[tuple[int, int, str]]:
+    """(position, token id, token text) of each token of ``text`` in the run's tokenizer: placed after BOS
+    as ``--prompt`` does, or from position ``at`` as ``--infill AT:TEXT`` does."""
+    from partgm.data.tokenizers import Tokenizer
+    from partgm.engine.checkpoint import read_data_header, read_run_config
+    from partgm.run.layout import TOKENIZER
+
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    if not (run_dir / TOKENIZER).is_file():
+        raise PartgmError(f"run directory '{run_dir}' has no {TOKENIZER}")
+    tokenizer = Tokenizer.from_file(run_dir / TOKENIZER, cfg.data.tokenizer)
+    ids = tokenizer.encode(check_text(text, "the text"))
+    if not ids:
+        raise PartgmError("the text has no tokens")
+    first = (0 if read_data_header(run_dir).get("bos_id") is None else 1) if at is None else at
+    return [(first + k, i, tokenizer.decode([i])) for k, i in enumerate(ids)]
 
 
 def sample_run(
@@ -114,10 +152,12 @@ def sample_run(
     weights: str = "ema",
     device: str = "cpu",
     precision: str = "auto",
+    at_eos: str = "keep",
 ) -> list[dict[str, Any]]:
     """Draw text samples from a run directory: a list of {"index", "text", "token_ids"} plus what made
     them: "prompt", "infill", "sampler", "steps", "nucleus", "temperature", "seed", "weights", "step".
-    ``sampler``: a name or a ``Sampler`` instance; ``precision`` as in ``generate``."""
+    ``sampler``: a name or a ``Sampler`` instance; ``precision`` as in ``generate``; ``at_eos`` as in
+    ``decode_sample``."""
     from partgm.engine import load_run
     from partgm.samplers import get_sampler
 
@@ -133,11 +173,12 @@ def sample_run(
     records = sample_texts(
         run.algorithm, run.model, run.tokenizer, run.cfg.data.length, options, num_samples=num_samples,
         batch=batch, seed=seed, sampler=sampler, prompt=prompt, fixed=fixed, device=device, precision=precision,
+        at_eos=at_eos,
     )
     chosen = sampler if isinstance(sampler, Sampler) else get_sampler(run.algorithm, sampler)
     made_by = {
         "prompt": prompt, "infill": list(infill or []), "sampler": chosen.name, "precision": precision,
-        "steps": options.steps, "nucleus": options.nucleus, "temperature": options.temperature, "seed": seed,
+        "at_eos": at_eos, "steps": options.steps, "nucleus": options.nucleus, "temperature": options.temperature, "seed": seed,
         "weights": weights, "step": run.step,
     }
     return [{**r, **made_by} for r in records]

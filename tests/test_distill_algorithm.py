@@ -20,7 +20,7 @@ from partgm.algorithms.pgm import PGMAlgorithm
 from partgm.cli import main
 from partgm.config import DistillConfig, DiTConfig, PartitionConfig, config_from_dict, resolve_config, to_dict
 from partgm.distill.algorithm import SDTTAlgorithm, round_dir
-from partgm.distill.commands import distill_run
+from partgm.distill.run import distill_run
 from partgm.engine import load_run
 from partgm.engine.ema import EMA
 from partgm.errors import PartgmError
