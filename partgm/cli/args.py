@@ -62,7 +62,7 @@ class LazyHelp(str):
     """A help string computed only when help is printed (argparse expands help with ``%``), so that the
     registries it names are imported by ``--help`` only, not by every command line parsed."""
 
-    def __new__(cls, make):  # noqa: PYI034
+    def __new__(cls, make):
         text = super().__new__(cls, "(help)")
         text.make = make
         return text
