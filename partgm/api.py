@@ -55,22 +55,11 @@ class Model:
         """A run directory (it has ``checkpoints/``; ``weights`` ema | raw), else a pretrained directory or
         a Hub repository id (``partgm hub export`` / ``push`` output; its weights are what was exported)."""
         from partgm.engine.distributed import resolve_device
+        from partgm.run.load import load_model
 
-        device = str(resolve_device(device))
-        from partgm.run.layout import CHECKPOINTS
-
-        if (Path(path) / CHECKPOINTS).is_dir():
-            from partgm.engine import load_run
-
-            run = load_run(Path(path), weights=weights, device=device)
-            eos = run.data_header.get("eos_id")
-            return cls(run.algorithm, run.model, run.tokenizer, run.cfg, step=run.step, weights=weights,
-                       source=str(path), eos_id=eos)
-        from partgm.pretrained import load_pretrained
-
-        p = load_pretrained(path, device, revision)
-        return cls(p.algorithm, p.model, p.tokenizer, p.cfg, step=int(p.meta.get("step", 0)),
-                   weights=str(p.meta.get("weights", "ema")), source=str(path), eos_id=p.meta.get("eos_id"))
+        run = load_model(path, weights=weights, device=str(resolve_device(device)), revision=revision)
+        return cls(run.algorithm, run.model, run.tokenizer, run.cfg, step=run.step, weights=run.weights,
+                   source=str(path), eos_id=run.eos_id)
 
     from_pretrained = load
 
@@ -127,7 +116,7 @@ class Model:
         ``prompt`` fixes a prefix after BOS; ``infill`` {position: text} fixes each text's tokens from its
         position on (PGM and MDLM). ``length`` (default: the trained length) longer than the trained
         context is refused. ``batch`` samples per forward pass (default: all of them)."""
-        from partgm.runs import place_texts, sample_texts
+        from partgm.run.sampling import place_texts, sample_texts
         from partgm.samplers import SamplingOptions
 
         tok = self._tokenizer()

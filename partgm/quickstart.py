@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from partgm.config import resolve_config
-from partgm.runs import prepare_data, sample_run
+from partgm.run.sampling import sample_run
+from partgm.runs import prepare_data
 from partgm.samplers import SamplingOptions
 
 QUICKSTART_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"

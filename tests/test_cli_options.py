@@ -16,7 +16,7 @@ from test_eval import make_run, out_bias, word_tokenizer
 from partgm.cli import build_parser, main
 from partgm.config import TrainConfig
 from partgm.run.budget import scaled_budget
-from partgm.runs import decode_sample, parse_infill
+from partgm.run.sampling import decode_sample, parse_infill
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

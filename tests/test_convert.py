@@ -348,7 +348,7 @@ def test_convert_with_a_tokenizer(tmp_path: Path) -> None:
     run = load_run(tmp_path / "run")
     assert run.tokenizer.encode("w3 w5") == [3, 5] and run.data_header["bos_id"] == N_REAL - 1
     assert run.cfg.data.length == LENGTH
-    from partgm.runs import sample_run  # the converted run samples like any other
+    from partgm.run.sampling import sample_run  # the converted run samples like any other
     from partgm.samplers import SamplingOptions
 
     (record,) = sample_run(

@@ -25,7 +25,7 @@ from partgm.engine import load_run
 from partgm.engine.ema import EMA
 from partgm.errors import PartgmError
 from partgm.models.init import randomize_
-from partgm.runs import sample_run
+from partgm.run.sampling import sample_run
 from partgm.samplers import SamplingOptions
 from partgm.samplers.common import sample_tokens
 

@@ -34,7 +34,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.cli.images import cmd_sample_images
     from partgm.fileio import atomic_write_text
     from partgm.images.runs import is_image_run
-    from partgm.runs import sample_run
+    from partgm.run.sampling import sample_run
     from partgm.samplers.cached import sampler_choice
 
     d = draws(args, progress=True, sampler=sampler_choice(args.sampler, args.refresh, args.compile))
@@ -55,7 +55,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> None:
-    from partgm.runs import prompt_positions
+    from partgm.run.sampling import prompt_positions
 
     rows = prompt_positions(Path(args.run_dir), args.text, at=args.at)
     for position, token, piece in rows:

@@ -255,9 +255,12 @@ def load_intact_checkpoint(run_dir: Path) -> IntactCheckpoint:
 
 @dataclass
 class LoadedRun:
-    """A trained run, ready to sample or evaluate. ``model`` is in eval mode on the requested device;
-    ``data_header`` is RUN/data.json (the data header plus path, vocab_size, bos_id, eos_id, length);
-    ``tokenizer`` is None when the run has no tokenizer.json."""
+    """A trained model, ready to sample or evaluate: what ``load_run`` (a run directory) and
+    ``partgm.run.pretrained.load_pretrained`` (a pretrained directory or Hub id) both return. ``model`` is in
+    eval mode on the requested device; ``data_header`` is RUN/data.json (the data header plus path,
+    vocab_size, bos_id, eos_id, length; a pretrained directory's: vocab_size, bos_id, eos_id, length);
+    ``tokenizer`` is None when there is none; ``step`` the training step of the weights, ``weights`` which
+    weights (ema | raw), ``source`` where they were loaded from."""
 
     cfg: RunConfig
     algorithm: Algorithm
@@ -265,6 +268,12 @@ class LoadedRun:
     data_header: dict[str, Any]
     tokenizer: Tokenizer | None
     step: int
+    weights: str = "ema"
+    source: str = ""
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.data_header.get("eos_id")
 
 
 def load_run(
@@ -289,4 +298,5 @@ def load_run(
     if (run_dir / TOKENIZER).is_file():
         tokenizer = Tokenizer.from_file(run_dir / TOKENIZER, cfg.data.tokenizer)
     step = int(_read_json(checkpoint / "meta.json")["step"])
-    return LoadedRun(cfg, algorithm, model.to(resolve_device(str(device))).eval(), header, tokenizer, step)
+    model = model.to(resolve_device(str(device))).eval()
+    return LoadedRun(cfg, algorithm, model, header, tokenizer, step, weights, str(run_dir))

@@ -282,7 +282,7 @@ def evaluate_genppl(
         records = read_samples(samples_file)
         source = str(samples_file)
     else:
-        from partgm.runs import sample_run
+        from partgm.run.sampling import sample_run
 
         records = sample_run(
             run_dir, options, num_samples=draws.num_samples, batch=draws.batch, seed=seed, sampler=draws.sampler,

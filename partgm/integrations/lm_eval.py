@@ -113,7 +113,7 @@ class PartgmLM(LM):
         return out
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        from partgm.runs import sample_texts
+        from partgm.run.sampling import sample_texts
 
         out = []
         for r in requests:
