@@ -32,21 +32,12 @@ class Model:
     ``source`` (the path or Hub id it was loaded from), ``metrics`` (final training metrics after
     ``partgm.train``, else empty)."""
 
-    def __init__(
-        self,
-        algorithm: Any,
-        network: torch.nn.Module,
-        tokenizer: Any,
-        cfg: Any,
-        *,
-        step: int,
-        weights: str,
-        source: str,
-        eos_id: int | None = None,
-    ):
-        self.algorithm, self.network, self.tokenizer, self.cfg = algorithm, network, tokenizer, cfg
-        self.step, self.weights, self.source = step, weights, source
-        self.eos_id = eos_id if eos_id is not None else getattr(tokenizer, "eos_id", None)
+    def __init__(self, run: Any):
+        self.run = run  # the LoadedRun (partgm.engine.checkpoint) this model wraps
+        self.algorithm, self.network, self.tokenizer, self.cfg = run.algorithm, run.model, run.tokenizer, run.cfg
+        self.step, self.weights, self.source = run.step, run.weights, run.source
+        eos = run.eos_id
+        self.eos_id = eos if eos is not None else getattr(run.tokenizer, "eos_id", None)
         self.metrics: dict[str, Any] = {}
 
     # --- loading -----------------------------------------------------------------------------------------
@@ -57,9 +48,7 @@ class Model:
         from partgm.engine.distributed import resolve_device
         from partgm.run.load import load_model
 
-        run = load_model(path, weights=weights, device=str(resolve_device(device)), revision=revision)
-        return cls(run.algorithm, run.model, run.tokenizer, run.cfg, step=run.step, weights=run.weights,
-                   source=str(path), eos_id=run.eos_id)
+        return cls(load_model(path, weights=weights, device=str(resolve_device(device)), revision=revision))
 
     from_pretrained = load
 
@@ -110,22 +99,22 @@ class Model:
         seed: int = 0,
         batch: int | None = None,
         length: int | None = None,
+        at_eos: str = "keep",
     ) -> list[dict[str, Any]]:
         """Samples as records {"index", "text", "token_ids"} (``text`` without BOS).
 
         ``prompt`` fixes a prefix after BOS; ``infill`` {position: text} fixes each text's tokens from its
         position on (PGM and MDLM). ``length`` (default: the trained length) longer than the trained
-        context is refused. ``batch`` samples per forward pass (default: all of them)."""
-        from partgm.run.sampling import place_texts, sample_texts
+        context is refused. ``batch`` samples per forward pass (default: all of them). ``at_eos``: the text
+        after an end-of-text token is kept (``keep``), cut (``stop``) or the tokens dropped (``strip``)."""
+        from partgm.run.sampling import Draws, place_texts, sample_texts
         from partgm.samplers import SamplingOptions
 
         tok = self._tokenizer()
         options = SamplingOptions(steps=steps, nucleus=nucleus, temperature=temperature)
-        return sample_texts(
-            self.algorithm, self.network, tok, length or self.length, options, num_samples=num_samples,
-            batch=batch or num_samples, seed=seed, sampler=sampler, prompt=prompt,
-            fixed=place_texts(dict(infill or {}), tok), device=self.device,
-        )
+        draws = Draws(options, sampler, num_samples, batch or num_samples, seed)
+        return sample_texts(self.run, draws, prompt, place_texts(dict(infill or {}), tok), length=length,
+                            at_eos=at_eos)
 
     def generate_text(self, prompt: str | None = None, **kwargs: Any) -> list[str]:
         """The texts of ``generate`` (same arguments): one string per sample, without BOS."""

@@ -80,35 +80,29 @@ def parse_infill(items: list[str], tokenizer: Any) -> dict[int, int]:
 
 
 def sample_texts(
-    algorithm: Any,
-    model: torch.nn.Module,
-    tokenizer: Any,
-    length: int,
-    options: SamplingOptions,
-    *,
-    num_samples: int,
-    batch: int,
-    seed: int,
-    sampler: Any = "auto",
+    run: Any,
+    draws: Draws,
     prompt: str | None = None,
     fixed: dict[int, int] | None = None,
-    device: str | torch.device = "cpu",
-    precision: str = "auto",
+    *,
+    length: int | None = None,
     at_eos: str = "keep",
 ) -> list[dict[str, Any]]:
-    """Draw ``num_samples`` texts of ``length`` tokens in batches of ``batch``: a list of
-    {"index", "text", "token_ids"} (the text without BOS; ``at_eos`` as in ``decode_sample``). A length
-    above the model's context is refused."""
-    if num_samples < 1 or batch < 1:
-        raise PartgmError("the number of samples and the batch size must be positive")
+    """Draw ``draws.num_samples`` texts of ``length`` tokens (default: the trained length) from ``run`` (a
+    ``LoadedRun``: its algorithm, model and tokenizer; on the model's device): a list of
+    {"index", "text", "token_ids"} (the text without BOS; ``at_eos`` as in ``decode_sample``). ``prompt``
+    is placed after BOS, ``fixed`` {position: id} anywhere. A length above the model's context is refused."""
+    algorithm, tokenizer = run.algorithm, run.tokenizer
+    device = next(run.model.parameters()).device
     prefix = tokenizer.encode(check_text(prompt, "--prompt")) if prompt else None
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(draws.seed)
     skip = 0 if algorithm.bos_id is None else 1
+    length = length or run.cfg.data.length
     records: list[dict[str, Any]] = []
-    while len(records) < num_samples:
-        n = min(batch, num_samples - len(records))
+    while len(records) < draws.num_samples:
+        n = min(draws.batch, draws.num_samples - len(records))
         p = make_prompt(n, length, algorithm.bos_id, prefix, fixed, device=device)
-        tokens = generate(algorithm, model, p, options, sampler, generator, precision)
+        tokens = generate(algorithm, run.model, p, draws.options, draws.sampler, generator, draws.precision)
         for row in tokens.tolist():
             text = decode_sample(tokenizer, row[skip:], at_eos)
             records.append({"index": len(records), "text": text, "token_ids": row})
@@ -181,15 +175,12 @@ def sample_run(
             f"tokenizer vocab {run.tokenizer.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}"
         )
     fixed = parse_infill(infill or [], run.tokenizer)
-    records = sample_texts(
-        run.algorithm, run.model, run.tokenizer, run.cfg.data.length, options, num_samples=num_samples,
-        batch=batch, seed=seed, sampler=sampler, prompt=prompt, fixed=fixed, device=device, precision=precision,
-        at_eos=at_eos,
-    )
+    draws = Draws(options, sampler, num_samples, batch, seed, precision)
+    records = sample_texts(run, draws, prompt, fixed, at_eos=at_eos)
     chosen = sampler if isinstance(sampler, Sampler) else get_sampler(run.algorithm, sampler)
     made_by = {
         "prompt": prompt, "infill": list(infill or []), "sampler": chosen.name, "precision": precision,
-        "at_eos": at_eos, "steps": options.steps, "nucleus": options.nucleus, "temperature": options.temperature, "seed": seed,
-        "weights": weights, "step": run.step,
+        "at_eos": at_eos, "steps": options.steps, "nucleus": options.nucleus, "temperature": options.temperature,
+        "seed": seed, "weights": weights, "step": run.step,
     }
     return [{**r, **made_by} for r in records]
