@@ -42,11 +42,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
         return cmd_sample_images(args, d)
     if d.options.guidance:
         raise PartgmError("--guidance applies to class-conditional image runs, not to text runs")
-    records = sample_run(
-        Path(args.run_dir), d.options, num_samples=d.num_samples, batch=d.batch, seed=d.seed, sampler=d.sampler,
-        prompt=args.prompt, infill=args.infill, weights=args.weights, device=args.device, precision=d.precision,
-        at_eos=args.at_eos,
-    )
+    records = sample_run(Path(args.run_dir), d, prompt=args.prompt, infill=args.infill, weights=args.weights,
+                         device=args.device, at_eos=args.at_eos)
     out = _sample_path(args)
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
     for r in records:

@@ -284,10 +284,7 @@ def evaluate_genppl(
     else:
         from partgm.run.sampling import sample_run
 
-        records = sample_run(
-            run_dir, options, num_samples=draws.num_samples, batch=draws.batch, seed=seed, sampler=draws.sampler,
-            weights=weights, device=device, precision=draws.precision,
-        )
+        records = sample_run(run_dir, draws, weights=weights, device=device)
         source = "sampled"
     sample_time = time.perf_counter() - start
     if isinstance(judge, str):

@@ -146,27 +146,23 @@ def prompt_positions(run_dir: Path, text: str, at: int | None = None) -> list[tu
 
 def sample_run(
     run_dir: str | Path,
-    options: SamplingOptions | None = None,
+    draws: Draws | None = None,
     *,
-    num_samples: int = 4,
-    batch: int = 4,
-    seed: int = 0,
-    sampler: Any = "auto",
     prompt: str | None = None,
     infill: list[str] | None = None,
     weights: str = "ema",
     device: str = "cpu",
-    precision: str = "auto",
     at_eos: str = "keep",
 ) -> list[dict[str, Any]]:
-    """Draw text samples from a run directory: a list of {"index", "text", "token_ids"} plus what made
-    them: "prompt", "infill", "sampler", "steps", "nucleus", "temperature", "seed", "weights", "step".
-    ``sampler``: a name or a ``Sampler`` instance; ``precision`` as in ``generate``; ``at_eos`` as in
-    ``decode_sample``."""
+    """Draw text samples (``draws``; default ``Draws()``) from a run directory: a list of
+    {"index", "text", "token_ids"} plus what made them: "prompt", "infill", "sampler", "precision",
+    "at_eos", "steps", "nucleus", "temperature", "seed", "weights", "step". ``infill``: ``POS:TEXT``
+    items; ``at_eos`` as in ``decode_sample``."""
     from partgm.engine import load_run
     from partgm.samplers import get_sampler
 
-    options = options or SamplingOptions()
+    draws = draws or Draws()
+    options, sampler = draws.options, draws.sampler
     run = load_run(Path(run_dir), weights=weights, device=device)
     if run.tokenizer is None:
         raise PartgmError(f"run directory '{run_dir}' has no tokenizer.json")
@@ -175,12 +171,11 @@ def sample_run(
             f"tokenizer vocab {run.tokenizer.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}"
         )
     fixed = parse_infill(infill or [], run.tokenizer)
-    draws = Draws(options, sampler, num_samples, batch, seed, precision)
     records = sample_texts(run, draws, prompt, fixed, at_eos=at_eos)
     chosen = sampler if isinstance(sampler, Sampler) else get_sampler(run.algorithm, sampler)
     made_by = {
-        "prompt": prompt, "infill": list(infill or []), "sampler": chosen.name, "precision": precision,
+        "prompt": prompt, "infill": list(infill or []), "sampler": chosen.name, "precision": draws.precision,
         "at_eos": at_eos, "steps": options.steps, "nucleus": options.nucleus, "temperature": options.temperature,
-        "seed": seed, "weights": weights, "step": run.step,
+        "seed": draws.seed, "weights": weights, "step": run.step,
     }
     return [{**r, **made_by} for r in records]
