@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from partgm.config import resolve_config
+from partgm.run.layout import METRICS
 from partgm.run.sampling import Draws, sample_run
 from partgm.runs import prepare_data
 from partgm.samplers import SamplingOptions
@@ -29,7 +30,7 @@ def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
     checkpoints = list_checkpoints(run_dir) if run_dir.exists() else []
     if not checkpoints or int(checkpoints[-1].name.split("_")[-1]) < cfg.train.steps:
         train(cfg, data, run_dir, resume=bool(checkpoints))
-    val_ppl = [r["val_ppl"] for r in read_metrics(run_dir / "metrics.jsonl") if "val_ppl" in r][-1]
+    val_ppl = [r["val_ppl"] for r in read_metrics(run_dir / METRICS) if "val_ppl" in r][-1]
     draws = Draws(SamplingOptions(steps=64, nucleus=0.9), num_samples=num_samples, batch=num_samples)
     records = sample_run(run_dir, draws)
     print()

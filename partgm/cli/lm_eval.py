@@ -4,6 +4,7 @@ results are also written to ``RUN/eval/lm-eval/TASK.json`` (RUN: ``--model_args 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -61,6 +62,11 @@ def run_lm_eval(argv: list[str]) -> list[Path]:
         from partgm.integrations.lm_eval import main
     except ImportError as exc:
         raise PartgmError(str(exc)) from None
+    for name in ("lm_eval.evaluator", "lm_eval.__main__"):  # loaded now, so that their names are patched
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
     captured: list[dict] = []
 
     def capturing(evaluate):

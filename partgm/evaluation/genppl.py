@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from partgm.errors import PartgmError
 from partgm.fileio import read_jsonl
 from partgm.precision import resolved_precision
-from partgm.run.layout import CHECKPOINTS
+from partgm.run.layout import CHECKPOINTS, EVAL
 from partgm.run.sampling import Draws
 
 DEFAULT_MAX_LENGTH = 1024
@@ -298,7 +298,7 @@ def evaluate_genppl(
         if samples_file is None
         else f"{_slug(judge.name)}-{_slug(str(samples_file))}"
     )
-    out_path = Path(out) if out else run_dir / "eval" / f"genppl-{tag}.json"
+    out_path = Path(out) if out else run_dir / EVAL / f"genppl-{tag}.json"
     samples_path = out_path.with_name(out_path.stem + ".samples.jsonl")
     result = {
         "metric": "genppl",

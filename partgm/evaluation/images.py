@@ -13,6 +13,7 @@ import torch
 
 from partgm.errors import PartgmError
 from partgm.precision import resolved_precision
+from partgm.run.layout import EVAL
 from partgm.run.sampling import Draws
 from partgm.samplers import SamplingOptions
 
@@ -62,7 +63,7 @@ def _sample_run(run_dir: str | Path, draws: Draws, weights: str, device: str):
 def _write(record: dict[str, Any], out: str | Path | None, run_dir: str | Path, name: str) -> dict[str, Any]:
     from partgm.engine.checkpoint import atomic_write_text
 
-    path = Path(out) if out else Path(run_dir) / "eval" / name
+    path = Path(out) if out else Path(run_dir) / EVAL / name
     atomic_write_text(path, json.dumps(record, indent=2))
     return record
 
