@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from partgm.config import resolve_config
+from partgm.run.budget import scaled_budget
 from partgm.run.layout import METRICS
 from partgm.run.sampling import Draws, sample_run
 from partgm.runs import prepare_data
@@ -24,8 +25,9 @@ def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
     from partgm.engine.metrics import read_metrics
 
     start = time.time()
-    overrides = [f"train.steps={steps}"] if steps else []
-    cfg = resolve_config(QUICKSTART_CONFIG, overrides)
+    cfg = resolve_config(QUICKSTART_CONFIG)
+    if steps:  # warmup, evaluation and saving intervals follow the budget (partgm train --steps N)
+        cfg = resolve_config(QUICKSTART_CONFIG, [f"train.{k}={v}" for k, v in scaled_budget(cfg.train, steps).items()])
     data = prepare_data(cfg)
     checkpoints = list_checkpoints(run_dir) if run_dir.exists() else []
     if not checkpoints or int(checkpoints[-1].name.split("_")[-1]) < cfg.train.steps:

@@ -146,3 +146,21 @@ def test_lm_eval_results_go_to_the_run(tmp_path: Path, tok, capsys, monkeypatch)
     assert record["task"] == "lambada_x" and record["metrics"] == {"acc,none": 0.5} and record["versions"] == 1.0
     assert calls == [] and "fatal" not in capsys.readouterr().err
     assert evaluator.get_git_commit_hash is git_hash  # put back afterwards
+
+
+def test_help_names_every_algorithm_sampler_and_preset(capsys) -> None:
+    from partgm.algorithms import ALGORITHMS
+    from partgm.config import PRESETS
+    from partgm.samplers import SAMPLER_FAMILIES
+
+    def help_of(*command: str) -> str:
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        return " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+
+    train = help_of("train")
+    assert all(name in train for name in ALGORITHMS.names()) and {"maskgit", "pgm-image"} <= set(ALGORITHMS.names())
+    assert all(name in train for name in PRESETS.names())
+    assert "each .txt file is one document" in train.lower()
+    sample = help_of("sample")
+    assert all(f"{family}: {' | '.join(reg.names())}" in sample for family, reg in SAMPLER_FAMILIES.items())

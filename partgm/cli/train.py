@@ -154,6 +154,8 @@ def add_quickstart(sub: argparse._SubParsersAction) -> None:
     """Adds ``partgm quickstart``."""
     p = sub.add_parser("quickstart", help="train a small PGM on the bundled KJV corpus and print samples")
     p.add_argument("--run-dir", default="runs/quickstart")
-    p.add_argument("--steps", type=nonnegative_int, default=0, help="0: the default budget")
+    p.add_argument("--steps", type=nonnegative_int, default=0, help=(
+        "training steps (0: the recipe's); warmup, evaluation and saving intervals scale with them, as in "
+        "`partgm train --steps N`"))
     p.add_argument("--num-samples", type=positive_int, default=4)
     p.set_defaults(func=cmd_quickstart)
