@@ -9,7 +9,7 @@ model.generate_text(infill={40: "the LORD"}, steps=64)
 model.score(["In the beginning God created the heaven and the earth."])   # NLL in nats per text
 ```
 
-Everything here wraps the library functions the CLI uses (``partgm.runs``, ``partgm.evaluation.zeroshot``,
+Everything here wraps the library functions the CLI uses (``partgm.run``, ``partgm.evaluation.zeroshot``,
 ``partgm.engine``), so the API and the commands give the same numbers for the same arguments.
 """
 
