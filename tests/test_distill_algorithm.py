@@ -20,14 +20,14 @@ from partgm.algorithms.pgm import PGMAlgorithm
 from partgm.cli import main
 from partgm.config import DistillConfig, to_dict
 from partgm.distill.algorithm import SDTTAlgorithm, round_dir
-from partgm.distill.commands import distill_run
+from partgm.distill.run import distill_run
 from partgm.engine import load_run
 from partgm.engine.ema import EMA
 from partgm.errors import PartgmError
 from partgm.models.config import DiTConfig, PartitionConfig
 from partgm.models.init import randomize_
 from partgm.resolve import config_from_dict, resolve_config
-from partgm.runs import sample_run
+from partgm.run.sampling import Draws, sample_run
 from partgm.samplers import SamplingOptions
 from partgm.samplers.common import sample_tokens
 
@@ -194,7 +194,7 @@ def test_rounds_load_and_sample_like_plain_runs(source, tmp_path, capsys):
     assert meta["round"] == 1 and meta["student_steps"] == 4 and meta["teacher_steps"] == 2
     run = load_run(round_1)
     assert type(run.algorithm) is PGMAlgorithm and run.step == 2
-    records = sample_run(round_1, SamplingOptions(steps=4), num_samples=2, batch=2)
+    records = sample_run(round_1, Draws(SamplingOptions(steps=4), num_samples=2, batch=2))
     assert len(records) == 2 and all(len(r["token_ids"]) == 16 for r in records)
     assert main(["sample", str(round_dir(out, 2)), "--steps", "4", "--num-samples", "2", "--batch", "2",
                  "--out", str(tmp_path / "s.jsonl")]) == 0

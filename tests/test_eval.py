@@ -31,8 +31,8 @@ from partgm.evaluation.zeroshot import (
     read_choice,
     read_lambada,
 )
-from partgm.pretrained import write_run_directory
 from partgm.resolve import resolve_config
+from partgm.run.pretrained import write_run_directory
 
 TASKS = Path(__file__).parent / "fixtures" / "tasks"
 WORDS = [

@@ -201,7 +201,7 @@ def convert_checkpoint(
         if not torch.isfinite(value).all():
             raise PartgmError(f"tensor '{name}' holds NaN or infinite values")
     step = int(ckpt.get("global_step") or 0)
-    from partgm.pretrained import write_run_directory
+    from partgm.run.pretrained import write_run_directory
 
     write_run_directory(
         out_run_dir,

@@ -18,13 +18,12 @@ Shapes: B batch, L length, T cached tokens, W tokens decoded per step, H hidden.
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from partgm.errors import PartgmError
 from partgm.models.layers import AttentionMask, KVCache
 from partgm.models.partition import Queries, other_group_summary
 from partgm.samplers.base import register_sampler
-from partgm.samplers.common import DecodePlan, choose_tokens, with_spare_column
+from partgm.samplers.common import DecodePlan, choose_tokens, progress, with_spare_column
 from partgm.samplers.partition import BinomialSampler, CompiledPacked, UniformSampler
 
 
@@ -92,7 +91,7 @@ class CachedSampler(UniformSampler):
         tokens = with_spare_column(prompt.tokens.masked_fill(~prompt.fixed, 0))  # [B, L + 1]
         prepared = model.prepare(tokens.shape[0], tokens.device, prompt.labels)
         cache, previous = None, None
-        for k, step in enumerate(tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name)):
+        for k, step in enumerate(progress(plan, options, self.name)):
             if cache is None or (self.refresh and k % self.refresh == 0):
                 positions = plan.order[:, : step.clean_width]
                 cache = EncoderCache(model, prepared, tokens.gather(1, positions), positions, step.clean_valid)

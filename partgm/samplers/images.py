@@ -22,6 +22,7 @@ from partgm.samplers.common import (
     DecodePlan,
     choose_tokens,
     denoiser_logits,
+    progress,
     sample_categorical,
     token_probs,
     with_spare_column,
@@ -116,7 +117,7 @@ class HaltonSampler(Sampler):
         tokens = with_spare_column(prompt.tokens.masked_fill(~fixed, 0))  # [B, L + 1]
         clean = with_spare_column(fixed)
         first = replace(options, temperature=options.temperature / 2)
-        for k, step in enumerate(tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name)):
+        for k, step in enumerate(progress(plan, options, self.name)):
             packed = (plan.order[:, : step.clean_width], step.clean_valid)
             context = Context(tokens[:, :length], clean[:, :length], prompt.labels, packed)
             logits = denoiser_logits(algorithm, model, context, step.query_positions, options, k / len(plan))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from partgm.algorithms.base import Context
 from partgm.models.flops import Flops, dit_forward_flops
 from partgm.samplers.base import Sampler, register_sampler
-from partgm.samplers.common import DecodePlan, choose_tokens, denoiser_logits, with_spare_column
+from partgm.samplers.common import DecodePlan, choose_tokens, denoiser_logits, progress, with_spare_column
 from partgm.samplers.cost import PlanWidths, SamplingCost, Workload, expected_binomial_plan
 
 
@@ -53,7 +52,7 @@ class AncestralSampler(Sampler):
         tokens = with_spare_column(prompt.tokens)  # [B, L + 1]; only clean positions are read
         clean = with_spare_column(fixed)
         every_position = torch.arange(length, device=fixed.device).expand(batch, length)
-        for k, step in enumerate(tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name)):
+        for k, step in enumerate(progress(plan, options, self.name)):
             context = Context(tokens[:, :length], clean[:, :length], prompt.labels)
             if self.all_positions:
                 logits = denoiser_logits(algorithm, model, context, every_position, options, k / len(plan))

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from partgm.algorithms.base import Context
 from partgm.samplers.base import Sampler, register_sampler
-from partgm.samplers.common import DecodePlan, choose_tokens, denoiser_logits, with_spare_column
+from partgm.samplers.common import DecodePlan, choose_tokens, denoiser_logits, progress, with_spare_column
 from partgm.samplers.cost import (
     PlanWidths,
     SamplingCost,
@@ -48,7 +47,7 @@ class UniformSampler(Sampler):
             model = self.compile.bind(model)
         length = prompt.fixed.shape[1]
         tokens = with_spare_column(prompt.tokens.masked_fill(~prompt.fixed, 0))  # [B, L + 1]
-        for k, step in enumerate(tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name)):
+        for k, step in enumerate(progress(plan, options, self.name)):
             clean_positions = plan.order[:, : step.clean_width]
             context = Context(tokens[:, :length], prompt.fixed, prompt.labels, (clean_positions, step.clean_valid))
             logits = denoiser_logits(algorithm, model, context, step.query_positions, options, k / len(plan))
@@ -87,7 +86,7 @@ class NaiveSampler(UniformSampler):
         rank = torch.empty_like(plan.order).scatter_(
             1, plan.order, torch.arange(length, device=plan.order.device).expand_as(plan.order)
         )
-        for step in tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name):
+        for step in progress(plan, options, self.name):
             groups = (rank >= step.start[:, None]).long()  # [B, L]: 1 = not clean yet
             logits = model(tokens[:, :length], groups, labels=prompt.labels)
             logits = logits.gather(1, step.query_positions[..., None].expand(-1, -1, logits.shape[-1]))

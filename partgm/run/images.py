@@ -43,22 +43,20 @@ def decode_images(header: dict[str, Any], tokens: torch.Tensor | np.ndarray) -> 
     return ((pixels.permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1).numpy()
 
 
-def sample_images(
-    run: Any, options: Any, labels: list[int] | None, num_samples: int, batch: int, seed: int,
-    sampler: str = "auto", device: str = "cpu",
-) -> torch.Tensor:
-    """Token grids [N, L] of a loaded run: ``num_samples`` per label in ``labels`` (class-conditional
-    runs; None: unconditional), drawn ``batch`` at a time with one generator seeded ``seed``."""
-    if num_samples < 1 or batch < 1:
-        raise PartgmError("the number of samples and the batch size must be positive")
-    wanted = [None] * num_samples if labels is None else [c for c in labels for _ in range(num_samples)]
-    generator = torch.Generator(device=device).manual_seed(seed)
+def sample_images(run: Any, draws: Any, labels: list[int] | None, device: str = "cpu") -> torch.Tensor:
+    """Token grids [N, L] of a loaded run: ``draws.num_samples`` per label in ``labels`` (class-conditional
+    runs; None: unconditional), drawn ``draws.batch`` at a time with one generator seeded ``draws.seed``
+    (``draws``: a ``partgm.run.sampling.Draws``)."""
+    n = draws.num_samples
+    wanted = [None] * n if labels is None else [c for c in labels for _ in range(n)]
+    generator = torch.Generator(device=device).manual_seed(draws.seed)
     length = run.algorithm.space.length
     out = []
-    for start in range(0, len(wanted), batch):
-        chunk = wanted[start : start + batch]
+    for start in range(0, len(wanted), draws.batch):
+        chunk = wanted[start : start + draws.batch]
         prompt = make_prompt(len(chunk), length, None, device=device, labels=None if labels is None else chunk)
-        out.append(generate(run.algorithm, run.model, prompt, options, sampler, generator).cpu())
+        out.append(generate(run.algorithm, run.model, prompt, draws.options, draws.sampler, generator,
+                            draws.precision).cpu())
     return torch.cat(out)
 
 

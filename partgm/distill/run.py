@@ -1,9 +1,7 @@
-"""``partgm distill RUN_DIR --run-dir OUT [overrides]``: SDTT rounds from a trained MDLM / PGM run."""
+"""SDTT rounds from a trained MDLM / PGM run (``partgm distill RUN_DIR --run-dir OUT [overrides]``)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -34,50 +32,17 @@ def distill_run(source: Path, out: Path, overrides: list[str] | None = None, res
     from partgm.distill.algorithm import SDTTAlgorithm
     from partgm.engine import train
     from partgm.engine.checkpoint import load_run, read_data_header
+    from partgm.run.layout import check_fresh_or_resume
     from partgm.runs import prepare_data
 
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise PartgmError(f"run directory '{out}' is not empty: pass --resume to continue it, or another --run-dir")
-    if resume and not (out / "config.json").is_file():
-        raise PartgmError(f"cannot resume '{out}': it holds no distillation run")
+    check_fresh_or_resume(out, resume)
     cfg = distill_config(source, out, list(overrides or []), resume)
     header = read_data_header(out if resume else source)
     data_path = header.get("path")
     cfg, data = (cfg, PreparedData.load(data_path)) if data_path and Path(data_path).is_dir() else prepare_data(cfg)
     base = build_algorithm(cfg, TokenSpace.from_header({**data.header, "path": None}))
-    if base.sampler_family not in ("masked", "partition"):
-        raise PartgmError(f"SDTT distils masked and partition models, not '{cfg.algo}'")
+    if base.sampler_family not in ("masked", "partition") or data.header.get("grid"):
+        raise PartgmError(f"SDTT distils masked and partition text models, not '{cfg.algo}'")
     # On resume the teacher's weights come from the checkpoint; a fresh network is enough here.
     teacher = base.build_model(cfg.model) if resume else load_run(source, weights="ema").model
     return train(cfg, data, out, resume=resume, algorithm=SDTTAlgorithm(base, cfg.distill, teacher))
-
-
-class _RunDirThenOverrides(argparse.Action):
-    """``--run-dir OUT [OVERRIDES...]``: argparse leaves positionals that follow an option unmatched once
-    RUN_DIR is taken, so the overrides written after ``--run-dir OUT`` are collected here."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        namespace.run_dir_out, namespace.trailing_overrides = values[0], list(values[1:])
-
-
-def cmd_distill(args: argparse.Namespace) -> None:
-    source, *overrides = args.run_dir_and_overrides
-    overrides += getattr(args, "trailing_overrides", [])
-    result = distill_run(Path(source), Path(args.run_dir_out), overrides, args.resume)
-    print(json.dumps({"run_dir": args.run_dir_out, **result}))
-
-
-def add_distill_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "distill",
-        help="SDTT: distil a trained MDLM / PGM run into fewer sampling steps (rounds in OUT/rounds/round-N)",
-    )
-    p.add_argument("--run-dir", dest="run_dir_out", required=True, nargs="+", action=_RunDirThenOverrides,
-                   metavar="OUT", help="the distillation run directory (overrides may follow it)")
-    p.add_argument("--resume", action="store_true", help="continue the distillation in --run-dir")
-    p.add_argument(
-        "run_dir_and_overrides", nargs="+", metavar="RUN_DIR [OVERRIDES]",
-        help="the trained run (teacher and student start from its EMA weights), then dotted overrides, "
-        "e.g. distill.rounds=3 distill.steps_per_round=500 train.lr=6e-5",
-    )
-    p.set_defaults(func=cmd_distill)
