@@ -164,3 +164,17 @@ def draws(args: argparse.Namespace, progress: bool = False, sampler=None):
     return Draws(options, sampler if sampler is not None else getattr(args, "sampler", "auto"), args.num_samples,
                  args.batch,
                  args.seed, args.precision)
+
+
+def add_overwrite(p: argparse.ArgumentParser, what: str = "an existing output") -> None:
+    """``--overwrite``: the one switch that lets a command replace what it did not create now
+    (``partgm.fileio.claim_output``)."""
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} (never a run directory)")
+
+
+def claim_out(args: argparse.Namespace) -> None:
+    """Applies ``partgm.fileio.claim_output`` to a given ``--out`` (before any work is done)."""
+    from partgm.fileio import claim_output
+
+    if getattr(args, "out", None):
+        claim_output(args.out, args.overwrite, "--out")

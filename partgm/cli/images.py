@@ -6,22 +6,37 @@ import argparse
 import json
 from pathlib import Path
 
-from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws, positive_int
+from partgm.cli.args import (
+    SamplingDefaults,
+    add_device,
+    add_overwrite,
+    add_sampling,
+    add_weights,
+    claim_out,
+    draws,
+    positive_int,
+)
 
 
 def cmd_sample_images(args: argparse.Namespace, d) -> None:
     """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL
     (``d``: the command's ``Draws``)."""
     from partgm.engine import load_run
-    from partgm.run.images import class_list, sample_images, write_image_samples
+    from partgm.fileio import claim_output, free_stem
+    from partgm.run.images import class_list, image_sample_paths, sample_images, write_image_samples
     from partgm.run.layout import SAMPLES
 
+    o = d.options
+    if args.out:
+        out = Path(args.out)
+        for path in image_sample_paths(out):
+            claim_output(path, args.overwrite, "--out")
+    else:
+        out = Path(args.run_dir) / SAMPLES / f"images-steps{o.steps}-w{o.guidance:g}-seed{d.seed}"
+        out = out if args.overwrite else free_stem(out, (".png", ".jsonl"))
     run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
     labels = class_list(run.data_header, args.classes)
     tokens = sample_images(run, d, labels, args.device)
-    o = d.options
-    out = Path(args.out) if args.out else (
-        Path(args.run_dir) / SAMPLES / f"images-steps{o.steps}-w{o.guidance:g}-seed{d.seed}")
     meta = {"sampler": d.sampler_name, "steps": o.steps, "guidance": o.guidance, "seed": d.seed,
             "temperature": o.temperature, "nucleus": o.nucleus, "precision": d.precision}
     png, jsonl = write_image_samples(out, run.data_header, tokens, labels, d.num_samples, meta)
@@ -29,8 +44,10 @@ def cmd_sample_images(args: argparse.Namespace, d) -> None:
 
 
 def cmd_vq_train(args: argparse.Namespace) -> None:
+    from partgm.fileio import claim_output
     from partgm.images.vqvae import VQVAEConfig, load_image_folder, save_vqvae, train_vqvae
 
+    claim_output(args.out, args.overwrite, "VQ directory --out")
     cfg = VQVAEConfig(hidden=args.hidden, codebook_size=args.codebook_size, code_dim=args.code_dim,
                       downsample=args.downsample)
     images, _, _ = load_image_folder(args.folder, args.size)
@@ -48,6 +65,7 @@ def cmd_vq_train(args: argparse.Namespace) -> None:
 def cmd_fid_digits(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_fid_digits
 
+    claim_out(args)
     print(json.dumps(evaluate_fid_digits(args.run_dir, draws(args), weights=args.weights, device=args.device,
                                          out=args.out)))
 
@@ -55,6 +73,7 @@ def cmd_fid_digits(args: argparse.Namespace) -> None:
 def cmd_fid(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_tf_fid
 
+    claim_out(args)
     print(json.dumps(evaluate_tf_fid(args.run_dir, args.inception_weights, args.ref_stats, draws(args),
                                      weights=args.weights, device=args.device, out=args.out)))
 
@@ -66,6 +85,7 @@ def _image_eval_args(e: argparse.ArgumentParser, per_class: int) -> None:
     add_weights(e)
     add_device(e)
     e.add_argument("--out", help="JSON output (default RUN_DIR/eval/...)")
+    add_overwrite(e, "an existing --out file")
 
 
 def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -> None:
@@ -82,6 +102,7 @@ def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -
     p.add_argument("--steps", type=positive_int, default=2000)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    add_overwrite(p, "an existing VQ directory")
     p.set_defaults(func=cmd_vq_train)
 
     e = eval_sub.add_parser(

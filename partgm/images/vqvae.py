@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from partgm.errors import PartgmError
-from partgm.fileio import atomic_write_bytes, atomic_write_json
+from partgm.fileio import atomic_write_bytes, atomic_write_json, unit_directory
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -168,11 +168,12 @@ def train_vqvae(
 
 
 def save_vqvae(model: VQVAE, directory: str | Path) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
-    directory = Path(directory)
-    atomic_write_json(directory / "config.json", dataclasses.asdict(model.cfg))
+    """Write ``directory`` (``config.json`` + ``model.safetensors``) as a unit: a kill or an error leaves
+    the previous directory (or none), never a new config beside old weights."""
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(directory / "model.safetensors", safetensors.torch.save(state))
+    with unit_directory(directory) as tmp:
+        atomic_write_json(tmp / "config.json", dataclasses.asdict(model.cfg))
+        atomic_write_bytes(tmp / "model.safetensors", safetensors.torch.save(state))
 
 
 def load_vqvae(directory: str | Path) -> VQVAE:
