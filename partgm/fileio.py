@@ -144,7 +144,7 @@ def free_stem(stem: Path, suffixes: tuple[str, ...]) -> Path:
     return out
 
 
-def _exchange(a: Path, b: Path) -> bool:
+def exchange_paths(a: Path, b: Path) -> bool:
     """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
     import ctypes
 
@@ -180,7 +180,7 @@ def unit_directory(path: str | Path) -> Iterator[Path]:
                     os.fsync(fh.fileno())
         _fsync_dir(tmp)
         if path.exists() and not (path.is_dir() and not any(path.iterdir())):
-            if not _exchange(tmp, path):
+            if not exchange_paths(tmp, path):
                 old = path.with_name(f".{path.name}.{os.getpid()}-0.tmp")
                 os.replace(path, old)
                 os.replace(tmp, path)

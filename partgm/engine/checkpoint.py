@@ -29,7 +29,14 @@ from partgm.config import RunConfig, to_dict
 from partgm.data.tokenizers import Tokenizer
 from partgm.engine.distributed import resolve_device
 from partgm.errors import PartgmError
-from partgm.fileio import _fsync_dir, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+from partgm.fileio import (
+    _fsync_dir,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    exchange_paths,
+)
 from partgm.resolve import config_from_dict
 from partgm.run.layout import CHECKPOINTS, CONFIG, DATA, LATEST, TOKENIZER, TRASH, list_checkpoints
 from partgm.run.layout import STEP_DIR as _STEP_DIR
@@ -93,10 +100,13 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     final = root / name
-    if final.exists():  # the same step saved again: move the old copy aside first
+    if final.exists():  # the same step saved again: swap the copies in one step, then delete the old one
         old = root / f"{TRASH}{name}-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
+        if exchange_paths(tmp, final):
+            os.replace(tmp, old)
+        else:
+            os.replace(final, old)
+            os.replace(tmp, final)
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)

@@ -261,6 +261,9 @@ def import_pretrained(
 ) -> Path:
     """Write a run directory (usable by ``partgm sample`` / ``partgm eval``) from a pretrained one
     (``overwrite``: replace a non-empty ``run_dir`` that is not a run)."""
+    from partgm.fileio import claim_output
+
+    claim_output(run_dir, overwrite, "run directory")  # before any download
     p = load_pretrained(directory_or_hub_id, "cpu", revision)
     state = p.model.state_dict()
     h = p.data_header
