@@ -128,7 +128,7 @@ def claim_output(path: str | Path, overwrite: bool, what: str = "output") -> Pat
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return path
     if is_run(path):
-        raise PartgmError(f"{what} '{path}' is a run directory: it is never replaced; choose another path")
+        raise PartgmError(f"{what} '{path}' already holds a run: it is never replaced; choose another path")
     if not overwrite:
         raise PartgmError(f"{what} '{path}' already exists: pass --overwrite to replace it, or choose another path")
     return path

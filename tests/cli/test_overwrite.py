@@ -30,7 +30,7 @@ def refused(argv: list[str], capsys, *kept: Path) -> None:
     before = {p: p.read_bytes() for p in kept}
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "pass --overwrite" in err or "is a run directory" in err, err
+    assert "pass --overwrite" in err or "already holds a run" in err, err
     assert {p: p.read_bytes() for p in kept} == before
 
 
@@ -49,7 +49,7 @@ def test_claim_output_and_free_stem(tmp_path, text_run) -> None:
     with pytest.raises(PartgmError, match="pass --overwrite"):
         claim_output(mine(tmp_path / "f"), False)
     claim_output(tmp_path / "f", True)
-    with pytest.raises(PartgmError, match="is a run directory"):
+    with pytest.raises(PartgmError, match="already holds a run"):
         claim_output(text_run, True)  # never, even with --overwrite
     mine(tmp_path / "s.png")
     assert free_stem(tmp_path / "s", (".png", ".jsonl")) == tmp_path / "s-2"
