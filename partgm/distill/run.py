@@ -32,9 +32,11 @@ def distill_run(source: Path, out: Path, overrides: list[str] | None = None, res
     from partgm.distill.algorithm import SDTTAlgorithm
     from partgm.engine import train
     from partgm.engine.checkpoint import load_run, read_data_header
-    from partgm.run.layout import CONFIG, check_fresh_or_resume, list_checkpoints
+    from partgm.run.layout import CONFIG, LOCK, check_fresh_or_resume, list_checkpoints
     from partgm.runs import prepare_data
 
+    if resume and (out / LOCK).is_file() and not (out / CONFIG).is_file():
+        resume = False  # killed after taking its lock, before writing its config: nothing to resume yet
     check_fresh_or_resume(out, resume)
     # The first durable state is the first checkpoint (it holds the teacher): until it exists, a resume
     # starts again from the source run, its teacher included (a kill before it changes nothing).

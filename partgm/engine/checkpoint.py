@@ -8,6 +8,7 @@ does ``latest`` move to it. A crash at any point leaves the previous checkpoint 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -31,7 +32,6 @@ from partgm.engine.distributed import resolve_device
 from partgm.errors import PartgmError
 from partgm.fileio import (
     _fsync_dir,
-    atomic_write,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
@@ -94,7 +94,9 @@ def save_checkpoint(
         tmp.mkdir()
         atomic_write_bytes(tmp / WEIGHT_FILES["raw"], safetensors.torch.save(_tensors(weights)))
         atomic_write_bytes(tmp / WEIGHT_FILES["ema"], safetensors.torch.save(_tensors(ema_weights)))
-        atomic_write(tmp / "training_state.pt", lambda f: torch.save(training_state, f))
+        buffer = io.BytesIO()  # serialised in memory: torch's zip writer fails with a RuntimeError on a full disk
+        torch.save(training_state, buffer)
+        atomic_write_bytes(tmp / "training_state.pt", buffer.getvalue())
         atomic_write_json(tmp / "meta.json", {"step": step, "time": time.time()})
     except BaseException:  # a full disk (or any failure): no temporary directory stays behind
         shutil.rmtree(tmp, ignore_errors=True)
