@@ -58,6 +58,9 @@ class PartitionConfig(ModelConfig):
     # mlp4: the reference's Linear-SiLU-Linear (4H); mlp4-gelu: partgm's earlier GELU-tanh variant.
     swap_projection: Literal["linear", "mlp4", "mlp4-gelu"] = "linear"
     attention_layout: Literal["auto", "dense", "blocks", "flex", "padded"] = "auto"
+    # image grids only (models/image_layout.py): the authors' [registers, BOS, codes] with 1-D positions
+    # and the raw class embedding, or partgm's earlier codes-only 2-D grid layout
+    image_layout: Literal["authors", "grid2d"] = "authors"
 
 
 @dataclass

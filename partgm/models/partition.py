@@ -1,12 +1,10 @@
 """The Partition Transformer: predicts every token from the tokens of the *other* group only.
 
-Tokens carry a group id in {0, 1}. The encoder lets a token attend to its own group; the GroupSwap
-layer builds, for each query position, a query that does not depend on the token there and attends to
-the other group's encoder outputs; the decoder refines those queries with cross-attention only.
-So the logits at position i never depend on x_i nor on any token of i's group.
+Tokens carry a group id in {0, 1}. The encoder lets a token attend to its own group; GroupSwap builds per
+query position a query independent of the token there, attending to the other group's encoder outputs; the
+decoder refines it with cross-attention only. So the logits at i never depend on i's group.
 
-Two entry points share every weight and every line of the computation:
-- ``forward(x, groups)``: training, all L positions of each sequence, both groups.
+Two entry points share every weight and line: ``forward(x, groups)``: training, all L positions, both groups;
 - ``forward_packed(clean_tokens, clean_positions, query_positions, clean_valid)``: sampling, the
   encoder reads only the clean tokens (group 0) and the decoder only the positions to decode (group 1).
 """
@@ -23,6 +21,7 @@ from torch import nn
 
 from partgm.config import PartitionConfig
 from partgm.models.group_attention import flex_available
+from partgm.models.image_layout import PREFIX, ClassConditioning, RegisterPrefix
 from partgm.models.layers import (
     MLP,
     AdaLNModulation,
@@ -189,7 +188,8 @@ class Prepared:
 
 
 class PartitionTransformer(nn.Module):
-    """Encoder (same-group self-attention) -> GroupSwap -> decoder (cross-attention) -> logits over N ids."""
+    """Encoder (same-group self-attention) -> GroupSwap -> decoder (cross-attention) -> logits over N ids.
+    On a ``grid`` with ``image_layout`` authors it reads ``[registers, BOS, codes]`` (``models.image_layout``)."""
 
     def __init__(
         self, cfg: PartitionConfig, vocab_size: int, num_classes: int = 0, grid: tuple[int, int] | None = None
@@ -198,9 +198,12 @@ class PartitionTransformer(nn.Module):
         self.cfg = cfg
         self.attention_layout = cfg.attention_layout
         hidden = cfg.hidden_size
-        self.vocab_embed = TokenEmbedding(vocab_size, hidden)
-        self.cond = Conditioning(cfg.cond_dim, num_classes)
-        self.positions = build_positions(hidden // cfg.n_heads, cfg.rope_base, grid)
+        authors = grid is not None and cfg.image_layout == "authors"
+        # authors: the token table also holds the reference's mask id (N, unused) and BOS (N + 1)
+        self.vocab_embed = TokenEmbedding(vocab_size + 2 if authors else vocab_size, hidden)
+        self.prefix = RegisterPrefix(hidden, vocab_size + 1) if authors else None
+        self.cond = (ClassConditioning if authors else Conditioning)(cfg.cond_dim, num_classes)
+        self.positions = build_positions(hidden // cfg.n_heads, cfg.rope_base, None if authors else grid)
         self.encoder = nn.ModuleList(
             DiTBlock(hidden, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout, cfg.attention_dropout)
             for _ in range(cfg.n_encoder_blocks)
@@ -219,12 +222,18 @@ class PartitionTransformer(nn.Module):
         groups = groups.long()
         c = self.prepare(b, x.device, labels, precompute=False)
         layout = self.layout_for(x)
+        inputs: torch.Tensor = x
+        if self.prefix is not None:  # [B, L + 3, H] embeddings; the prefix's logits are dropped below
+            inputs, groups = self.prefix.training_inputs(self.vocab_embed, x, groups)
+            length += PREFIX
         if layout != "dense":
-            return self._forward_group_blocks(x, groups, c, layout)
-        positions = torch.arange(length, device=x.device).expand(b, length)
-        same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
-        encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
-        return self._run(x, c, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
+            logits = self._forward_group_blocks(inputs, groups, c, layout)
+        else:
+            positions = torch.arange(length, device=x.device).expand(b, length)
+            same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
+            encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
+            logits = self._run(inputs, c, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
+        return logits if self.prefix is None else logits[:, PREFIX:]
 
     def layout_for(self, x: torch.Tensor) -> str:
         """The training-mode attention layout for x [B, L]: ``attention_layout`` with ``auto`` resolved."""
@@ -247,7 +256,8 @@ class PartitionTransformer(nn.Module):
         else:
             masks = [GroupAttention(sorted_groups, cross, backend=layout, flex_sort=False) for cross in (False, True)]
         unsort = torch.argsort(order, dim=1)
-        return self._run(x.gather(1, order), c, order, sorted_groups, None, order, sorted_groups, *masks, unsort)
+        index = order if x.dim() == 2 else order[..., None].expand(-1, -1, x.shape[-1])
+        return self._run(x.gather(1, index), c, order, sorted_groups, None, order, sorted_groups, *masks, unsort)
 
     def prepare(
         self, batch: int, device: torch.device, labels: torch.Tensor | None = None, precompute: bool = True
@@ -281,14 +291,18 @@ class PartitionTransformer(nn.Module):
         False on padding, None when nothing is padded), query_positions [B, Lq] -> logits [B, Lq, N]
         for the positions to decode. Equal to ``forward`` with groups clean = 0, to-decode = 1.
         ``prepared``: ``prepare(B, device, labels)`` computed once for many calls (then labels is unused)."""
-        b, lc = clean_tokens.shape
-        zeros = torch.zeros(b, lc, dtype=torch.long, device=clean_tokens.device)
+        b = clean_tokens.shape[0]
+        inputs: torch.Tensor = clean_tokens
+        if self.prefix is not None:  # group 0's register and BOS before the clean codes
+            inputs, clean_positions, clean_valid, query_positions = self.prefix.packed_inputs(
+                self.vocab_embed, clean_tokens, clean_positions, clean_valid, query_positions)
+        zeros = torch.zeros(clean_positions.shape, dtype=torch.long, device=clean_tokens.device)
         ones = torch.ones_like(query_positions)
         key_mask = None if clean_valid is None else AttentionMask(clean_valid[:, None, None, :])  # [B, 1, 1, Lc]
         if prepared is None:
             prepared = self._memoized_prepare(b, clean_tokens.device, labels)
         return self._run(
-            clean_tokens, prepared, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask
+            inputs, prepared, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask
         )
 
     @contextmanager
@@ -354,10 +368,10 @@ class PartitionTransformer(nn.Module):
         self, tokens: torch.Tensor, prepared: Prepared, rope: Rope, mask: Mask | None,
         caches: list[KVCache] | None = None,
     ) -> torch.Tensor:
-        """The encoder on tokens [B, Lk] -> outputs [B, Lk, H]. With ``caches`` (one per block) the tokens
+        """The encoder on tokens [B, Lk] (or their embeddings [B, Lk, H]) -> outputs [B, Lk, H]. With ``caches`` (one per block) the tokens
         also attend the keys/values already in them (``mask`` then covers cached + new keys), and theirs
         are appended (the approximate encoder cache of ``samplers.cached``)."""
-        h = self.vocab_embed(tokens)
+        h = tokens if tokens.dim() == 3 else self.vocab_embed(tokens)
         for i, (block, modulation) in enumerate(zip(self.encoder, prepared.encoder)):
             h = block(h, modulation, rope, mask=mask, cache=None if caches is None else caches[i])
         return h
