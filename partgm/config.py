@@ -367,6 +367,8 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     if isinstance(data.get("model"), dict):
         family = model_config_class(str(data.get("algo", RunConfig.algo)))
         data["model"] = _fit_model_section(data["model"], family, strict=False)
+        if family is PartitionConfig and "image_layout" not in data["model"]:  # saved before the authors'
+            data["model"] = {**data["model"], "image_layout": "grid2d"}
     cfg = _from_dict(RunConfig, data)
     validate(cfg)
     return cfg
