@@ -37,6 +37,11 @@ def test_sample_writes_a_grid_per_class_and_codes(digits_run, capsys):
         assert img.size[1] == 2 * (8 * 4 + 1) + 1  # two rows of 8x8 images upscaled 4x, 1-pixel gaps
     assert main(["sample", str(digits_run), "--class", "10"]) == 2
     assert "outside 0..9" in capsys.readouterr().err
+    # the authors' sampler options
+    assert main(["sample", str(digits_run), "--steps", "4", "--num-samples", "1", "--class", "3", "--top-k", "2",
+                 "--randomize", "--sm-temp-min", "0.5", "--out", str(digits_run / "authors")]) == 0
+    assert main(["sample", str(digits_run), "--sampler", "uniform", "--top-k", "2"]) == 2
+    assert "apply to confidence and halton" in capsys.readouterr().err
 
 
 def test_fid_digits_record_names_its_protocol(digits_run):

@@ -9,10 +9,11 @@ from torch import nn
 from partgm.algorithms import get_algorithm
 from partgm.algorithms.base import Algorithm, TokenSpace
 from partgm.config import DiTConfig, PartitionConfig
-from partgm.images.halton import arccos_schedule, halton_order
+from partgm.images.halton import halton_order
 from partgm.models import randomize_
 from partgm.samplers import SamplingOptions, generate, get_sampler, make_prompt, sampler_names
 from partgm.samplers.common import denoiser_logits
+from partgm.samplers.image_schedules import confidence_revealed, halton_revealed, step_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +49,11 @@ def test_every_position_decoded_once_on_the_arccos_schedule(family, name, steps)
     prompt = make_prompt(3, 64, None)
     out = generate(algorithm, nn.Identity(), prompt, SamplingOptions(steps=steps), name, torch.Generator().manual_seed(0))
     assert bool((out > 0).all())  # every position decoded
-    counts = [n for n in arccos_schedule(steps, 64) if n]
+    if name == "halton":
+        revealed = halton_revealed(steps, 64)
+    else:
+        revealed = confidence_revealed(steps, 64, "pgm-image" if family in ("partition", "pgm-image") else "maskgit")
+    counts = [n for n in step_counts(revealed) if n]
     for row in out:  # decoded once: each step decoded exactly its share
         assert torch.bincount(row, minlength=len(counts) + 1)[1:].tolist() == counts
     if name == "halton" or family in ("partition", "pgm-image"):

@@ -13,7 +13,30 @@ def add_image_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class", dest="classes", type=int, action="append", metavar="ID",
                    help="image runs: a class to sample, one grid row each (repeatable; default all)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w (0: none)")
-    p.add_argument("--guidance-schedule", choices=("constant", "linear"), default="constant")
+    p.add_argument("--guidance-schedule", choices=("auto", "constant", "linear"), default="auto",
+                   help="auto: the authors' (ramp w*k/(S-1); MaskGIT's Halton sampler: constant)")
+    a = p.add_argument_group("the authors' confidence / halton options (samplers/image_schedules.py)")
+    a.add_argument("--schedule", choices=("authors", "partgm"), default="authors", help="tokens per step")
+    a.add_argument("--r-temp", type=float, help="confidence: Gumbel scale (default 5 pgm-image, 4.5 maskgit)")
+    a.add_argument("--sm-temp-min", type=float, default=1.0, help="halton: logit multiplier at the first step")
+    a.add_argument("--sm-temp-max", type=float, default=1.0, help="halton: logit multiplier at the last step")
+    a.add_argument("--temp-warmup", type=int, default=1, help="halton: steps drawn from softmax(logits * 0.5)")
+    a.add_argument("--top-k", type=int, default=-1, help="draw among the k likeliest ids (-1: off)")
+    a.add_argument("--randomize", action="store_true", help="halton: roll the order by a random offset per sample")
+
+
+def image_sampler_from_args(run, args: argparse.Namespace):
+    """The sampler ``generate`` takes: the name, or a configured confidence / halton instance when an
+    authors' option differs from its default."""
+    from partgm.samplers.image_schedules import ImageSampling
+    from partgm.samplers.images import image_sampler
+
+    settings = ImageSampling(schedule=args.schedule, r_temp=args.r_temp, sm_temp_min=args.sm_temp_min,
+                             sm_temp_max=args.sm_temp_max, temp_warmup=args.temp_warmup, top_k=args.top_k,
+                             randomize=args.randomize)
+    if settings == ImageSampling():
+        return args.sampler
+    return image_sampler(run.algorithm, args.sampler, settings)
 
 
 def cmd_sample_images(args: argparse.Namespace) -> None:
@@ -26,7 +49,8 @@ def cmd_sample_images(args: argparse.Namespace) -> None:
                               guidance=args.guidance, guidance_schedule=args.guidance_schedule)
     run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
     labels = class_list(run.data_header, args.classes)
-    tokens = sample_images(run, options, labels, args.num_samples, args.batch, args.seed, args.sampler, args.device)
+    sampler = image_sampler_from_args(run, args)
+    tokens = sample_images(run, options, labels, args.num_samples, args.batch, args.seed, sampler, args.device)
     out = Path(args.out) if args.out else (
         Path(args.run_dir) / "samples" / f"images-steps{args.steps}-w{args.guidance:g}-seed{args.seed}")
     meta = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
