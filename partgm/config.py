@@ -86,7 +86,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_steps: int = 100
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "cosine-tail"] = "constant"  # cosine-tail: the image recipe's
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
@@ -165,6 +165,12 @@ for _name, _shape in {
         "hidden_size": 256, "n_heads": 4, "n_blocks": 6, "n_encoder_blocks": 3, "n_decoder_blocks": 3,
         "cond_dim": 64, "dropout": 0.0,
     },
+    # The paper's image models (LlamaGen VQ-8 codes: 32x32 = 1,024 per image, 16,384 ids; 1,000 classes).
+    "pgm-image-12-12": {"hidden_size": 1024, "n_heads": 16, "n_encoder_blocks": 12, "n_decoder_blocks": 12,
+                        "cond_dim": 1024},
+    "pgm-image-14-10": {"hidden_size": 1024, "n_heads": 16, "n_encoder_blocks": 14, "n_decoder_blocks": 10,
+                        "cond_dim": 1024},
+    "maskgit-large": {"hidden_size": 1024, "n_heads": 16, "n_blocks": 24, "cond_dim": 1024},
     "cpu-tiny": {
         "hidden_size": 64, "n_heads": 2, "n_blocks": 2, "n_encoder_blocks": 1, "n_decoder_blocks": 1,
         "cond_dim": 32, "dropout": 0.0,
@@ -360,6 +366,10 @@ def resolve_config(
     return cfg
 
 
+# Model fields added after runs were saved without them: the value that rebuilds those runs' networks.
+LEGACY_MODEL_DEFAULTS = {"image_layout": "grid2d", "network": "dit"}
+
+
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a saved (resolved) config, type-checked. Configs written before the per-family model
     sections hold the fields of every family: the other families' are dropped."""
@@ -367,8 +377,9 @@ def config_from_dict(data: dict[str, Any]) -> RunConfig:
     if isinstance(data.get("model"), dict):
         family = model_config_class(str(data.get("algo", RunConfig.algo)))
         data["model"] = _fit_model_section(data["model"], family, strict=False)
-        if family is PartitionConfig and "image_layout" not in data["model"]:  # saved before the authors'
-            data["model"] = {**data["model"], "image_layout": "grid2d"}
+        older = {k: v for k, v in LEGACY_MODEL_DEFAULTS.items()
+                 if k in _family_fields(family) and k not in data["model"]}
+        data["model"] = {**data["model"], **older}
     cfg = _from_dict(RunConfig, data)
     validate(cfg)
     return cfg

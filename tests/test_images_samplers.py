@@ -85,15 +85,16 @@ def test_default_samplers():
 def _tiny(algo: str):
     space = {"num_classes": 3, "grid": (4, 4)}
     algorithm = get_algorithm(algo, 8, None, length=16, **space)
-    if algorithm.model_config is DiTConfig:
-        cfg = DiTConfig(hidden_size=32, n_heads=2, n_blocks=1, cond_dim=32, dropout=0.0)
+    if issubclass(algorithm.model_config, DiTConfig):
+        cfg = algorithm.model_config(hidden_size=32, n_heads=2, n_blocks=1, cond_dim=32, dropout=0.0)
     else:
         cfg = PartitionConfig(hidden_size=32, n_heads=2, n_encoder_blocks=1, n_decoder_blocks=1, cond_dim=32,
                               dropout=0.0)
     # random weights everywhere: the zero-initialised output layer would make every class alike
     model = randomize_(algorithm.build_model(cfg), std=0.1)
     with torch.no_grad():  # strong classes, so that a label visibly changes the samples
-        model.cond.class_embedding.weight.mul_(50)
+        table = model.cls_emb if hasattr(model, "cls_emb") else model.cond.class_embedding
+        table.weight.mul_(50)
     return algorithm, model.eval()
 
 
