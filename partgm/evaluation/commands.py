@@ -199,7 +199,8 @@ def add_top_level_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("ckpt", help="Lightning .ckpt (or a .safetensors of backbone tensors)")
     p.add_argument("out_run_dir")
-    p.add_argument("--algo", choices=("pgm", "mdlm"), required=True)
+    p.add_argument("--algo", choices=("pgm", "mdlm", "pgm-image", "maskgit"), required=True,
+                   help="pgm / mdlm: text .ckpt; pgm-image / maskgit: the image format {iter, model_state_dict, ...}")
     p.add_argument(
         "--allow-pickle",
         action="store_true",
@@ -212,10 +213,12 @@ def add_top_level_commands(sub: argparse._SubParsersAction) -> None:
         help="ema: the EMA weights are the run's evaluated weights (default); raw: the raw weights",
     )
     p.add_argument(
-        "--length", type=positive_int, help="sequence length (default: from the checkpoint, else 1024)"
+        "--length", type=positive_int,
+        help="sequence length / codes per image (default: from the checkpoint, else 1024)"
     )
     p.add_argument("--n-heads", type=positive_int, help="attention heads when the checkpoint does not say")
-    p.add_argument("--tokenizer", default="gpt2", help="tokenizer copied into the run: gpt2, a path, or none")
+    p.add_argument("--tokenizer", default="gpt2",
+                   help="text: tokenizer copied into the run (gpt2, a path, none); images: llamagen:PATH or none")
     p.add_argument(
         "--vocab-size", type=positive_int, help="real tokens N (default: embedding rows - 1, the [MASK])"
     )
