@@ -92,7 +92,8 @@ class TrainConfig:
     ema_decay: float = 0.9999
     noise_schedule: str = "loglinear"
     label_dropout: float = 0.1  # class-conditional data only: share of labels replaced by the null class
-    init_from: str = ""  # a run directory whose weights (EMA) start this run
+    init_from: str = ""  # a run directory whose weights start this run
+    init_weights: Literal["ema", "raw"] = "ema"  # which of init_from's weights
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
@@ -124,9 +125,11 @@ class DistillConfig:
     """SDTT distillation (``partgm distill``): used only by that command; other runs ignore it.
 
     Round r trains the student against a teacher taking ``teacher_steps`` ancestral steps of size
-    ``initial_dt * 2**r``; a round lasts ``steps_per_round`` optimizer steps; at its end the teacher
-    becomes the student (``teacher_weights``: its raw or EMA weights). ``swap_ema_on_round``: the
-    student also continues from its EMA weights. ``loss_precision``: dtype of the divergence."""
+    ``initial_dt * teacher_steps**r``; a round lasts ``steps_per_round`` optimizer steps; at its end the
+    teacher becomes the student (``teacher_weights``: its raw or EMA weights). ``swap_ema_on_round``: the
+    student also continues from its EMA weights, and the EMA restarts. ``start_weights``: the source
+    run's weights that teacher and student start from (``raw``: the reference's, with a fresh EMA either
+    way). ``loss_precision``: dtype of the divergence."""
 
     divergence: Literal["reverse-kl", "forward-kl", "mse", "tv", "l1-logprob"] = "reverse-kl"
     teacher_steps: int = 2
@@ -135,6 +138,7 @@ class DistillConfig:
     rounds: int = 7
     teacher_weights: Literal["raw", "ema"] = "raw"
     swap_ema_on_round: bool = False
+    start_weights: Literal["ema", "raw"] = "ema"
     loss_precision: Literal["fp32", "fp64", "bf16"] = "fp32"
 
 
@@ -448,5 +452,6 @@ def validate(cfg: RunConfig) -> None:
     k = cfg.distill
     if k.teacher_steps < 1 or k.steps_per_round < 1 or k.rounds < 1:
         raise PartgmError("distill.teacher_steps, distill.steps_per_round and distill.rounds must be positive")
+    _check(k.teacher_steps >= 2, "distill.teacher_steps must be >= 2 (dt grows by that factor every round)")
     if not 0.0 < k.initial_dt <= 1.0:
         raise PartgmError("distill.initial_dt must be in (0, 1]")
