@@ -86,3 +86,18 @@ def test_authors_packed_path_equals_training_path():
         packed = model.forward_packed(clean_tokens, clean_positions, query_positions, clean_valid, labels=labels)
         full = model(x, groups, labels=labels).gather(1, query_positions[..., None].expand(-1, -1, VOCAB))
     assert (packed - full)[query_valid].abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("attention", ["blocks", "padded"])
+def test_authors_group_sorted_layouts_equal_dense(attention):
+    model = tiny_image()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, VOCAB, (3, 16), generator=g)
+    groups = (torch.rand(3, 16, generator=g) < torch.tensor([[0.0], [0.5], [1.0]])).long()
+    labels = torch.tensor([0, 1, CLASSES])
+    with torch.no_grad():
+        model.attention_layout = "dense"
+        dense = model(x, groups, labels=labels)
+        model.attention_layout = attention
+        other = model(x, groups, labels=labels)
+    assert (dense - other).abs().max() < 1e-5
