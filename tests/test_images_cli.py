@@ -50,6 +50,12 @@ def test_fid_digits_record_names_its_protocol(digits_run):
     record = json.loads(out.read_text())
     assert record["metric"] == "FID-digits" and np.isfinite(record["value"]) and 0 <= record["class_accuracy"] <= 1
     assert record["n_samples"] == 30 and "digits classifier" in record["feature_extractor"]
+    assert record["sampler_options"]["schedule"] == "authors" and record["guidance_schedule"] == "auto"
+    before = digits_run / "fid-before.json"  # partgm's earlier sampler numbers
+    assert main(["eval", "fid-digits", str(digits_run), "--num-per-class", "1", "--steps", "4", "--sampler", "halton",
+                 "--schedule", "partgm", "--temp-warmup", "0", "--guidance-schedule", "constant",
+                 "--out", str(before)]) == 0
+    assert json.loads(before.read_text())["sampler_options"]["schedule"] == "partgm"
     assert "training split" in record["reference"] and record["resize"].startswith("none")
     assert list((digits_run.parent / "cache").glob("digits-classifier-*.safetensors"))  # cached beside the data
 

@@ -13,6 +13,11 @@ def add_image_sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class", dest="classes", type=int, action="append", metavar="ID",
                    help="image runs: a class to sample, one grid row each (repeatable; default all)")
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w (0: none)")
+    _authors_args(p)
+
+
+def _authors_args(p: argparse.ArgumentParser) -> None:
+    """The guidance schedule and the authors' confidence / halton options (``ImageSampling``)."""
     p.add_argument("--guidance-schedule", choices=("auto", "constant", "linear"), default="auto",
                    help="auto: the authors' (ramp w*k/(S-1); MaskGIT's Halton sampler: constant)")
     a = p.add_argument_group("the authors' confidence / halton options (samplers/image_schedules.py)")
@@ -25,15 +30,22 @@ def add_image_sample_args(p: argparse.ArgumentParser) -> None:
     a.add_argument("--randomize", action="store_true", help="halton: roll the order by a random offset per sample")
 
 
+def image_settings(args: argparse.Namespace):
+    """The ``ImageSampling`` of the command-line flags."""
+    from partgm.samplers.image_schedules import ImageSampling
+
+    return ImageSampling(schedule=args.schedule, r_temp=args.r_temp, sm_temp_min=args.sm_temp_min,
+                         sm_temp_max=args.sm_temp_max, temp_warmup=args.temp_warmup, top_k=args.top_k,
+                         randomize=args.randomize)
+
+
 def image_sampler_from_args(run, args: argparse.Namespace):
     """The sampler ``generate`` takes: the name, or a configured confidence / halton instance when an
     authors' option differs from its default."""
     from partgm.samplers.image_schedules import ImageSampling
     from partgm.samplers.images import image_sampler
 
-    settings = ImageSampling(schedule=args.schedule, r_temp=args.r_temp, sm_temp_min=args.sm_temp_min,
-                             sm_temp_max=args.sm_temp_max, temp_warmup=args.temp_warmup, top_k=args.top_k,
-                             randomize=args.randomize)
+    settings = image_settings(args)
     if settings == ImageSampling():
         return args.sampler
     return image_sampler(run.algorithm, args.sampler, settings)
@@ -81,7 +93,8 @@ def cmd_fid_digits(args: argparse.Namespace) -> None:
     print(json.dumps(evaluate_fid_digits(
         args.run_dir, num_per_class=args.num_per_class, steps=args.steps, sampler=args.sampler,
         guidance=args.guidance, temperature=args.temperature, batch=args.batch, seed=args.seed,
-        weights=args.weights, device=args.device, out=args.out,
+        weights=args.weights, device=args.device, out=args.out, sampling=image_settings(args),
+        guidance_schedule=args.guidance_schedule,
     )))
 
 
@@ -92,6 +105,7 @@ def cmd_fid(args: argparse.Namespace) -> None:
         args.run_dir, args.inception_weights, args.ref_stats, num_per_class=args.num_per_class,
         steps=args.steps, sampler=args.sampler, guidance=args.guidance, temperature=args.temperature,
         batch=args.batch, seed=args.seed, weights=args.weights, device=args.device, out=args.out,
+        sampling=image_settings(args), guidance_schedule=args.guidance_schedule,
     )))
 
 
@@ -107,6 +121,7 @@ def _sampling_args(e: argparse.ArgumentParser, per_class: int) -> None:
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
     e.add_argument("--device", default="cpu")
     e.add_argument("--out", help="JSON output (default RUN_DIR/eval/...)")
+    _authors_args(e)
 
 
 def add_image_commands(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -> None:

@@ -31,20 +31,30 @@ def digits_classifier_for(data: Any) -> tuple[Any, Path]:
     return model, path
 
 
-def _sample_run(run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device):
+def _sample_run(run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device,
+                sampling=None, guidance_schedule="auto"):
+    """``sampling``: the authors' sampler options (``ImageSampling``; None: their defaults)."""
+    from dataclasses import asdict
+
     from partgm.engine import load_run
     from partgm.images.runs import class_list, sample_images
     from partgm.samplers import SamplingOptions
+    from partgm.samplers.image_schedules import ImageSampling
+    from partgm.samplers.images import image_sampler
 
     run = load_run(Path(run_dir), weights=weights, device=device)
     if not run.data_header.get("grid"):
         raise PartgmError(f"run '{run_dir}' was not trained on image data")
-    options = SamplingOptions(steps=steps, temperature=temperature, guidance=guidance)
+    sampling = sampling or ImageSampling()
+    chosen = sampler if sampling == ImageSampling() else image_sampler(run.algorithm, sampler, sampling)
+    options = SamplingOptions(steps=steps, temperature=temperature, guidance=guidance,
+                              guidance_schedule=guidance_schedule)
     labels = class_list(run.data_header, None)
-    tokens = sample_images(run, options, labels, num_per_class, batch, seed, sampler, device)
+    tokens = sample_images(run, options, labels, num_per_class, batch, seed, chosen, device)
     sample_labels = None if labels is None else torch.tensor([c for c in labels for _ in range(num_per_class)])
     protocol = {"run_dir": str(run_dir), "algo": run.cfg.algo, "step": run.step, "weights": weights,
-                "sampler": sampler, "steps": steps, "guidance": guidance, "temperature": temperature, "seed": seed}
+                "sampler": sampler, "steps": steps, "guidance": guidance, "guidance_schedule": guidance_schedule,
+                "temperature": temperature, "seed": seed, "sampler_options": asdict(sampling)}
     return run, tokens, sample_labels, protocol
 
 
@@ -59,7 +69,7 @@ def _write(record: dict[str, Any], out: str | Path | None, run_dir: str | Path, 
 def evaluate_fid_digits(
     run_dir: str | Path, *, num_per_class: int = 100, steps: int = 32, sampler: str = "auto",
     guidance: float = 0.0, temperature: float = 1.0, batch: int = 100, seed: int = 0, weights: str = "ema",
-    device: str = "cpu", out: str | Path | None = None,
+    device: str = "cpu", out: str | Path | None = None, sampling: Any = None, guidance_schedule: str = "auto",
 ) -> dict[str, Any]:
     """Class accuracy of ``num_per_class`` conditional samples per digit (by the cached classifier) and
     FID-digits (Frechet distance of its penultimate features, samples vs the training split)."""
@@ -68,7 +78,8 @@ def evaluate_fid_digits(
     from partgm.images.fid import fid_record
 
     run, tokens, labels, protocol = _sample_run(
-        run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device)
+        run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device, sampling,
+        guidance_schedule)
     if (run.data_header.get("image") or {}).get("kind") != "digits":
         raise PartgmError(f"run '{run_dir}' was not trained on the digits: use `partgm eval fid`")
     data = PreparedData.load(run.data_header["path"])
@@ -95,7 +106,8 @@ def evaluate_fid_digits(
 def evaluate_tf_fid(
     run_dir: str | Path, inception_weights: str | Path, ref_stats: str | Path, *, num_per_class: int = 50,
     steps: int = 32, sampler: str = "auto", guidance: float = 0.0, temperature: float = 1.0, batch: int = 100,
-    seed: int = 0, weights: str = "ema", device: str = "cpu", out: str | Path | None = None,
+    seed: int = 0, weights: str = "ema", device: str = "cpu", out: str | Path | None = None, sampling: Any = None,
+    guidance_schedule: str = "auto",
 ) -> dict[str, Any]:
     """ImageNet-protocol FID (``tf_inception_fid``) of decoded samples against ``ref_stats``. The weights
     and statistics files are checked before any sampling."""
@@ -106,7 +118,8 @@ def evaluate_tf_fid(
         if not Path(path).is_file():
             raise PartgmError(f"{what} file {path} not found (nothing is downloaded)")
     run, tokens, _, protocol = _sample_run(
-        run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device)
+        run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device, sampling,
+        guidance_schedule)
     pixels = torch.from_numpy(decode_images(run.data_header, tokens))
     if pixels.dim() == 3:
         pixels = pixels[..., None].expand(-1, -1, -1, 3)
