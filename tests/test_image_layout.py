@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from partgm.algorithms import get_algorithm
-from partgm.config import resolve_config
 from partgm.models import randomize_
+from partgm.resolve import resolve_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB, GRID, CLASSES = 9, (4, 4), 3

@@ -10,10 +10,12 @@ import torch
 
 import partgm
 from partgm.algorithms import get_algorithm
-from partgm.config import TrainConfig, config_from_dict, resolve_config, to_dict
+from partgm.config import TrainConfig, to_dict
 from partgm.engine.optim import lr_factor
 from partgm.models import randomize_
-from partgm.models.maskgit import MaskGITConfig, swiglu_width
+from partgm.models.config import MaskGITConfig
+from partgm.models.maskgit import swiglu_width
+from partgm.resolve import config_from_dict, resolve_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RECIPE = Path(partgm.__file__).parent / "configs" / "images-authors.yaml"

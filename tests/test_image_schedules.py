@@ -56,8 +56,8 @@ def test_logit_multipliers_and_guidance_ramp():
     # Guidance w * k / (S - 1): 0 at the first step, w at the last; their MaskGIT Halton: constant.
     assert [guidance_weight(2.0, k, 5, ramp=True) for k in range(5)] == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert [guidance_weight(2.0, k, 5, ramp=False) for k in range(5)] == [2.0] * 5
-    assert default.gumbel_scale("pgm-image") == 5.0 and default.gumbel_scale("maskgit") == 4.5
-    assert ImageSampling(r_temp=3.0).gumbel_scale("pgm-image") == 3.0
+    assert default.gumbel_scale("partition") == 5.0 and default.gumbel_scale("masked") == 4.5
+    assert ImageSampling(r_temp=3.0).gumbel_scale("partition") == 3.0
     with pytest.raises(PartgmError, match="top_k"):
         ImageSampling(top_k=0)
 
@@ -78,15 +78,15 @@ class Fixed(Algorithm):
 def test_first_halton_step_draws_from_half_the_logits():
     """One step reveals everything at softmax(logits * 0.5): p(id 1) = sqrt(3) / (1 + sqrt(3)) = 0.634
     (the halved temperature of partgm's earlier sampler gave 9 / 10, the plain softmax 3 / 4)."""
-    algorithm = Fixed("pgm-image")
+    algorithm = Fixed("partition")
     out = generate(algorithm, nn.Identity(), make_prompt(4, 1024, None), SamplingOptions(steps=1), "halton",
                    torch.Generator().manual_seed(0))
     assert abs(out.float().mean().item() - 3**0.5 / (1 + 3**0.5)) < 0.02
 
 
 @pytest.mark.parametrize(("family", "name", "expected"), [
-    ("pgm-image", "halton", [0.0, 1.0, 2.0, 3.0]), ("pgm-image", "confidence", [0.0, 1.0, 2.0, 3.0]),
-    ("maskgit", "confidence", [0.0, 1.0, 2.0, 3.0]), ("maskgit", "halton", [3.0] * 4),
+    ("partition", "halton", [0.0, 1.0, 2.0, 3.0]), ("partition", "confidence", [0.0, 1.0, 2.0, 3.0]),
+    ("masked", "confidence", [0.0, 1.0, 2.0, 3.0]), ("masked", "halton", [3.0] * 4),
 ])
 def test_samplers_use_the_authors_guidance_ramp(monkeypatch, family, name, expected):
     from partgm.samplers import images
@@ -106,7 +106,7 @@ def test_samplers_use_the_authors_guidance_ramp(monkeypatch, family, name, expec
 
 
 def test_randomized_halton_order_is_a_roll_per_sample():
-    algorithm = Fixed("pgm-image", length=64)
+    algorithm = Fixed("partition", length=64)
     algorithm.space = TokenSpace(vocab_size=2, length=64, grid=(8, 8), num_classes=2)
     prompt = make_prompt(5, 64, None)
     base = get_sampler(algorithm, "halton").order(algorithm, prompt)[0]
@@ -121,7 +121,7 @@ def test_randomized_halton_order_is_a_roll_per_sample():
 
 
 def test_top_k_keeps_the_likeliest_ids():
-    algorithm = Fixed("maskgit")
+    algorithm = Fixed("masked")
     sampler = image_sampler(algorithm, "halton", ImageSampling(top_k=1))
     out = generate(algorithm, nn.Identity(), make_prompt(2, 1024, None), SamplingOptions(steps=3), sampler,
                    torch.Generator().manual_seed(0))

@@ -9,8 +9,7 @@ import torch
 
 from partgm.algorithms import Batch, get_algorithm
 from partgm.algorithms.maskgit import arccos_mask
-from partgm.config import PartitionConfig
-from partgm.models.maskgit import MaskGITConfig
+from partgm.models.config import MaskGITConfig, PartitionConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,11 +15,11 @@ import torch
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
 from partgm.data import Tokenizer, load_tokenizer
 from partgm.engine import load_run
 from partgm.errors import PartgmError
-from partgm.pretrained import (
+from partgm.resolve import resolve_config
+from partgm.run.pretrained import (
     from_pretrained,
     import_pretrained,
     load_pretrained,

@@ -12,7 +12,8 @@ from torch import nn
 
 from partgm.algorithms.mdlm import MDLMAlgorithm, token_nll
 from partgm.models import DiT
-from partgm.models.maskgit import MaskGITConfig, MaskGITTransformer
+from partgm.models.config import MaskGITConfig
+from partgm.models.maskgit import MaskGITTransformer
 
 
 def arccos_mask(shape: tuple[int, int], generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
@@ -44,7 +45,7 @@ class MaskGITAlgorithm(MDLMAlgorithm):
 
     name = "maskgit"
     model_config = MaskGITConfig
-    sampler_family = "maskgit"
+    samplers = ("confidence", "halton", "ancestral", "fast-ancestral")
     reference = True  # set by build_model from model.network
 
     def build_model(self, model_cfg: MaskGITConfig) -> nn.Module:

@@ -8,7 +8,7 @@ from torch import nn
 from partgm.algorithms.maskgit import arccos_mask, bernoulli_arccos_mask
 from partgm.algorithms.mdlm import token_nll
 from partgm.algorithms.pgm import PGMAlgorithm
-from partgm.config import PartitionConfig
+from partgm.models.config import PartitionConfig
 
 
 class PGMImageAlgorithm(PGMAlgorithm):
@@ -18,10 +18,10 @@ class PGMImageAlgorithm(PGMAlgorithm):
     tokens per image. Group 0 is the rest; every token is predicted from the other group and the loss is
     the unweighted cross-entropy averaged over all tokens (both groups, as MaskGIT's on its masked
     tokens). Class adaLN, null class and label dropout as ``pgm``; validation is PGM's (= MDLM's) NELBO.
-    Its default sampler is ``halton`` (family ``pgm-image``)."""
+    Its default sampler is ``halton``."""
 
     name = "pgm-image"
-    sampler_family = "pgm-image"
+    samplers = ("halton", "confidence", "uniform", "binomial", "naive")
 
     bernoulli = True  # set by build_model from model.image_layout
 

@@ -168,8 +168,9 @@ def convert_image_checkpoint(
     ``tokenizer``: the image tokenizer that decodes the codes (``llamagen:/path/vq_ds8_c2i.pt``; ``none``:
     the run samples codes, and ``partgm sample`` needs a tokenizer to draw images)."""
     from partgm.algorithms import TokenSpace
-    from partgm.config import config_from_dict, to_dict
-    from partgm.pretrained import write_run_directory
+    from partgm.config import to_dict
+    from partgm.resolve import config_from_dict
+    from partgm.run.pretrained import write_run_directory
 
     out_run_dir = Path(out_run_dir)
     if out_run_dir.exists() and any(out_run_dir.iterdir()):

@@ -9,27 +9,12 @@ Parameter names follow the reference's so that its checkpoints map one to one: `
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partgm.config import DiTConfig
+from partgm.models.config import MaskGITConfig
 from partgm.models.layers import merge_heads, modulate, split_heads
-
-
-@dataclass
-class MaskGITConfig(DiTConfig):
-    """``maskgit``'s network: ``reference`` (this module; its objective is the reference's too: Bernoulli
-    arccos masking, cross-entropy on every position) or ``dit`` (MDLM's DiT with 2-D RoPE, the exact-count
-    masking and the loss on masked tokens only: partgm's earlier MaskGIT). ``registers``: learned tokens
-    appended after the codes (reference network only; theirs: 1). ``cond_dim`` is unused by the reference
-    network (its conditioning has the hidden width)."""
-
-    network: Literal["reference", "dit"] = "reference"
-    registers: int = 1
 
 
 class RMSNorm(nn.Module):

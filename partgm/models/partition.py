@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partgm.config import PartitionConfig
+from partgm.models.config import PartitionConfig
 from partgm.models.group_attention import flex_available
+from partgm.models.group_summary import other_group_summary, query_processor
 from partgm.models.image_layout import PREFIX, ClassConditioning, RegisterPrefix
 from partgm.models.layers import (
     MLP,
@@ -46,39 +47,28 @@ Rope = tuple[torch.Tensor, torch.Tensor]
 BLOCKS_MIN_LENGTH = 256  # "auto": group blocks on CPU from this length on (measured: see README "Speed")
 
 
-def other_group_summary(
-    h: torch.Tensor, key_group: torch.Tensor, key_valid: torch.Tensor | None, query_group: torch.Tensor, kind: str
-) -> torch.Tensor:
-    """Per query, the mean or logsumexp over the encoder outputs of the *other* group (0 if it is empty).
+@dataclass(frozen=True)
+class Keys:
+    """The encoder's side: tokens [B, Lk] at ``positions`` [B, Lk] in ``groups`` [B, Lk]; ``valid`` [B, Lk]
+    False on padding (None: none); ``mask``: the encoder's self-attention mask (None: every key)."""
 
-    h [B, Lk, H], key_group [B, Lk], key_valid [B, Lk] or None, query_group [B, Lq] -> [B, Lq, H].
-    """
-    summaries = []
-    for g in (0, 1):
-        member = key_group == g
-        if key_valid is not None:
-            member = member & key_valid
-        count = member.sum(dim=1)[:, None]  # [B, 1]
-        if kind == "mean":
-            summary = (h * member[..., None].to(h.dtype)).sum(dim=1) / count.clamp(min=1).to(h.dtype)
-        else:
-            summary = h.masked_fill(~member[..., None], float("-inf")).logsumexp(dim=1)
-            summary = torch.where(count > 0, summary, torch.zeros_like(summary))
-        summaries.append(summary)
-    stacked = torch.stack(summaries, dim=1)  # [B, 2, H]
-    other = (1 - query_group.long())[..., None].expand(-1, -1, h.shape[-1])
-    return stacked.gather(1, other)
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    groups: torch.Tensor
+    valid: torch.Tensor | None = None
+    mask: Mask | None = None
 
 
-def query_processor(kind: str, hidden: int) -> nn.Module:
-    """GroupSwap's query projection: ``linear``; ``mlp4``, the reference's Linear-SiLU-Linear of width 4H
-    (parameters ``0.*`` and ``2.*``, as the reference names them); ``mlp4-gelu``, partgm's earlier
-    Linear-GELU-tanh-Linear (``MLP``: ``fc.*`` and ``proj.*``)."""
-    if kind == "linear":
-        return nn.Linear(hidden, hidden)
-    if kind == "mlp4":
-        return nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.SiLU(), nn.Linear(4 * hidden, hidden))
-    return MLP(hidden, 4)
+@dataclass(frozen=True)
+class Queries:
+    """The decoder's side: ``positions`` [B, Lq] to predict, their ``groups`` [B, Lq] (read by the
+    other-group summary only), ``mask``: the cross-attention mask to the keys (None: every key);
+    ``unsort`` [B, Lq], when the queries were permuted, restores their order before the output layer."""
+
+    positions: torch.Tensor
+    groups: torch.Tensor | None = None
+    mask: Mask | None = None
+    unsort: torch.Tensor | None = None
 
 
 class GroupSwap(nn.Module):
@@ -221,8 +211,7 @@ class PartitionTransformer(nn.Module):
         b, length = x.shape
         groups = groups.long()
         c = self.prepare(b, x.device, labels, precompute=False)
-        layout = self.layout_for(x)
-        inputs: torch.Tensor = x
+        layout, inputs = self.layout_for(x), x
         if self.prefix is not None:  # [B, L + 3, H] embeddings; the prefix's logits are dropped below
             inputs, groups = self.prefix.training_inputs(self.vocab_embed, x, groups)
             length += PREFIX
@@ -232,7 +221,8 @@ class PartitionTransformer(nn.Module):
             positions = torch.arange(length, device=x.device).expand(b, length)
             same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
             encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
-            logits = self._run(inputs, c, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
+            keys = Keys(inputs, positions, groups, mask=encoder_mask)
+            logits = self._run(keys, Queries(positions, groups, AttentionMask(~same)), c)
         return logits if self.prefix is None else logits[:, PREFIX:]
 
     def layout_for(self, x: torch.Tensor) -> str:
@@ -256,8 +246,9 @@ class PartitionTransformer(nn.Module):
         else:
             masks = [GroupAttention(sorted_groups, cross, backend=layout, flex_sort=False) for cross in (False, True)]
         unsort = torch.argsort(order, dim=1)
-        index = order if x.dim() == 2 else order[..., None].expand(-1, -1, x.shape[-1])
-        return self._run(x.gather(1, index), c, order, sorted_groups, None, order, sorted_groups, *masks, unsort)
+        index = order if x.dim() == 2 else order[..., None].expand(-1, -1, x.shape[-1])  # ids or embeddings
+        keys = Keys(x.gather(1, index), order, sorted_groups, mask=masks[0])
+        return self._run(keys, Queries(order, sorted_groups, masks[1], unsort), c)
 
     def prepare(
         self, batch: int, device: torch.device, labels: torch.Tensor | None = None, precompute: bool = True
@@ -291,8 +282,7 @@ class PartitionTransformer(nn.Module):
         False on padding, None when nothing is padded), query_positions [B, Lq] -> logits [B, Lq, N]
         for the positions to decode. Equal to ``forward`` with groups clean = 0, to-decode = 1.
         ``prepared``: ``prepare(B, device, labels)`` computed once for many calls (then labels is unused)."""
-        b = clean_tokens.shape[0]
-        inputs: torch.Tensor = clean_tokens
+        b, inputs = clean_tokens.shape[0], clean_tokens
         if self.prefix is not None:  # group 0's register and BOS before the clean codes
             inputs, clean_positions, clean_valid, query_positions = self.prefix.packed_inputs(
                 self.vocab_embed, clean_tokens, clean_positions, clean_valid, query_positions)
@@ -301,9 +291,8 @@ class PartitionTransformer(nn.Module):
         key_mask = None if clean_valid is None else AttentionMask(clean_valid[:, None, None, :])  # [B, 1, 1, Lc]
         if prepared is None:
             prepared = self._memoized_prepare(b, clean_tokens.device, labels)
-        return self._run(
-            inputs, prepared, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask
-        )
+        keys = Keys(inputs, clean_positions, zeros, clean_valid, key_mask)
+        return self._run(keys, Queries(query_positions, ones, key_mask), prepared)
 
     @contextmanager
     def reusing_prepared(self) -> Iterator[None]:
@@ -341,34 +330,22 @@ class PartitionTransformer(nn.Module):
         k = apply_rotary(kv[0].reshape(b, n * heads, lk, d), key_rope).view(b, n, heads, lk, d)
         return [(k[:, i], kv[1, :, i]) for i in range(n)]
 
-    def _run(
-        self,
-        tokens: torch.Tensor,
-        prepared: Prepared,
-        token_positions: torch.Tensor,
-        token_groups: torch.Tensor,
-        token_valid: torch.Tensor | None,
-        query_positions: torch.Tensor,
-        query_groups: torch.Tensor,
-        encoder_mask: Mask | None,
-        cross_mask: Mask | None,
-        unsort: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The shared computation. ``unsort`` [B, Lq], when the queries were permuted, restores their
-        order before the (per-token) output layer. ``prepared``: the conditioning's constants."""
-        key_rope = self.positions.rope(token_positions)
-        h = self.encode(tokens, prepared, key_rope, encoder_mask)
+    def _run(self, keys: Keys, queries: Queries, prepared: Prepared) -> torch.Tensor:
+        """The shared computation: encode ``keys``, answer ``queries`` -> logits [B, Lq, N].
+        ``prepared``: the conditioning's constants."""
+        key_rope = self.positions.rope(keys.positions)
+        h = self.encode(keys.tokens, prepared, key_rope, keys.mask)
         summary = None
         if self.summary_kind is not None:
-            summary = other_group_summary(h, token_groups, token_valid, query_groups, self.summary_kind)
+            summary = other_group_summary(h, keys.groups, keys.valid, queries.groups, self.summary_kind)
         keys_values = None if prepared.kv_weight is None else self.decoder_keys_values(h, key_rope, prepared.kv_weight)
-        return self.decode(h, key_rope, keys_values, prepared, query_positions, cross_mask, summary, unsort)
+        return self.decode(h, key_rope, keys_values, prepared, queries, summary)
 
     def encode(
         self, tokens: torch.Tensor, prepared: Prepared, rope: Rope, mask: Mask | None,
         caches: list[KVCache] | None = None,
     ) -> torch.Tensor:
-        """The encoder on tokens [B, Lk] (or their embeddings [B, Lk, H]) -> outputs [B, Lk, H]. With ``caches`` (one per block) the tokens
+        """The encoder on tokens [B, Lk] -> outputs [B, Lk, H]. With ``caches`` (one per block) the tokens
         also attend the keys/values already in them (``mask`` then covers cached + new keys), and theirs
         are appended (the approximate encoder cache of ``samplers.cached``)."""
         h = tokens if tokens.dim() == 3 else self.vocab_embed(tokens)
@@ -382,19 +359,18 @@ class PartitionTransformer(nn.Module):
         key_rope: Rope,
         keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None,
         prepared: Prepared,
-        query_positions: torch.Tensor,
-        cross_mask: Mask | None,
+        queries: Queries,
         summary: torch.Tensor | None = None,
-        unsort: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """GroupSwap, decoder and output layer: encoder outputs h [B, Lk, H] (keys_values from
-        ``decoder_keys_values``, or None: each block computes its own), query_positions [B, Lq] -> logits
-        [B, Lq, N]."""
-        query_rope = self.positions.rope(query_positions)
-        query_code = self.positions.code(query_positions, h.shape[-1])
-        s = self.group_swap(h, key_rope, query_code, query_rope, cross_mask, summary)
+        ``decoder_keys_values``, or None: each block computes its own), ``queries`` (positions [B, Lq])
+        -> logits [B, Lq, N]; ``summary`` [B, Lq, H]: the other-group summary, when the model has one."""
+        query_rope = self.positions.rope(queries.positions)
+        query_code = self.positions.code(queries.positions, h.shape[-1])
+        s = self.group_swap(h, key_rope, query_code, query_rope, queries.mask, summary)
         for i, (layer, modulation) in enumerate(zip(self.decoder, prepared.decoder)):
-            s = layer(s, h, key_rope, modulation, query_rope, cross_mask, None if keys_values is None else keys_values[i])
-        if unsort is not None:
-            s = s.gather(1, unsort[..., None].expand(-1, -1, s.shape[-1]))
+            kv = None if keys_values is None else keys_values[i]
+            s = layer(s, h, key_rope, modulation, query_rope, queries.mask, kv)
+        if queries.unsort is not None:
+            s = s.gather(1, queries.unsort[..., None].expand(-1, -1, s.shape[-1]))
         return self.output_layer(s, prepared.output)

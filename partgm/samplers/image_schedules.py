@@ -16,7 +16,8 @@ import torch
 
 from partgm.errors import PartgmError
 
-R_TEMP = {"pgm-image": 5.0, "maskgit": 4.5}  # the Gumbel scale of their configs (PGM's r_temp: 5)
+# The Gumbel scale of their configs by sampler family: PGM's r_temp 5 (partition), MaskGIT's 4.5 (masked).
+R_TEMP = {"partition": 5.0, "masked": 4.5}
 
 
 def _arccos_ratio(r: torch.Tensor) -> torch.Tensor:
@@ -56,7 +57,7 @@ class ImageSampling:
 
     ``schedule``: ``authors`` (their per-step counts, above) or ``partgm`` (``images.halton.arccos_schedule``,
     at least one per step). ``r_temp``: the confidence sampler's Gumbel scale, decaying linearly to 0
-    (None: the family's, ``R_TEMP``). ``sm_temp_min`` / ``sm_temp_max``: the Halton sampler's logit
+    (None: the sampler family's, ``R_TEMP``). ``sm_temp_min`` / ``sm_temp_max``: the Halton sampler's logit
     multiplier, ``linspace(min, max, S)[k] ** temp_pow``, halved for the first ``temp_warmup`` steps
     (theirs: 1, i.e. step 0 draws from ``softmax(logits * 0.5)``). ``top_k`` > 0: draw among the k
     likeliest ids. ``randomize``: roll the Halton order by a random offset per sample."""
@@ -87,7 +88,7 @@ class ImageSampling:
 
     def gumbel_scale(self, family: str) -> float:
         """The confidence sampler's Gumbel scale at step 0 (``r_temp``)."""
-        return self.r_temp if self.r_temp is not None else R_TEMP.get(family, R_TEMP["maskgit"])
+        return self.r_temp if self.r_temp is not None else R_TEMP.get(family, R_TEMP["masked"])
 
 
 def guidance_weight(w: float, step: int, steps: int, ramp: bool) -> float:

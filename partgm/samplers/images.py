@@ -3,8 +3,10 @@ arccos schedule, for any denoiser (``Algorithm.logits``): the masked family (Mas
 partition family (PGM, whose encoder reads only the clean tokens and whose decoder reads only the
 queried positions). Classifier-free guidance comes from ``SamplingOptions`` via ``denoiser_logits``.
 
-Families: ``maskgit`` (default ``confidence``) and ``pgm-image`` (default ``halton``) hold these and the
-samplers of ``masked`` / ``partition``; ``masked`` and ``partition`` gain ``confidence`` and ``halton``.
+Both are registered in the ``masked`` and ``partition`` families; MaskGIT offers ``confidence`` first and
+PGM for images ``halton`` first (``Algorithm.samplers``). The authors' numbers follow the family: the
+partition family (PGM) takes their PGM samplers' (confidence counts, r_temp 5, guidance ramped by both),
+the masked family (MaskGIT, MDLM) their MaskGIT's (r_temp 4.5, Halton guidance constant).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -25,6 +27,7 @@ from partgm.samplers.common import (
     DecodePlan,
     SamplingOptions,
     denoiser_logits,
+    progress,
     sample_categorical,
     sample_tokens,
     token_probs,
@@ -37,8 +40,6 @@ from partgm.samplers.image_schedules import (
     halton_revealed,
     step_counts,
 )
-from partgm.samplers.masked import AncestralSampler, FastAncestralSampler
-from partgm.samplers.partition import BinomialSampler, NaiveSampler, UniformSampler
 
 
 def counts_table(fixed: torch.Tensor, steps: int, revealed: Callable[[int], list[int]]) -> torch.Tensor:
@@ -67,16 +68,18 @@ def _step_logits(logits: torch.Tensor, scale: float, options: SamplingOptions, t
 
 class ImageSampler(Sampler):
     """What the two image samplers share: the authors' options (``ImageSampling``) and the guidance ramp
-    (``guidance_schedule`` auto: ``ramp_guidance`` of the family, the authors' choice)."""
-
-    ramp_guidance: ClassVar[bool] = True
+    (``guidance_schedule`` auto: ``ramps``, the authors' choice)."""
 
     def __init__(self, settings: ImageSampling | None = None):
         self.settings = settings or ImageSampling()
 
+    def ramps(self, algorithm) -> bool:
+        """The authors' guidance ramp for this algorithm (``guidance_schedule`` auto)."""
+        return True
+
     def guided(self, algorithm, model, context, query, options: SamplingOptions, k: int, n_steps: int):
         ramp = options.guidance_schedule == "linear" or (
-            options.guidance_schedule == "auto" and self.ramp_guidance)
+            options.guidance_schedule == "auto" and self.ramps(algorithm))
         w = guidance_weight(options.guidance, k, n_steps, ramp)
         return denoiser_logits(algorithm, model, context, query, replace(options, guidance=w,
                                guidance_schedule="constant"))
@@ -96,7 +99,7 @@ class ConfidenceSampler(ImageSampler):
         fixed, settings = prompt.fixed, self.settings
         length = fixed.shape[1]
         if settings.schedule == "authors":
-            variant = "pgm-image" if algorithm.sampler_family in ("pgm-image", "partition") else "maskgit"
+            variant = "pgm-image" if algorithm.sampler_family == "partition" else "maskgit"
             counts = counts_table(fixed, options.steps, lambda n: confidence_revealed(options.steps, n, variant))
         else:
             counts = arccos_counts(fixed, options.steps)
@@ -145,10 +148,13 @@ class HaltonSampler(ImageSampler):
     per step (the authors' ``halton_revealed`` or partgm's schedule), categorical draws from
     ``softmax(logits * logit_scale(k) / temperature)`` (theirs: the first step at half the logits),
     top-k as theirs. Only the positions decoded now are queried. Their MaskGIT keeps the guidance
-    constant (``ramp_guidance`` False for family maskgit), their PGM ramps it."""
+    constant (the masked family), their PGM ramps it."""
 
     name = "halton"
     family = "masked"
+
+    def ramps(self, algorithm) -> bool:
+        return algorithm.sampler_family == "partition"
 
     def order(self, algorithm, prompt, generator=None) -> torch.Tensor:
         fixed = prompt.fixed
@@ -174,7 +180,7 @@ class HaltonSampler(ImageSampler):
         tokens = with_spare_column(prompt.tokens.masked_fill(~fixed, 0))  # [B, L + 1]
         clean = with_spare_column(fixed)
         n_steps = len(plan)
-        for k, step in enumerate(tqdm(plan, total=n_steps, disable=not options.progress, desc=self.name)):
+        for k, step in enumerate(progress(plan, options, self.name)):
             packed = (plan.order[:, : step.clean_width], step.clean_valid)
             context = Context(tokens[:, :length], clean[:, :length], prompt.labels, packed)
             logits = self.guided(algorithm, model, context, step.query_positions, options, k, n_steps)
@@ -184,15 +190,8 @@ class HaltonSampler(ImageSampler):
         return tokens[:, :length]
 
 
-def _register(cls: type[Sampler], family: str) -> None:
-    extra = {"family": family}
-    if cls is HaltonSampler and family == "maskgit":
-        extra["ramp_guidance"] = False  # Halton-MaskGIT: constant guidance
-    register_sampler(type(f"{cls.__name__}_{family}", (cls,), extra))
-
-
 def image_sampler(algorithm: Any, name: str, settings: ImageSampling) -> Sampler:
-    """A configured instance of the image sampler ``name`` (confidence / halton) of the algorithm's family."""
+    """A configured instance of the image sampler ``name`` (confidence / halton) the algorithm offers."""
     cls = type(get_sampler(algorithm, name))
     if not issubclass(cls, ImageSampler):
         raise PartgmError(f"the authors' sampler options apply to confidence and halton, not to '{name}'")
@@ -201,8 +200,4 @@ def image_sampler(algorithm: Any, name: str, settings: ImageSampling) -> Sampler
 
 for _cls in (ConfidenceSampler, HaltonSampler):
     register_sampler(_cls)
-    _register(_cls, "partition")
-for _cls in (ConfidenceSampler, HaltonSampler, AncestralSampler, FastAncestralSampler):
-    _register(_cls, "maskgit")  # the first registered is the family's default
-for _cls in (HaltonSampler, ConfidenceSampler, UniformSampler, BinomialSampler, NaiveSampler):
-    _register(_cls, "pgm-image")
+    register_sampler(_cls, family="partition")
