@@ -78,7 +78,8 @@ def evaluate(run_dir: Path, out: Path, label: str, scale: dict, classifier, real
     from partgm.engine import load_run
     from partgm.images.digits_classifier import class_accuracy, digits_fid
     from partgm.images.grid import save_image_grid
-    from partgm.images.runs import decode_images, sample_images
+    from partgm.run.images import decode_images, sample_images
+    from partgm.run.sampling import Draws
     from partgm.samplers import SamplingOptions
     from partgm.samplers.image_schedules import ImageSampling
     from partgm.samplers.images import image_sampler
@@ -95,7 +96,7 @@ def evaluate(run_dir: Path, out: Path, label: str, scale: dict, classifier, real
                 options = SamplingOptions(steps=scale["steps_s"], guidance=w,
                                           guidance_schedule="auto" if schedule == "authors" else "constant")
                 start = time.perf_counter()
-                tokens = sample_images(run, options, labels, n, 100, 0, sampler)
+                tokens = sample_images(run, Draws(options, sampler, n, 100, 0), labels)
                 seconds = time.perf_counter() - start
                 pixels = decode_images(run.data_header, tokens)
                 levels = pooled_levels(pixels)
