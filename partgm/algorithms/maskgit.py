@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from partgm.algorithms.mdlm import MDLMAlgorithm, token_nll
+from partgm.errors import PartgmError
 from partgm.models import DiT
 from partgm.models.config import MaskGITConfig
 from partgm.models.maskgit import MaskGITTransformer
@@ -51,6 +52,9 @@ class MaskGITAlgorithm(MDLMAlgorithm):
     def build_model(self, model_cfg: MaskGITConfig) -> nn.Module:
         self.reference = getattr(model_cfg, "network", "dit") == "reference"
         if self.reference:
+            if self.space.length < 1:
+                raise PartgmError("the reference MaskGIT network learns one position per token: it needs the "
+                                  "sequence length (or model.network=dit)")
             return MaskGITTransformer(model_cfg, self.vocab_size, self.space.length, self.space.num_classes)
         return DiT(model_cfg, in_vocab=self.vocab_size + 1, out_vocab=self.vocab_size + 1,
                    num_classes=self.space.num_classes, grid=self.space.grid)
