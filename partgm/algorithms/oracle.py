@@ -1,0 +1,100 @@
+"""The exact denoiser of a known process: ``Algorithm.logits`` answers with the log of the true posterior
+marginals (forward-backward of an ``HMMProcess``), so every sampler of a family runs on it unchanged.
+
+With one token per step its samples are exact draws of the process; with fewer steps the only error left
+is the sampler's (several tokens decoded at once from their marginals). It presents itself in any family
+(``OracleAlgorithm(space, family=...)``): ``partition`` (PGM samplers), ``masked`` (MDLM), ``maskgit`` and
+``pgm-image``; the ``cached`` sampler needs a Partition Transformer and refuses it (on an exact denoiser
+the cache changes nothing: it equals ``uniform``).
+
+Shapes: B batch, L sequence length, K query positions, N real ids (the HMM's, plus BOS for text).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from partgm.algorithms.base import Algorithm, Context, TokenSpace
+from partgm.data.hmm import HMMProcess
+from partgm.errors import PartgmError
+
+LOG_ZERO = -1e4  # the logit of an impossible id: finite, so that guidance's (1 + w) c - w u stays defined
+FAMILIES = ("partition", "masked", "maskgit", "pgm-image")
+
+
+class HMMDenoiser(nn.Module):
+    """The process in the data's layout: HMM positions start at ``offset`` (1 after a BOS at position 0);
+    ids at or above the process's vocabulary (BOS) have probability 0 there. No trainable weights."""
+
+    def __init__(self, process: HMMProcess, space: TokenSpace):
+        super().__init__()
+        self.process, self.space = process, space
+        self.offset = 0 if space.bos_id is None else 1
+        if space.vocab_size < process.vocab or space.length - self.offset < 1:
+            raise PartgmError(f"the process (vocabulary {process.vocab}) does not fit the data ({space})")
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # gives the module a device
+
+    def log_marginals(self, tokens: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """[B, L, N] float64: log p(x_l = v | the clean tokens other than l) at every position."""
+        batch, length = tokens.shape
+        out = torch.full((batch, length, self.space.vocab_size), LOG_ZERO, dtype=torch.float64)
+        o = self.offset
+        out[:, o:, : self.process.vocab] = self.process.log_marginals(tokens[:, o:], clean[:, o:], labels).clamp(
+            min=LOG_ZERO)
+        if o:
+            out[:, 0, self.space.bos_id] = 0.0
+        return out.to(tokens.device)
+
+
+class OracleAlgorithm(Algorithm):
+    """The exact denoiser behind the algorithm interface (see the module docstring). ``model`` is an
+    ``HMMDenoiser``; there is nothing to train."""
+
+    name = "oracle"
+
+    def __init__(self, space: TokenSpace, family: str = "partition", schedule: str = "loglinear"):
+        if family not in FAMILIES:
+            raise PartgmError(f"the exact denoiser runs in the families {', '.join(FAMILIES)}, not '{family}'")
+        super().__init__(space, schedule)
+        self.sampler_family = family
+
+    def build_model(self, model_cfg) -> nn.Module:
+        raise PartgmError("the exact denoiser is not trained: build it with oracle_denoiser(process, space)")
+
+    def training_loss(self, model, batch, t, generator=None):
+        raise PartgmError("the exact denoiser is not trained")
+
+    def logits(self, model: nn.Module, context: Context, query_positions: torch.Tensor) -> torch.Tensor:
+        marginals = model.log_marginals(context.tokens, clean_mask(context), context.labels)
+        return marginals.gather(1, query_positions[..., None].expand(-1, -1, marginals.shape[-1]))
+
+
+def clean_mask(context: Context) -> torch.Tensor:
+    """[B, L] bool: the positions the denoiser may read. Samplers that pack the clean positions
+    (``Context.packed``) may leave ``clean`` at the prompt's fixed positions, so the packed set wins."""
+    if context.packed is None:
+        return context.clean.bool()
+    positions, valid = context.packed
+    hits = torch.zeros_like(context.clean, dtype=torch.long)  # padded slots add 0 at position 0
+    hits.scatter_add_(1, positions, torch.ones_like(positions) if valid is None else valid.long())
+    return hits > 0
+
+
+def oracle_space(process: HMMProcess, length: int) -> TokenSpace:
+    """The data layout of a process without a run: text (BOS = id V at position 0) for one class, else a
+    square class-conditional grid without BOS."""
+    if process.num_classes == 1:
+        return TokenSpace(process.vocab + 1, length, bos_id=process.vocab)
+    side = math.isqrt(length)
+    if side * side != length:
+        raise PartgmError(f"a class-conditional process lays out square grids: length {length} is not a square")
+    return TokenSpace(process.vocab, length, None, process.num_classes, (side, side))
+
+
+def oracle_denoiser(process: HMMProcess, space: TokenSpace, family: str = "partition",
+                    schedule: str = "loglinear") -> tuple[OracleAlgorithm, HMMDenoiser]:
+    """(algorithm, model) of the exact denoiser of ``process`` for data laid out as ``space``."""
+    return OracleAlgorithm(space, family, schedule), HMMDenoiser(process, space)
