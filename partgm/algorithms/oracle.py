@@ -37,6 +37,10 @@ class HMMDenoiser(nn.Module):
             raise PartgmError(f"the process (vocabulary {process.vocab}) does not fit the data ({space})")
         self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # gives the module a device
 
+    def forward(self, tokens: torch.Tensor, groups: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The training-mode call of a Partition Transformer (the ``naive`` sampler): group 0 is clean."""
+        return self.log_marginals(tokens, groups == 0, labels)
+
     def log_marginals(self, tokens: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         """[B, L, N] float64: log p(x_l = v | the clean tokens other than l) at every position."""
         batch, length = tokens.shape

@@ -64,7 +64,10 @@ def cmd_task(args: argparse.Namespace) -> None:
 
 
 def add_eval_commands(eval_sub: argparse._SubParsersAction) -> None:
-    """Adds ``partgm eval genppl | lambada | choice``."""
+    """Adds ``partgm eval genppl | lambada | choice | oracle``."""
+    from partgm.evaluation.oracle_commands import add_eval_oracle_command
+
+    add_eval_oracle_command(eval_sub)
     e = eval_sub.add_parser(
         "genppl",
         help="generative perplexity of samples under a judge LM, with unigram entropy",
