@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from partgm.benchmarks.images import add_images_bench_command
+from partgm.benchmarks.quality_commands import add_quality_bench_command
 from partgm.cliargs import nonnegative_int, positive_int, positive_ints, unit_interval
 from partgm.errors import PartgmError
 
@@ -162,6 +163,7 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(pgm_preset="pgm-6-6-d768")  # width and block count of mdlm-small
     p.set_defaults(func=cmd_bench_train)
     add_images_bench_command(bench)
+    add_quality_bench_command(bench)
     p = bench.add_parser("frontier", help="trained models: gen PPL and entropy vs tokens/s, PGM exact vs the "
                                           "encoder cache (refresh r) vs MDLM vs AR")
     p.add_argument("--pgm", required=True, help="PGM run directory")
