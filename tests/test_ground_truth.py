@@ -211,3 +211,19 @@ def test_eval_oracle_cli(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert [r["steps"] for r in result["samples"]] == [1, 8] and "excess NELBO" in capsys.readouterr().out
     assert main(["eval", "oracle", str(tmp_path / "missing.npz")]) == 2
+
+
+def test_bench_quality_tiny(tmp_path):
+    out = tmp_path / "q.json"
+    argv = ["bench", "quality", "--corpus", "hmm:states=4,vocab=6,docs=200", "--length", "9", "--budget", "3",
+            "--batch", "4", "--seeds", "2", "--steps", "2", "--num-samples", "8", "--nelbo-draws", "8",
+            "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads(out.read_text())
+    points = {(p["algo"], p["variant"], p["steps"]) for p in result["summary"]}
+    assert ("oracle", "uniform (partition)", 2) in points and ("ar", "kv-cache", 8) in points
+    assert ("pgm", "cached r=never", 2) in points and ("mdlm", "fast-ancestral", 2) in points
+    assert all(p["seeds"] == 2 for p in result["summary"]) and out.with_suffix(".png").is_file()
+    flops = {r["algo"]: r["train_flops"] for r in result["records"] if r["algo"] != "oracle"}
+    assert max(flops.values()) / min(flops.values()) < 1.5  # equal training FLOPs, to a step
+    assert main(argv) == 0  # the runs are reused

@@ -32,8 +32,10 @@ _BOOTSTRAP = 200
 
 
 def mean_ci(values: np.ndarray) -> dict:
-    """{"mean", "ci95"}: the mean and the half-width of its normal 95% interval."""
+    """{"mean", "ci95"}: the mean and the half-width of its normal 95% interval (nan without values)."""
     values = np.asarray(values, dtype=np.float64)
+    if not len(values):
+        return {"mean": float("nan"), "ci95": float("nan")}
     half = Z95 * values.std(ddof=1) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
     return {"mean": float(values.mean()), "ci95": float(half)}
 
