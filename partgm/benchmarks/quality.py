@@ -43,6 +43,7 @@ class QualitySettings:
     sample_batch: int = 128
     nelbo_draws: int = 256
     oracle: bool = True
+    guidance: float = 0.0  # class-conditional data: classifier-free guidance of every sampler
     device: str = "cpu"
 
     @classmethod
@@ -58,7 +59,8 @@ def _config(s: QualitySettings, algo: str, seed: int, steps: int, cache: Path):
     from partgm.config import resolve_config
 
     return resolve_config(overrides=[
-        f"algo={algo}", f"preset={s.presets[algo]}", "model.dropout=0.0", f"data.corpus={s.corpus}",
+        f"algo={algo}", f"preset={s.presets.get(algo) or next(iter(s.presets.values()))}", "model.dropout=0.0",
+        f"data.corpus={s.corpus}",
         f"data.length={s.length}", f"data.cache_dir={cache}", f"train.steps={steps}", f"train.global_batch={s.batch}",
         f"train.lr={s.lr}", f"train.warmup_steps={min(100, steps // 10)}", f"train.seed={seed}",
         f"train.eval_every={steps}", f"train.save_every={steps}", "train.eval_batches=4", "train.keep_last=1",
@@ -66,19 +68,28 @@ def _config(s: QualitySettings, algo: str, seed: int, steps: int, cache: Path):
     ])
 
 
+def data_space(s: QualitySettings):
+    """The TokenSpace of the settings' corpus (text with BOS, or a class-conditional grid)."""
+    from partgm.algorithms import TokenSpace
+    from partgm.data.synthetic import layout, parse_spec
+
+    lay = layout(s.corpus, s.length)
+    classes = parse_spec(s.corpus)[1]["classes"] if lay["grid"] else 0
+    return TokenSpace(lay["vocab_size"], s.length, lay["bos_id"], classes, tuple(lay["grid"]) if lay["grid"] else None)
+
+
 def step_flops(s: QualitySettings, algo: str, cache: Path) -> float:
     """Analytic FLOPs of one training step (forward + backward) of ``algo`` at the settings' shapes."""
-    from partgm.algorithms import TokenSpace, build_algorithm
+    from partgm.algorithms import build_algorithm
     from partgm.benchmarks.accounting import train_flops
-    from partgm.data.synthetic import layout
 
     cfg = _config(s, algo, 0, 1, cache)
-    lay = layout(s.corpus, s.length)
-    algorithm = build_algorithm(cfg, TokenSpace(lay["vocab_size"], s.length, lay["bos_id"]))
+    algorithm = build_algorithm(cfg, data_space(s))
     model = algorithm.build_model(cfg.model)
     x = torch.zeros(s.batch, s.length, dtype=torch.long)
     resolved = model.layout_for(x) if hasattr(model, "layout_for") else "dense"
-    return float(train_flops(algo, resolved, model.cfg, s.batch, s.length, algorithm.vocab_size,
+    network = {"pgm-image": "pgm", "maskgit": "mdlm", "mdlm-complement": "mdlm"}.get(algo, algo)
+    return float(train_flops(network, resolved, model.cfg, s.batch, s.length, algorithm.vocab_size,
                              algorithm.schedule)["flops"])
 
 
@@ -112,31 +123,37 @@ def train_runs(s: QualitySettings, out_dir: Path, log=print) -> dict[tuple[str, 
 
 def sampler_points(algo: str, s: QualitySettings) -> list[tuple[str, object, list[int]]]:
     """(label, sampler, step counts) of each curve of an algorithm: PGM exact and the cache at each refresh,
-    MDLM fast-ancestral, AR left to right (one point); the exact denoiser in both parallel families."""
+    MDLM fast-ancestral, AR left to right (one point), MaskGIT / pgm-image confidence and Halton; the
+    exact denoiser in each parallel family of the data (``ORACLE_FAMILIES``)."""
     steps = list(s.steps)
+    curves = {"mdlm": ["fast-ancestral"], "mdlm-complement": ["fast-ancestral"], "maskgit": ["confidence", "halton"],
+              "pgm-image": ["halton", "confidence", "uniform"]}
     if algo == "pgm":
         return [(label, sampler, steps) for _, label, sampler in frontier_settings(list(s.refresh))]
-    if algo == "mdlm":
-        return [("fast-ancestral", "fast-ancestral", steps)]
     if algo == "ar":
         return [("kv-cache", "ancestral", [s.length - 1])]
-    return [("uniform (partition)", "uniform", steps), ("fast-ancestral (masked)", "fast-ancestral", steps)]
+    if algo == "oracle":
+        return [(f"{name} ({family})", name, steps) for name, family in oracle_families(s).items()]
+    return [(name, name, steps) for name in curves[algo]]
+
+
+def oracle_families(s: QualitySettings) -> dict[str, str]:
+    """{sampler: family} of the exact denoiser's curves: text as PGM and MDLM sample it, grids as MaskGIT."""
+    if data_space(s).grid:
+        return {"confidence": "maskgit", "halton": "maskgit", "uniform": "pgm-image"}
+    return {"uniform": "partition", "fast-ancestral": "masked"}
 
 
 def measure(s: QualitySettings, runs: dict, on_record=None) -> list[dict]:
     """One record per (algo, sampler, steps, seed): excess sample NLL, n-gram TV and tokens/s, plus the
     run's excess NELBO (once per run, in every record of it)."""
-    from partgm.algorithms import TokenSpace
     from partgm.algorithms.oracle import oracle_denoiser
-    from partgm.data.synthetic import layout, process_of
+    from partgm.data.synthetic import process_of
     from partgm.engine import load_run
     from partgm.evaluation.oracle import excess_nelbo, sample_quality
 
     env = environment(torch.device(s.device), "fp32")
-    process = process_of(s.corpus)
-    lay = layout(s.corpus, s.length)
-    space = TokenSpace(lay["vocab_size"], s.length, lay["bos_id"])
-    families = {"uniform": "partition", "fast-ancestral": "masked"}
+    process, space, families = process_of(s.corpus), data_space(s), oracle_families(s)
     records = []
     for seed in s.seeds:
         targets = [(algo, runs[(algo, seed)]) for algo in s.algos if (algo, seed) in runs]
@@ -150,7 +167,7 @@ def measure(s: QualitySettings, runs: dict, on_record=None) -> list[dict]:
                     process, space, families[sampler])
                 for steps in steps_list:
                     q = sample_quality(algorithm, model, process, sampler, steps, s.num_samples, s.sample_batch,
-                                       seed, device=s.device)
+                                       seed, s.guidance, s.device)
                     record = {"bench": "quality", "algo": algo, "variant": label, "seed": seed, "steps": steps,
                               "corpus": s.corpus, "length": s.length, "preset": s.presets.get(algo, "exact"),
                               **q, "excess_nelbo": nelbo, **(info or {}), **env, **machine_load()}

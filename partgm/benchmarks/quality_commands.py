@@ -23,11 +23,16 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
         "corpus": args.corpus, "length": args.length, "budget": args.budget, "batch": args.batch,
         "seeds": tuple(range(args.seeds)) if args.seeds else None, "steps": tuple(args.steps) if args.steps else None,
         "num_samples": args.num_samples, "nelbo_draws": args.nelbo_draws, "device": args.device,
+        "guidance": args.guidance,
     }.items() if v is not None}
-    if args.preset:
-        changes["presets"] = {"pgm": args.preset, "mdlm": args.preset, "ar": args.preset}
     if args.algos:
         changes["algos"] = tuple(a.strip() for a in args.algos.split(","))
+    elif (args.corpus or "").startswith("hmm-image"):
+        changes["algos"] = ("pgm-image", "maskgit")
+    if args.preset:
+        changes["presets"] = {a: args.preset for a in changes.get("algos", s.algos)}
+    else:
+        changes["presets"] = {a: s.presets.get(a, s.presets["mdlm"]) for a in changes.get("algos", s.algos)}
     s = replace(s, **changes)
     if args.steps is None:  # 8 ... L: the default grid ends at every free position decoded one by one
         s = replace(s, steps=tuple(sorted({min(x, s.length - 1) for x in s.steps} | {s.length - 1})))
@@ -64,7 +69,9 @@ def add_quality_bench_command(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", help="a synthetic corpus spec (hmm:...); default: a 32-state, 64-id HMM")
     p.add_argument("--length", type=positive_int)
     p.add_argument("--preset", help="model preset of all three algorithms (default cpu-tiny)")
-    p.add_argument("--algos", help="comma-separated subset of pgm,mdlm,ar")
+    p.add_argument("--algos", help="comma-separated: pgm, mdlm, ar (text; the default), maskgit, pgm-image "
+                   "(the default for an hmm-image corpus)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance (hmm-image corpora)")
     p.add_argument("--budget", type=positive_int, help="training FLOPs, in MDLM steps (default 1500)")
     p.add_argument("--batch", type=positive_int, help="training batch")
     p.add_argument("--seeds", type=positive_int, help="training seeds 0..N-1 (default 3)")
