@@ -33,7 +33,7 @@ class QualitySettings:
     length: int = 64
     presets: dict = field(default_factory=lambda: {"pgm": "cpu-tiny", "mdlm": "cpu-tiny", "ar": "cpu-tiny"})
     algos: tuple = ("pgm", "mdlm", "ar")
-    budget: int = 1500
+    budget: int = 3000
     batch: int = 32
     lr: float = 1e-3
     seeds: tuple = (0, 1, 2)
@@ -212,7 +212,7 @@ def plot_quality(points: list[dict], out_png: Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(9, 5.5))
     curves: dict[tuple, list[dict]] = {}
     for p in points:
         curves.setdefault((p["algo"], p["variant"]), []).append(p)
@@ -227,6 +227,7 @@ def plot_quality(points: list[dict], out_png: Path, title: str = "") -> Path:
     ax.axhline(0.0, color="k", linewidth=0.8)
     ax.set(xscale="log", xlabel="sampling tokens / s", ylabel="excess sample NLL (nats / token; 0 = the process)",
            title=title or "Quality vs speed against the truth (numbers: steps)")
+    ax.title.set_fontsize(8)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

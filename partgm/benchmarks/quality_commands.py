@@ -56,8 +56,8 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
         print(f"{p['algo']:6s} {p['variant']:24s} steps {p['steps']:5d}  excess NLL {p['excess_nll']['mean']:+.4f} ± "
               f"{p['excess_nll']['ci95']:.4f}" + (f"  excess NELBO {nelbo['mean']:+.4f} ± {nelbo['ci95']:.4f}" if nelbo
                                                    else "") + f"  ({p['seeds']} seeds)")
-    png = plot_quality(summary, out.with_suffix(".png"),
-                       f"{s.corpus}, L {s.length}, {len(s.seeds)} seeds, equal training FLOPs ({s.budget} MDLM steps)")
+    png = plot_quality(summary, out.with_suffix(".png"), f"{s.corpus}\nL {s.length}, {len(s.seeds)} seeds, equal "
+                       f"training FLOPs ({s.budget} MDLM steps); the oracle's tokens/s are not a network's")
     print(f"wrote {out} and {png}")
 
 
@@ -72,7 +72,7 @@ def add_quality_bench_command(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--algos", help="comma-separated: pgm, mdlm, ar (text; the default), maskgit, pgm-image "
                    "(the default for an hmm-image corpus)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance (hmm-image corpora)")
-    p.add_argument("--budget", type=positive_int, help="training FLOPs, in MDLM steps (default 1500)")
+    p.add_argument("--budget", type=positive_int, help="training FLOPs, in MDLM steps (default 3000)")
     p.add_argument("--batch", type=positive_int, help="training batch")
     p.add_argument("--seeds", type=positive_int, help="training seeds 0..N-1 (default 3)")
     p.add_argument("--steps", type=positive_ints, help="comma-separated step counts (default 8,16,32,L-1)")
