@@ -41,15 +41,21 @@ class HMMDenoiser(nn.Module):
         """The training-mode call of a Partition Transformer (the ``naive`` sampler): group 0 is clean."""
         return self.log_marginals(tokens, groups == 0, labels)
 
-    def log_marginals(self, tokens: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        """[B, L, N] float64: log p(x_l = v | the clean tokens other than l) at every position."""
-        batch, length = tokens.shape
-        out = torch.full((batch, length, self.space.vocab_size), LOG_ZERO, dtype=torch.float64)
-        o = self.offset
-        out[:, o:, : self.process.vocab] = self.process.log_marginals(tokens[:, o:], clean[:, o:], labels).clamp(
-            min=LOG_ZERO)
-        if o:
-            out[:, 0, self.space.bos_id] = 0.0
+    def log_marginals(self, tokens: torch.Tensor, clean: torch.Tensor, labels: torch.Tensor | None,
+                      positions: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, N] float64: log p(x_l = v | the clean tokens other than l) at every position, or
+        [B, K, N] at ``positions`` [B, K] only."""
+        o, vocab = self.offset, self.process.vocab
+        if positions is None:
+            positions = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
+        positions = positions.cpu()
+        hmm = self.process.log_marginals(tokens[:, o:], clean[:, o:], labels, (positions - o).clamp(min=0))
+        out = torch.full((*positions.shape, self.space.vocab_size), LOG_ZERO, dtype=torch.float64)
+        out[..., :vocab] = hmm.clamp(min=LOG_ZERO)
+        if o:  # position 0 holds BOS
+            at_bos = positions == 0
+            out[at_bos] = LOG_ZERO
+            out[..., self.space.bos_id] = torch.where(at_bos, 0.0, LOG_ZERO)
         return out.to(tokens.device)
 
 
@@ -72,8 +78,7 @@ class OracleAlgorithm(Algorithm):
         raise PartgmError("the exact denoiser is not trained")
 
     def logits(self, model: nn.Module, context: Context, query_positions: torch.Tensor) -> torch.Tensor:
-        marginals = model.log_marginals(context.tokens, clean_mask(context), context.labels)
-        return marginals.gather(1, query_positions[..., None].expand(-1, -1, marginals.shape[-1]))
+        return model.log_marginals(context.tokens, clean_mask(context), context.labels, query_positions)
 
 
 def clean_mask(context: Context) -> torch.Tensor:

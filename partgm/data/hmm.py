@@ -136,10 +136,11 @@ class HMMProcess:
             a = torch.einsum("bcs,cst->bct", f / norm.clamp(min=1e-300)[:, None, None], self.transition)
         return total
 
-    def log_marginals(self, tokens: torch.Tensor, visible: torch.Tensor,
-                      labels: torch.Tensor | None = None) -> torch.Tensor:
+    def log_marginals(self, tokens: torch.Tensor, visible: torch.Tensor, labels: torch.Tensor | None = None,
+                      positions: torch.Tensor | None = None) -> torch.Tensor:
         """[B, n, V] float64: log p(x_l = v | the visible tokens other than l) at every position l
-        (forward-backward; at hidden positions this is the posterior marginal given all visible ones)."""
+        (forward-backward; at hidden positions this is the posterior marginal given all visible ones);
+        [B, K, V] at ``positions`` [B, K] only, when given (the emission product then costs K, not n)."""
         tokens, visible = tokens.cpu(), visible.cpu().bool()
         batch, n = tokens.shape
         e = self._evidence(tokens, visible)
@@ -158,6 +159,9 @@ class HMMProcess:
             b = b / b.amax(dim=(1, 2), keepdim=True).clamp(min=1e-300)
             backward[i] = b
         weight = torch.stack(forward, 1) * torch.stack(backward, 1)  # [B, n, C, S]
+        if positions is not None:
+            index = positions.cpu().long()[..., None, None].expand(-1, -1, *weight.shape[2:])
+            weight = weight.gather(1, index)
         probs = torch.einsum("blcs,csv->blv", weight, self.emission)
         return (probs / probs.sum(-1, keepdim=True)).clamp(min=1e-300).log()
 
