@@ -189,6 +189,7 @@ def summarize(records: list[dict]) -> list[dict]:
         for key in ("excess_nll", "bigram_tv_excess", "unigram_tv_excess"):
             point[key] = _across([r[key]["mean"] for r in rows], rows[0][key]["ci95"])
         point["tokens_per_s"] = _across([r["tokens_per_s"] for r in rows], float("nan"))
+        point["invalid_fraction"] = float(np.mean([r["invalid_samples"] / r["num_samples"] for r in rows]))
         nelbos = [r["excess_nelbo"]["mean"] for r in rows if r.get("excess_nelbo")]
         if nelbos:
             point["excess_nelbo"] = _across(nelbos, rows[0]["excess_nelbo"]["ci95"])
