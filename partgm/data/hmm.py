@@ -116,24 +116,24 @@ class HMMProcess:
         return tokens, c
 
     def _evidence(self, tokens: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
-        """[B, n, C, S]: the emission probability of each visible token (0 for ids outside the vocabulary),
-        1 at hidden positions."""
+        """[n, C, B, S]: the emission probability of each visible token (0 for ids outside the vocabulary),
+        1 at hidden positions (laid out for one batched matmul per position)."""
         inside = (tokens >= 0) & (tokens < self.vocab)
-        e = self.emission[:, :, tokens.clamp(0, self.vocab - 1)].permute(2, 3, 0, 1)  # [B, n, C, S]
-        e = e * inside[..., None, None]
-        return torch.where(visible[..., None, None], e, torch.ones_like(e))
+        e = self.emission[:, :, tokens.clamp(0, self.vocab - 1)].permute(3, 0, 2, 1)  # [n, C, B, S]
+        keep = (visible & inside).T[:, None, :, None]
+        return torch.where(visible.T[:, None, :, None], e * keep, torch.ones_like(e)).contiguous()
 
     def log_prob(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(tokens) [B] float64 (forward algorithm); -inf where a token is outside the vocabulary."""
         tokens = tokens.cpu()
         e = self._evidence(tokens, torch.ones_like(tokens, dtype=torch.bool))
-        a = self.start(tokens.shape[0], labels)
+        a = self.start(tokens.shape[0], labels).transpose(0, 1).contiguous()  # [C, B, S]
         total = torch.zeros(tokens.shape[0], dtype=torch.float64)
         for i in range(tokens.shape[1]):
-            f = a * e[:, i]
-            norm = f.sum(dim=(1, 2))
+            f = a * e[i]
+            norm = f.sum(dim=(0, 2))
             total += norm.log()
-            a = torch.einsum("bcs,cst->bct", f / norm.clamp(min=1e-300)[:, None, None], self.transition)
+            a = torch.bmm(f / norm.clamp(min=1e-300)[None, :, None], self.transition)
         return total
 
     def log_marginals(self, tokens: torch.Tensor, visible: torch.Tensor, labels: torch.Tensor | None = None,
@@ -144,21 +144,19 @@ class HMMProcess:
         tokens, visible = tokens.cpu(), visible.cpu().bool()
         batch, n = tokens.shape
         e = self._evidence(tokens, visible)
-        a = self.start(batch, labels)
-        a = a / a.sum(dim=(1, 2), keepdim=True)
-        forward = []
+        a = self.start(batch, labels).transpose(0, 1)  # [C, B, S]
+        a = (a / a.sum(dim=(0, 2), keepdim=True)).contiguous()
+        forward = torch.empty(n, *a.shape, dtype=torch.float64)
         for i in range(n):  # forward[i]: p(z_i | visible before i), normalised
-            forward.append(a)
-            f = a * e[:, i]
-            f = f / f.sum(dim=(1, 2), keepdim=True).clamp(min=1e-300)
-            a = torch.einsum("bcs,cst->bct", f, self.transition)
-        b = torch.ones_like(a)
-        backward = [b] * n
+            forward[i] = a
+            f = a * e[i]
+            a = torch.bmm(f / f.sum(dim=(0, 2), keepdim=True).clamp(min=1e-300), self.transition)
+        backward = torch.ones_like(forward)
+        back_t = self.transition.transpose(1, 2)
         for i in range(n - 2, -1, -1):  # backward[i]: p(visible after i | z_i), up to a scale
-            b = torch.einsum("cst,bct->bcs", self.transition, e[:, i + 1] * b)
-            b = b / b.amax(dim=(1, 2), keepdim=True).clamp(min=1e-300)
-            backward[i] = b
-        weight = torch.stack(forward, 1) * torch.stack(backward, 1)  # [B, n, C, S]
+            b = torch.bmm(e[i + 1] * backward[i + 1], back_t)
+            backward[i] = b / b.amax(dim=(0, 2), keepdim=True).clamp(min=1e-300)
+        weight = (forward * backward).permute(2, 0, 1, 3)  # [B, n, C, S]
         if positions is not None:
             index = positions.cpu().long()[..., None, None].expand(-1, -1, *weight.shape[2:])
             weight = weight.gather(1, index)
