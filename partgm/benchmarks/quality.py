@@ -44,6 +44,7 @@ class QualitySettings:
     nelbo_draws: int = 256
     oracle: bool = True
     guidance: float = 0.0  # class-conditional data: classifier-free guidance of every sampler
+    all_samplers: bool = False  # text: also binomial, ancestral, confidence and halton
     device: str = "cpu"
 
     @classmethod
@@ -128,8 +129,12 @@ def sampler_points(algo: str, s: QualitySettings) -> list[tuple[str, object, lis
     steps = list(s.steps)
     curves = {"mdlm": ["fast-ancestral"], "mdlm-complement": ["fast-ancestral"], "maskgit": ["confidence", "halton"],
               "pgm-image": ["halton", "confidence", "uniform"]}
+    if s.all_samplers:  # the samplers the parallel text families share
+        curves.update({"mdlm": ["fast-ancestral", "ancestral", "confidence", "halton"],
+                       "mdlm-complement": ["fast-ancestral", "ancestral", "confidence", "halton"]})
     if algo == "pgm":
-        return [(label, sampler, steps) for _, label, sampler in frontier_settings(list(s.refresh))]
+        extra = [(name, name, steps) for name in ("binomial", "confidence", "halton")] if s.all_samplers else []
+        return [(label, sampler, steps) for _, label, sampler in frontier_settings(list(s.refresh))] + extra
     if algo == "ar":
         return [("kv-cache", "ancestral", [s.length - 1])]
     if algo == "oracle":
@@ -141,6 +146,9 @@ def oracle_families(s: QualitySettings) -> dict[str, str]:
     """{sampler: family} of the exact denoiser's curves: text as PGM and MDLM sample it, grids as MaskGIT."""
     if data_space(s).grid:
         return {"confidence": "maskgit", "halton": "maskgit", "uniform": "pgm-image"}
+    if s.all_samplers:
+        return {"uniform": "partition", "binomial": "partition", "fast-ancestral": "masked",
+                "confidence": "masked", "halton": "masked"}
     return {"uniform": "partition", "fast-ancestral": "masked"}
 
 

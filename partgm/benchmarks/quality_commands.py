@@ -23,7 +23,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
         "corpus": args.corpus, "length": args.length, "budget": args.budget, "batch": args.batch,
         "seeds": tuple(range(args.seeds)) if args.seeds else None, "steps": tuple(args.steps) if args.steps else None,
         "num_samples": args.num_samples, "nelbo_draws": args.nelbo_draws, "device": args.device,
-        "guidance": args.guidance,
+        "guidance": args.guidance, "all_samplers": args.all_samplers or None,
     }.items() if v is not None}
     if args.algos:
         changes["algos"] = tuple(a.strip() for a in args.algos.split(","))
@@ -71,6 +71,8 @@ def add_quality_bench_command(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", help="model preset of all three algorithms (default cpu-tiny)")
     p.add_argument("--algos", help="comma-separated: pgm, mdlm, ar (text; the default), maskgit, pgm-image "
                    "(the default for an hmm-image corpus)")
+    p.add_argument("--all-samplers", action="store_true", help="text: also PGM binomial / confidence / halton "
+                   "and MDLM ancestral / confidence / halton (and the exact denoiser under each)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance (hmm-image corpora)")
     p.add_argument("--budget", type=positive_int, help="training FLOPs, in MDLM steps (default 3000)")
     p.add_argument("--batch", type=positive_int, help="training batch")
