@@ -37,7 +37,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     if args.steps is None:  # 8 ... L: the default grid ends at every free position decoded one by one
         s = replace(s, steps=tuple(sorted({min(x, s.length - 1) for x in s.steps} | {s.length - 1})))
     out = Path(args.out)
-    runs = train_runs(s, out.parent / (out.stem + "-work"))
+    runs = train_runs(s, Path(args.work) if args.work else out.parent / (out.stem + "-work"))
     records: list[dict] = []
 
     def on_record(r: dict) -> None:
@@ -83,5 +83,7 @@ def add_quality_bench_command(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default="benchmarks/results/quality.json",
-                   help="JSON output; the PNG goes beside it, the runs under OUT-work/")
+                   help="JSON output; the PNG goes beside it, the runs under OUT-work/ (or --work)")
+    p.add_argument("--work", help="where the data and runs live (reused when complete): share it between "
+                   "invocations that measure the same runs differently (e.g. --guidance)")
     p.set_defaults(func=cmd_bench_quality)
