@@ -230,3 +230,10 @@ def test_bench_quality_tiny(tmp_path):
     flops = {r["algo"]: r["train_flops"] for r in result["records"] if r["algo"] != "oracle"}
     assert max(flops.values()) / min(flops.values()) < 1.5  # equal training FLOPs, to a step
     assert main(argv) == 0  # the runs are reused
+    from partgm.evaluation.oracle import evaluate_oracle
+
+    run = tmp_path / "q-work" / "runs" / "pgm-seed0"
+    result = evaluate_oracle(run, ["uniform", "cached"], [8], num_samples=8, batch=8, nelbo_draws=8, ceiling=True)
+    uniform, cached = result["samples"]
+    assert uniform["ceiling"]["steps"] == 8 and cached["ceiling"] is None  # the cache cannot drive the oracle
+    assert result["nelbo"]["times_per_draw"] == 4 and result["target"]["algo"] == "pgm"

@@ -213,15 +213,19 @@ def format_table(result: dict) -> str:
         lines.append(f"{r['sampler']:16s} {r['steps']:5d} {x['mean']:+9.4f} ± {x['ci95']:.4f} "
                      f"{u['value']:.4f}±{u['ci95']:.4f} ({r['unigram_tv_true_draws']['value']:.4f}) "
                      f"{b['value']:.4f}±{b['ci95']:.4f} ({r['bigram_tv_true_draws']['value']:.4f}) "
-                     f"{r['tokens_per_s']:8.0f}" + (f"  [{r['invalid_samples']} invalid]" if r["invalid_samples"] else ""))
+                     f"{r['tokens_per_s']:8.0f}" + (f"  [{r['invalid_samples']} invalid]" if r["invalid_samples"] else "")
+                     + (f"  exact denoiser {r['ceiling']['excess_nll']['mean']:+.4f}" if r.get("ceiling") else ""))
     return "\n".join(lines)
 
 
 def evaluate_oracle(target: str | Path, samplers: list[str], steps: list[int], num_samples: int = 256,
                     batch: int = 64, seed: int = 0, family: str = "partition", length: int = 64,
                     nelbo_draws: int = 256, guidance: float = 0.0, weights: str = "ema",
-                    device: str = "cpu") -> dict:
-    """(a) and (b) for ``target`` (see ``load_target``) at every sampler x step count."""
+                    device: str = "cpu", ceiling: bool = False) -> dict:
+    """(a) and (b) for ``target`` (see ``load_target``) at every sampler x step count. ``ceiling`` (a run
+    only): each point also holds the exact denoiser's, with the same sampler and steps (``ceiling``;
+    None where the sampler cannot drive it: the encoder cache equals ``uniform`` there, AR is exact)."""
+    from partgm.algorithms.oracle import FAMILIES, oracle_denoiser
     from partgm.samplers import get_sampler
 
     algorithm, model, process, about = load_target(target, family, length, weights, device)
@@ -231,9 +235,17 @@ def evaluate_oracle(target: str | Path, samplers: list[str], steps: list[int], n
                               "seed": seed}
     if nelbo_draws:
         result["nelbo"] = excess_nelbo(algorithm, model, process, nelbo_draws, batch, seed, device)
-    result["samples"] = [
-        {"sampler": name, **sample_quality(algorithm, model, process, name, s, num_samples, batch, seed,
-                                           guidance, device)}
-        for name in samplers for s in steps
-    ]
+    exact = None
+    if ceiling and about["kind"] == "run" and algorithm.sampler_family in FAMILIES:
+        exact = oracle_denoiser(process, algorithm.space, algorithm.sampler_family, algorithm.schedule)
+    result["samples"] = []
+    for name in samplers:
+        for n_steps in steps:
+            record = {"sampler": name, **sample_quality(algorithm, model, process, name, n_steps, num_samples, batch,
+                                                        seed, guidance, device)}
+            if ceiling:
+                usable = exact is not None and name != "cached"
+                record["ceiling"] = sample_quality(*exact, process, name, n_steps, num_samples, batch, seed,
+                                                   guidance) if usable else None
+            result["samples"].append(record)
     return result

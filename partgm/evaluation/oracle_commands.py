@@ -15,7 +15,8 @@ def cmd_eval_oracle(args: argparse.Namespace) -> None:
 
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     result = evaluate_oracle(args.target, samplers, args.steps, args.num_samples, args.batch, args.seed,
-                             args.family, args.length, args.nelbo_draws, args.guidance, args.weights, args.device)
+                             args.family, args.length, args.nelbo_draws, args.guidance, args.weights, args.device,
+                             args.ceiling)
     print(format_table(result))
     if args.out:
         atomic_write_json(Path(args.out), result)
@@ -40,6 +41,8 @@ def add_eval_oracle_command(eval_sub: argparse._SubParsersAction) -> None:
     e.add_argument("--family", default="partition", help="process file only: the sampler family the exact "
                    "denoiser presents itself in (partition, masked, maskgit, pgm-image)")
     e.add_argument("--length", type=positive_int, default=64, help="process file only: the row length")
+    e.add_argument("--ceiling", action="store_true", help="a run: also the exact denoiser's numbers with the same "
+                   "sampler and steps (the best any model can do with that sampler)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
     e.add_argument("--device", default="cpu")
