@@ -61,12 +61,14 @@ def test_forward_algorithm_matches_brute_force(tiny, label):
     assert torch.isinf(tiny.log_prob(bad, None)).all()
 
 
-def test_posterior_marginals_match_brute_force(tiny):
-    seqs, probs = _brute_joint(tiny, 4, None)
+@pytest.mark.parametrize("label", [None, 1, 2])  # 2 = the null class: the prior mixture, as None
+def test_posterior_marginals_match_brute_force(tiny, label):
+    seqs, probs = _brute_joint(tiny, 4, None if label == 2 else label)
     gen = torch.Generator().manual_seed(0)
     x = seqs[torch.randint(len(seqs), (6,), generator=gen)]
     visible = torch.rand(6, 4, generator=gen) < 0.5
-    got = tiny.log_marginals(x, visible).exp()
+    labels = None if label is None else torch.full((6,), label)
+    got = tiny.log_marginals(x, visible, labels).exp()
     for b in range(6):
         for pos in range(4):
             others = visible[b].clone()
@@ -75,8 +77,8 @@ def test_posterior_marginals_match_brute_force(tiny):
             brute = torch.zeros(tiny.vocab, dtype=torch.float64).index_add_(0, seqs[:, pos], probs * keep)
             assert torch.allclose(got[b, pos], brute / brute.sum(), atol=1e-12)
     positions = torch.tensor([[3, 0], [1, 1], [2, 3], [0, 0], [3, 2], [1, 0]])  # only these: the same numbers
-    full = tiny.log_marginals(x, visible).gather(1, positions[..., None].expand(-1, -1, tiny.vocab))
-    assert torch.allclose(tiny.log_marginals(x, visible, positions=positions), full, rtol=0, atol=1e-12)
+    full = tiny.log_marginals(x, visible, labels).gather(1, positions[..., None].expand(-1, -1, tiny.vocab))
+    assert torch.allclose(tiny.log_marginals(x, visible, labels, positions), full, rtol=0, atol=1e-12)
 
 
 def test_exact_ngram_marginals_match_brute_force(tiny):
