@@ -239,3 +239,16 @@ def test_bench_quality_tiny(tmp_path):
     uniform, cached = result["samples"]
     assert uniform["ceiling"]["steps"] == 8 and cached["ceiling"] is None  # the cache cannot drive the oracle
     assert result["nelbo"]["times_per_draw"] == 4 and result["target"]["algo"] == "pgm"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_exact_denoiser_on_cuda(process):
+    algorithm, model = oracle_denoiser(process, oracle_space(process, LENGTH))
+    tokens = fresh_draws(process, algorithm.space, 16, torch.Generator().manual_seed(0)).tokens
+    clean = torch.rand(tokens.shape, generator=torch.Generator().manual_seed(1)) < 0.5
+    on_cpu = model.log_marginals(tokens, clean, None)
+    on_gpu = oracle_denoiser(process, algorithm.space)[1].log_marginals(tokens.cuda(), clean.cuda(), None)
+    assert on_gpu.device.type == "cuda" and torch.allclose(on_gpu.cpu(), on_cpu, rtol=0, atol=1e-9)
+    out = generate(algorithm, model, make_prompt(8, LENGTH, algorithm.bos_id, device="cuda"),
+                   SamplingOptions(steps=LENGTH - 1), "uniform", torch.Generator(device="cuda").manual_seed(0))
+    assert out.device.type == "cuda" and (out[:, 1:] < process.vocab).all()

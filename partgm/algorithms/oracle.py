@@ -48,15 +48,16 @@ class HMMDenoiser(nn.Module):
         o, vocab = self.offset, self.process.vocab
         if positions is None:
             positions = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
-        positions = positions.cpu()
+        self.process = self.process.to(tokens.device)  # forward-backward runs where the tokens are
         hmm = self.process.log_marginals(tokens[:, o:], clean[:, o:], labels, (positions - o).clamp(min=0))
-        out = torch.full((*positions.shape, self.space.vocab_size), LOG_ZERO, dtype=torch.float64)
+        out = torch.full((*positions.shape, self.space.vocab_size), LOG_ZERO, dtype=torch.float64,
+                         device=tokens.device)
         out[..., :vocab] = hmm.clamp(min=LOG_ZERO)
         if o:  # position 0 holds BOS
             at_bos = positions == 0
             out[at_bos] = LOG_ZERO
             out[..., self.space.bos_id] = torch.where(at_bos, 0.0, LOG_ZERO)
-        return out.to(tokens.device)
+        return out
 
 
 class OracleAlgorithm(Algorithm):

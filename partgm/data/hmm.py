@@ -60,6 +60,17 @@ class HMMProcess:
                    torch.full((classes,), 1.0 / classes, dtype=torch.float64), params)
 
     @property
+    def device(self) -> torch.device:
+        return self.initial.device
+
+    def to(self, device: str | torch.device) -> HMMProcess:
+        """The same process with its matrices on ``device`` (itself when already there). The forward
+        algorithm and forward-backward run where the matrices are; ``sample`` needs them on the CPU."""
+        if torch.device(device) == self.device:
+            return self
+        return HMMProcess(*(getattr(self, k).to(device) for k in _KEYS), params=self.params)
+
+    @property
     def num_classes(self) -> int:
         return self.initial.shape[0]
 
@@ -95,7 +106,7 @@ class HMMProcess:
         """The initial state distribution [B, C, S]: a label's block, or the prior mixture (None / null)."""
         weight = self.class_prior.expand(batch, -1)
         if labels is not None:
-            labels = labels.to(torch.long).cpu()
+            labels = labels.to(torch.long).to(self.device)
             one_hot = torch.nn.functional.one_hot(labels.clamp(max=self.num_classes - 1), self.num_classes).double()
             weight = torch.where((labels < self.num_classes)[:, None], one_hot, weight)
         return weight[:, :, None] * self.initial
@@ -125,10 +136,10 @@ class HMMProcess:
 
     def log_prob(self, tokens: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """log p(tokens) [B] float64 (forward algorithm); -inf where a token is outside the vocabulary."""
-        tokens = tokens.cpu()
+        tokens = tokens.to(self.device)
         e = self._evidence(tokens, torch.ones_like(tokens, dtype=torch.bool))
         a = self.start(tokens.shape[0], labels).transpose(0, 1).contiguous()  # [C, B, S]
-        total = torch.zeros(tokens.shape[0], dtype=torch.float64)
+        total = torch.zeros(tokens.shape[0], dtype=torch.float64, device=self.device)
         for i in range(tokens.shape[1]):
             f = a * e[i]
             norm = f.sum(dim=(0, 2))
@@ -141,12 +152,12 @@ class HMMProcess:
         """[B, n, V] float64: log p(x_l = v | the visible tokens other than l) at every position l
         (forward-backward; at hidden positions this is the posterior marginal given all visible ones);
         [B, K, V] at ``positions`` [B, K] only, when given (the emission product then costs K, not n)."""
-        tokens, visible = tokens.cpu(), visible.cpu().bool()
+        tokens, visible = tokens.to(self.device), visible.to(self.device).bool()
         batch, n = tokens.shape
         e = self._evidence(tokens, visible)
         a = self.start(batch, labels).transpose(0, 1)  # [C, B, S]
         a = (a / a.sum(dim=(0, 2), keepdim=True)).contiguous()
-        forward = torch.empty(n, *a.shape, dtype=torch.float64)
+        forward = torch.empty(n, *a.shape, dtype=torch.float64, device=self.device)
         for i in range(n):  # forward[i]: p(z_i | visible before i), normalised
             forward[i] = a
             f = a * e[i]
@@ -158,7 +169,7 @@ class HMMProcess:
             backward[i] = b / b.amax(dim=(0, 2), keepdim=True).clamp(min=1e-300)
         weight = (forward * backward).permute(2, 0, 1, 3)  # [B, n, C, S]
         if positions is not None:
-            index = positions.cpu().long()[..., None, None].expand(-1, -1, *weight.shape[2:])
+            index = positions.to(self.device).long()[..., None, None].expand(-1, -1, *weight.shape[2:])
             weight = weight.gather(1, index)
         probs = torch.einsum("blcs,csv->blv", weight, self.emission)
         return (probs / probs.sum(-1, keepdim=True)).clamp(min=1e-300).log()
