@@ -46,6 +46,8 @@ def parse_spec(corpus: str) -> tuple[str, dict]:
             params[key] = type(_DEFAULTS[key])(float(value))
         except ValueError:
             raise PartgmError(f"corpus '{corpus}': {key}={value!r} is not a number") from None
+    if not 2 <= params["vocab"] < 2**16 - 1:
+        raise PartgmError(f"corpus '{corpus}': vocab={params['vocab']} must be in 2..65534 (ids are stored as uint16)")
     if kind == "hmm" and params["classes"] != 1:
         raise PartgmError(f"corpus '{corpus}': classes is for hmm-image (text is unconditional)")
     return kind, params
@@ -115,10 +117,12 @@ def prepare_synthetic(corpus: str, length: int, val_fraction: float, cache_dir: 
         return existing
     process = process_of(corpus)
     generator = torch.Generator().manual_seed(p["seed"] + 1)  # the documents' stream, not the matrices'
-    chunks = [draw_rows(process, corpus, length, min(_CHUNK, p["docs"] - i), generator)
-              for i in range(0, p["docs"], _CHUNK)]
-    tokens = torch.cat([c[0] for c in chunks]).numpy().astype(np.uint16)
-    labels = torch.cat([c[1] for c in chunks]).numpy().astype(np.int64)
+    chunks = []
+    for i in range(0, p["docs"], _CHUNK):  # uint16 as soon as drawn: a quarter of the memory
+        rows, drawn = draw_rows(process, corpus, length, min(_CHUNK, p["docs"] - i), generator)
+        chunks.append((rows.numpy().astype(np.uint16), drawn.numpy()))
+    tokens = np.concatenate([c[0] for c in chunks])
+    labels = np.concatenate([c[1] for c in chunks]).astype(np.int64)
     val_nll = -process.log_prob(torch.from_numpy(tokens[-n_val:, lay["offset"]:].astype(np.int64)),
                                 torch.from_numpy(labels[-n_val:]) if kind == "hmm-image" else None)
     per_token = (val_nll / (length - lay["offset"])).numpy()
