@@ -110,10 +110,11 @@ def train_runs(s: QualitySettings, out_dir: Path, log=print) -> dict[tuple[str, 
         for algo in s.algos:
             steps = max(1, round(budget / flops[algo]))
             run_dir = out_dir / "runs" / f"{algo}-seed{seed}"
-            done = run_dir.exists() and any(int(c.name.split("_")[-1]) >= steps for c in list_checkpoints(run_dir))
+            saved = list_checkpoints(run_dir) if run_dir.exists() else []
+            done = any(int(c.name.split("_")[-1]) >= steps for c in saved)
             start = time.perf_counter()
-            if not done:
-                train(_config(s, algo, seed, steps, cache), data, run_dir, resume=False)
+            if not done:  # an interrupted run resumes
+                train(_config(s, algo, seed, steps, cache), data, run_dir, resume=bool(saved))
             seconds = time.perf_counter() - start
             log(f"{algo} seed {seed}: {steps} steps ({steps * flops[algo] / 1e12:.3g} TFLOP) "
                 f"{'reused' if done else f'trained in {seconds:.0f}s'}")
@@ -125,7 +126,7 @@ def train_runs(s: QualitySettings, out_dir: Path, log=print) -> dict[tuple[str, 
 def sampler_points(algo: str, s: QualitySettings) -> list[tuple[str, object, list[int]]]:
     """(label, sampler, step counts) of each curve of an algorithm: PGM exact and the cache at each refresh,
     MDLM fast-ancestral, AR left to right (one point), MaskGIT / pgm-image confidence and Halton; the
-    exact denoiser in each parallel family of the data (``ORACLE_FAMILIES``)."""
+    exact denoiser in each parallel family of the data (``oracle_families``)."""
     steps = list(s.steps)
     curves = {"mdlm": ["fast-ancestral"], "mdlm-complement": ["fast-ancestral"], "maskgit": ["confidence", "halton"],
               "pgm-image": ["halton", "confidence", "uniform"]}
