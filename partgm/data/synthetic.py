@@ -63,6 +63,8 @@ def layout(corpus: str, length: int) -> dict:
     """How rows hold the process: {"bos_id", "offset" (HMM positions start here), "grid", "vocab_size"}."""
     kind, p = parse_spec(corpus)
     if kind == "hmm":
+        if length < 2:
+            raise PartgmError(f"data.length={length} is too short for '{corpus}' (BOS and at least one token)")
         return {"bos_id": p["vocab"], "offset": 1, "grid": None, "vocab_size": p["vocab"] + 1}
     side = math.isqrt(length)
     if side * side != length:
