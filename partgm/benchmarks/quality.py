@@ -21,7 +21,7 @@ from partgm.benchmarks.timing import environment, machine_load
 # two-sided 97.5% Student t quantiles by degrees of freedom (intervals across training seeds)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 CPU_CORPUS = "hmm:states=32,vocab=64,concentration=0.05,emission=0.02,seed=0,docs=20000"
-PAPER_CORPUS = "hmm:states=256,vocab=1024,concentration=0.05,emission=0.02,seed=0,docs=200000"
+PAPER_CORPUS = "hmm:states=256,vocab=1024,concentration=0.02,emission=0.005,seed=0,docs=200000"
 
 
 @dataclass
