@@ -22,7 +22,8 @@ from partgm.data.hmm import HMMProcess
 from partgm.errors import PartgmError
 
 LOG_ZERO = -1e4  # the logit of an impossible id: finite, so that guidance's (1 + w) c - w u stays defined
-FAMILIES = ("partition", "masked", "maskgit", "pgm-image")
+# the ways it presents itself -> the algorithm whose sampler family and samplers it takes
+FAMILIES = {"partition": "pgm", "masked": "mdlm", "maskgit": "maskgit", "pgm-image": "pgm-image"}
 
 
 class HMMDenoiser(nn.Module):
@@ -70,7 +71,11 @@ class OracleAlgorithm(Algorithm):
         if family not in FAMILIES:
             raise PartgmError(f"the exact denoiser runs in the families {', '.join(FAMILIES)}, not '{family}'")
         super().__init__(space, schedule)
-        self.sampler_family = family
+        from partgm.algorithms import ALGORITHMS
+
+        like = ALGORITHMS.get(FAMILIES[family])
+        self.family = family
+        self.sampler_family, self.samplers = like.sampler_family, like.samplers
 
     def build_model(self, model_cfg) -> nn.Module:
         raise PartgmError("the exact denoiser is not trained: build it with oracle_denoiser(process, space)")

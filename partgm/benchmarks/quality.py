@@ -57,7 +57,7 @@ class QualitySettings:
 
 
 def _config(s: QualitySettings, algo: str, seed: int, steps: int, cache: Path):
-    from partgm.config import resolve_config
+    from partgm.resolve import resolve_config
 
     return resolve_config(overrides=[
         f"algo={algo}", f"preset={s.presets.get(algo) or next(iter(s.presets.values()))}", "model.dropout=0.0",
@@ -99,7 +99,7 @@ def train_runs(s: QualitySettings, out_dir: Path, log=print) -> dict[tuple[str, 
     {(algo, seed): {"run_dir", "train_steps", "train_flops", "train_seconds"}}."""
     from partgm.data import prepare_dataset
     from partgm.engine import train
-    from partgm.engine.checkpoint import list_checkpoints
+    from partgm.run.layout import list_checkpoints
 
     cache = out_dir / "data"
     data = prepare_dataset(s.corpus, "hmm", s.length, 0.02, cache, progress=False)

@@ -42,6 +42,7 @@ from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
 from partgm.engine.optim import build_optimizer, build_scheduler
 from partgm.errors import PartgmError
 from partgm.precision import autocast_for
+from partgm.run.layout import METRICS
 from partgm.schedules import MIN_TRAIN_TIME
 
 _NOISE, _MASK, _EVAL = 1, 2, 3  # streams derived from the run seed
@@ -383,7 +384,7 @@ class Trainer:
         if d.is_main:
             write_run_files(self.run_dir, self.cfg, self.data)
             tracker = open_tracker(tc.tracker, self.run_dir, to_dict(self.cfg))
-            logger = MetricsLogger(self.run_dir / "metrics.jsonl", self.step if resume else None, tracker)
+            logger = MetricsLogger(self.run_dir / METRICS, self.step if resume else None, tracker)
             self.say(self.start_summary())
         distributed.barrier()
 

@@ -236,8 +236,10 @@ def evaluate_oracle(target: str | Path, samplers: list[str], steps: list[int], n
     if nelbo_draws:
         result["nelbo"] = excess_nelbo(algorithm, model, process, nelbo_draws, batch, seed, device)
     exact = None
-    if ceiling and about["kind"] == "run" and algorithm.sampler_family in FAMILIES:
-        exact = oracle_denoiser(process, algorithm.space, algorithm.sampler_family, algorithm.schedule)
+    by_algorithm = {name: family for family, name in FAMILIES.items()}
+    family_of_run = by_algorithm.get(algorithm.name, algorithm.sampler_family)
+    if ceiling and about["kind"] == "run" and family_of_run in FAMILIES:
+        exact = oracle_denoiser(process, algorithm.space, family_of_run, algorithm.schedule)
     result["samples"] = []
     for name in samplers:
         for n_steps in steps:

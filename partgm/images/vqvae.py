@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from partgm.errors import PartgmError
+from partgm.fileio import atomic_write_bytes, atomic_write_json
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -168,9 +169,6 @@ def train_vqvae(
 
 def save_vqvae(model: VQVAE, directory: str | Path) -> None:
     """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
-    # imported here: partgm.engine imports the algorithms, which may import partgm.images
-    from partgm.fileio import atomic_write_bytes, atomic_write_json
-
     directory = Path(directory)
     atomic_write_json(directory / "config.json", dataclasses.asdict(model.cfg))
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

@@ -1,0 +1,99 @@
+"""``partgm vq train`` and ``partgm eval fid-digits | fid``, and the image branch of ``partgm sample``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws, positive_int
+
+
+def cmd_sample_images(args: argparse.Namespace, d) -> None:
+    """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL
+    (``d``: the command's ``Draws``)."""
+    from partgm.engine import load_run
+    from partgm.run.images import class_list, sample_images, write_image_samples
+    from partgm.run.layout import SAMPLES
+
+    run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
+    labels = class_list(run.data_header, args.classes)
+    tokens = sample_images(run, d, labels, args.device)
+    o = d.options
+    out = Path(args.out) if args.out else (
+        Path(args.run_dir) / SAMPLES / f"images-steps{o.steps}-w{o.guidance:g}-seed{d.seed}")
+    meta = {"sampler": d.sampler_name, "steps": o.steps, "guidance": o.guidance, "seed": d.seed,
+            "temperature": o.temperature, "nucleus": o.nucleus, "precision": d.precision}
+    png, jsonl = write_image_samples(out, run.data_header, tokens, labels, d.num_samples, meta)
+    print(f"wrote {len(tokens)} images to {png} and their codes to {jsonl}")
+
+
+def cmd_vq_train(args: argparse.Namespace) -> None:
+    from partgm.images.vqvae import VQVAEConfig, load_image_folder, save_vqvae, train_vqvae
+
+    cfg = VQVAEConfig(hidden=args.hidden, codebook_size=args.codebook_size, code_dim=args.code_dim,
+                      downsample=args.downsample)
+    images, _, _ = load_image_folder(args.folder, args.size)
+
+    def progress(step: int, losses: dict[str, float]) -> None:
+        if step % 100 == 0 or step == args.steps:
+            print(json.dumps({"step": step, **{k: round(v, 5) for k, v in losses.items()}}), flush=True)
+
+    model = train_vqvae(images, cfg, steps=args.steps, lr=args.lr, seed=args.seed, progress=progress)
+    save_vqvae(model, args.out)
+    side = args.size // args.downsample
+    print(f"wrote {args.out}: use data.corpus={args.folder} data.tokenizer=vq:{args.out} data.length={side * side}")
+
+
+def cmd_fid_digits(args: argparse.Namespace) -> None:
+    from partgm.evaluation.images import evaluate_fid_digits
+
+    print(json.dumps(evaluate_fid_digits(args.run_dir, draws(args), weights=args.weights, device=args.device,
+                                         out=args.out)))
+
+
+def cmd_fid(args: argparse.Namespace) -> None:
+    from partgm.evaluation.images import evaluate_tf_fid
+
+    print(json.dumps(evaluate_tf_fid(args.run_dir, args.inception_weights, args.ref_stats, draws(args),
+                                     weights=args.weights, device=args.device, out=args.out)))
+
+
+def _image_eval_args(e: argparse.ArgumentParser, per_class: int) -> None:
+    e.add_argument("run_dir")
+    add_sampling(e, SamplingDefaults(steps=32, num_samples=per_class, batch=100, num_flag="--num-per-class",
+                                     guidance=True))
+    add_weights(e)
+    add_device(e)
+    e.add_argument("--out", help="JSON output (default RUN_DIR/eval/...)")
+
+
+def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -> None:
+    """Adds ``partgm vq train`` and ``partgm eval fid-digits | fid``."""
+    vq = sub.add_parser("vq", help="image tokenizers").add_subparsers(dest="vq_command", required=True)
+    p = vq.add_parser("train", help="train the small VQ-VAE on an image folder (class_name/*.png|jpg)")
+    p.add_argument("folder")
+    p.add_argument("--out", required=True, help="output directory (config.json + model.safetensors)")
+    p.add_argument("--size", type=positive_int, default=32, help="images are resized to SIZE x SIZE")
+    p.add_argument("--downsample", type=int, choices=(4, 8), default=4)
+    p.add_argument("--codebook-size", type=positive_int, default=256)
+    p.add_argument("--code-dim", type=positive_int, default=16)
+    p.add_argument("--hidden", type=positive_int, default=64)
+    p.add_argument("--steps", type=positive_int, default=2000)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_vq_train)
+
+    e = eval_sub.add_parser(
+        "fid-digits", help="digits runs: class accuracy of conditional samples and FID-digits (NOT ImageNet FID)",
+        description="Samples N per class, classifies them with a small digits classifier (trained once on the "
+        "run's training split, cached in the data cache dir) and reports class accuracy and the Frechet distance "
+        "of its 64-d features to the training split's.")
+    _image_eval_args(e, 100)
+    e.set_defaults(func=cmd_fid_digits)
+    e = eval_sub.add_parser("fid", help="TF-Inception FID (torch-fidelity's port, weights from a local file)")
+    _image_eval_args(e, 50)
+    e.add_argument("--inception-weights", required=True,
+                   help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
+    e.add_argument("--ref-stats", required=True, help=".npz with the reference set's mu and sigma")
+    e.set_defaults(func=cmd_fid)
