@@ -97,11 +97,10 @@ def _word_tokenizer(vocab: int):
 
 
 def prepare_synthetic(corpus: str, length: int, val_fraction: float, cache_dir: str | Path,
-                      progress: bool = True):
+                      publish, reusable, format_version: int):
     """Draw the documents of ``corpus`` into ``cache_dir/<slug>-<hash12>`` (or reuse it): ``train.bin`` /
-    ``val.bin`` (uint16 [rows, length]), labels for ``hmm-image``, ``process.npz`` and ``header.json``."""
-    from partgm.data.prepare import FORMAT_VERSION, _reusable, publish_dataset
-
+    ``val.bin`` (uint16 [rows, length]), labels for ``hmm-image``, ``process.npz`` and ``header.json``.
+    ``publish`` / ``reusable`` / ``format_version``: ``partgm.data.prepare``'s (passed in: no import cycle)."""
     kind, p = parse_spec(corpus)
     lay = layout(corpus, length)
     if not 0.0 < val_fraction < 1.0:
@@ -109,12 +108,12 @@ def prepare_synthetic(corpus: str, length: int, val_fraction: float, cache_dir: 
     n_val = min(max(1, round(val_fraction * p["docs"])), p["docs"] - 1)
     if p["docs"] < 2:
         raise PartgmError(f"corpus '{corpus}': docs={p['docs']}; a train/validation split needs at least 2")
-    inputs = {"format_version": FORMAT_VERSION, "synthetic": SYNTHETIC_VERSION, "kind": kind, **p,
+    inputs = {"format_version": format_version, "synthetic": SYNTHETIC_VERSION, "kind": kind, **p,
               "length": length, "n_val": n_val}
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     cache_dir = Path(cache_dir)
     out = cache_dir / f"{kind}-S{p['states']}-V{p['vocab']}-L{length}-{key[:12]}"
-    existing = _reusable(out, key)
+    existing = reusable(out, key)
     if existing is not None:
         return existing
     process = process_of(corpus)
@@ -142,14 +141,14 @@ def prepare_synthetic(corpus: str, length: int, val_fraction: float, cache_dir: 
             _word_tokenizer(p["vocab"]).save(tmp)
         extra = ({"grid": lay["grid"], "num_classes": p["classes"], "class_names": [str(c) for c in range(p["classes"])],
                   } if kind == "hmm-image" else {})
-        return {"format_version": FORMAT_VERSION, "input_hash": key, "corpus": corpus, "tokenizer": "hmm" if
+        return {"format_version": format_version, "input_hash": key, "corpus": corpus, "tokenizer": "hmm" if
                 kind == "hmm" else None, "vocab_size": lay["vocab_size"], "bos_id": lay["bos_id"],
                 "eos_id": lay["bos_id"], "dtype": "uint16", "length": length, "splits": splits, **extra,
                 "val_fraction": val_fraction, "process": {**process.summary(), "file": PROCESS_FILE},
                 "true_nll_per_token": {"mean": float(per_token.mean()), "ci95": _ci95(per_token),
                                        "draws": int(n_val), "positions": length - lay["offset"]}}
 
-    return publish_dataset(cache_dir, out, key, build)
+    return publish(cache_dir, out, key, build)
 
 
 def _ci95(values: np.ndarray) -> float:
