@@ -16,7 +16,7 @@ from partgm.engine import evaluate_ppl, load_run
 from partgm.samplers import make_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy"
 EXPECTED = json.loads((LEGACY / "expected.json").read_text())
 
 

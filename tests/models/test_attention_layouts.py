@@ -58,7 +58,7 @@ def test_layout_gradients_equal_dense(layout):
 @pytest.mark.skipif(not flex_available(), reason="no flex_attention in this torch")
 def test_flex_layout_logits_equal_dense():
     """FlexAttention on CPU runs the forward only (torch raises on its backward), so gradients of the
-    flex path are checked on a GPU by benchmarks/gpu.sh (tests/test_partition_layouts.py there)."""
+    flex path are checked on a GPU by benchmarks/gpu.sh (tests/models/test_attention_layouts.py there)."""
     x, groups = inputs()
     _, ref_model = tiny("dense")
     _, model = tiny("flex")

@@ -18,7 +18,7 @@ from partgm.cli import main
 from partgm.errors import PartgmError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-EXAMPLES = Path(__file__).parent.parent / "examples"
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from partgm.resolve import resolve_config
 from partgm.samplers import SamplingOptions, generate, make_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-PLUGINS = Path(__file__).parent / "fixtures" / "plugins"
+PLUGINS = Path(__file__).parents[1] / "fixtures" / "plugins"
 TEXT = "and the lord said unto moses in the beginning god created the heaven and the earth " * 40
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_eval import make_run, out_bias, word_tokenizer
+from tiny_runs import make_run, out_bias, word_tokenizer
 
 from partgm.cli import build_parser, main
 from partgm.config import TrainConfig

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_eval import make_run, word_tokenizer
+from tiny_runs import make_run, word_tokenizer
 
 from partgm.cli import main
 

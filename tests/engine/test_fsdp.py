@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import needs_gloo, run_torchrun
-from test_engine import ToyAlgorithm, toy_cfg, toy_data
+from toy_algorithm import ToyAlgorithm, toy_cfg, toy_data
 
 from partgm.config import RunConfig
 from partgm.engine import load_run, train

@@ -12,7 +12,7 @@ import pytest
 lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'partgm[lm-eval]')")
 
 from lm_eval.api.instance import Instance
-from test_eval import TASKS, make_run, out_bias
+from tiny_runs import TASKS, make_run, out_bias
 
 from partgm.api import Model
 from partgm.cli import main
