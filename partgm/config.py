@@ -69,6 +69,7 @@ class DataConfig:
     length: int = 128  # sequence length L, including BOS and EOS
     val_fraction: float = 0.02
     cache_dir: str = "data_cache"
+    split_documents: str = "none"  # text: none | blank-lines | chars:N (cut each document before the split)
 
 
 @dataclass

@@ -25,7 +25,8 @@ def prepare_data(cfg: RunConfig, progress: bool = True) -> Any:
             d.corpus, d.tokenizer, d.length, d.val_fraction, d.cache_dir, seed=cfg.train.seed, progress=progress
         )
     return prepare_dataset(
-        d.corpus, d.tokenizer, d.length, d.val_fraction, d.cache_dir, seed=cfg.train.seed, progress=progress
+        d.corpus, d.tokenizer, d.length, d.val_fraction, d.cache_dir, seed=cfg.train.seed, progress=progress,
+        split_documents=d.split_documents,
     )
 
 

@@ -99,7 +99,6 @@ def ppl_summary(values: torch.Tensor, counts: torch.Tensor, exact: bool) -> dict
             "stderr": None if math.isnan(stderr) else stderr, "stderr_kind": kind, "ppl_low": low, "ppl_high": high}
 
 
-@torch.no_grad()
 def evaluate_ppl(
     algorithm: Algorithm,
     model: nn.Module,
@@ -114,11 +113,32 @@ def evaluate_ppl(
 ) -> dict[str, Any]:
     """Perplexity bound ``exp(sum NELBO / tokens)`` over the rows of ``val_array`` [rows, L] (and their
     ``val_labels`` [rows] for class-conditional data), with ``draws`` times and masks per sequence
-    (``eval_draws``: seeded per sequence, so the result does not depend on ``batch_size``).
+    (``sequence_nelbos``). Returns ``ppl_summary``'s dict: ppl, nelbo, tokens, sequences, draws, stderr,
+    ppl_low, ppl_high, ..."""
+    values, counts = sequence_nelbos(algorithm, model, val_array, batch_size, device, seed, max_batches,
+                                     precision, val_labels, draws)
+    return ppl_summary(values, counts, algorithm.exact_likelihood)
+
+
+@torch.no_grad()
+def sequence_nelbos(
+    algorithm: Algorithm,
+    model: nn.Module,
+    val_array: Any,
+    batch_size: int,
+    device: str | torch.device,
+    seed: int = 0,
+    max_batches: int = 0,
+    precision: str = "fp32",
+    val_labels: Any | None = None,
+    draws: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sequence NELBO sums (float64 [N, K], CPU) and scored tokens (float64 [N]) over the rows of
+    ``val_array``, with ``draws`` = K times and masks per sequence (``eval_draws``: seeded per sequence,
+    so they do not depend on ``batch_size`` and two models given the same seed see the same draws).
 
     Batch b holds rows ``[b * batch_size, (b + 1) * batch_size)``. Under DDP rank r takes batches
     r, r + W, ... and the float64 per-sequence sums are all-reduced. ``max_batches`` 0: every row.
-    Returns ``ppl_summary``'s dict: ppl, nelbo, tokens, sequences, draws, stderr, ppl_low, ppl_high, ...
     """
     if batch_size < 1 or draws < 1 or max_batches < 0:
         raise PartgmError("evaluation needs batch size >= 1, draws >= 1 and max batches >= 0")
@@ -150,8 +170,7 @@ def evaluate_ppl(
         if not filler:
             counts[rows.start : rows.stop] = per_sequence
     model.train(was_training)
-    values, counts = distributed.all_reduce_sum(values).cpu(), distributed.all_reduce_sum(counts).cpu()
-    return ppl_summary(values, counts, algorithm.exact_likelihood)
+    return distributed.all_reduce_sum(values).cpu(), distributed.all_reduce_sum(counts).cpu()
 
 
 def validation_record(result: dict[str, Any]) -> dict[str, Any]:
@@ -415,16 +434,18 @@ class Trainer:
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 if logger:
                     logger.log(record)
-            if _due(step, tc.eval_every, tc.steps) and len(self.data.val):
+            evaluated = _due(step, tc.eval_every, tc.steps) and len(self.data.val)
+            if evaluated:
                 with throughput.paused():
                     record = self.evaluate()
                 final.update(record)
                 if logger:
                     logger.log(record)
-                    self.say(self.eval_summary(final))
-            if _due(step, tc.save_every, tc.steps):
+            if _due(step, tc.save_every, tc.steps):  # before the summary: nothing after it can lose the step
                 with throughput.paused():
                     self.save(time.perf_counter() - t0)
+            if evaluated and logger:
+                self.say(self.eval_summary(final))
         bar.close()
         if logger:
             logger.close()
@@ -458,8 +479,10 @@ class Trainer:
         loss = f"{final['loss']:.4f}" if "loss" in final else "-"
         speed = f"{final['tokens_per_s']:,.0f}" if "tokens_per_s" in final else "-"
         interval = ""
-        if not self.algorithm.exact_likelihood and "val_ppl_low" in final:
+        if not self.algorithm.exact_likelihood and final.get("val_ppl_low") is not None:
             interval = f" [95%: {final['val_ppl_low']:.2f}-{final['val_ppl_high']:.2f}, {final['val_draws']} draw(s)]"
+        elif not self.algorithm.exact_likelihood and "val_ppl" in final:
+            interval = " [no error bar: one validation sequence, one draw]"
         return (f"step {final['step']}/{self.cfg.train.steps}: train loss {loss}, val PPL {final['val_ppl']:.2f}"
                 f"{interval} ({kind}, EMA weights), {speed} tokens/s")
 
