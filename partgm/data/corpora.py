@@ -70,7 +70,7 @@ def split_document(text: str, kind: str, size: int = 0) -> list[str]:
     if kind == "none":
         return [text]
     if kind == "blank-lines":
-        return [p for p in re.split(r"\n[ \t\r\f\v]*\n\s*", text) if p.strip()]
+        return [p for p in re.split(r"\r?\n[ \t\r\f\v]*\n\s*", text) if p.strip()]
     pieces, start = [], 0
     while start < len(text):
         end = min(start + size, len(text))

@@ -297,8 +297,8 @@ def _build(
             raise PartgmError(
                 f"corpus '{corpus}' is too small for length {length}: its {split} split has {writer.tokens}"
                 f" tokens in {writer.documents} document(s), fewer than the {length - 2} one row needs; give more"
-                " text, a shorter data.length, a larger data.val_fraction (validation) or data.split_documents"
-                " (docs/data.md)"
+                f" text, a shorter data.length, a {'larger' if split == 'val' else 'smaller'} data.val_fraction"
+                " or another data.split_documents (docs/data.md)"
             )
     return {
         "tokenizer": spec,
