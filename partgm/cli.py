@@ -334,12 +334,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=nonnegative_int, default=0, help="0: the default budget")
     p.add_argument("--num-samples", type=positive_int, default=4)
     p.set_defaults(func=cmd_quickstart)
+    _add_threads_option(parser)
     return parser
+
+
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` on every (leaf) subcommand: torch's CPU threads (partgm.threads; default: the free
+    cores)."""
+    for q in _parsers(parser):
+        leaf = not any(isinstance(a, argparse._SubParsersAction) for a in q._actions)
+        if q is not parser and leaf and q.prefix_chars == "-" and "--threads" not in q._option_string_actions:
+            q.add_argument("--threads", type=positive_int, default=argparse.SUPPRESS,
+                           help="CPU threads for torch (default: the free cores, or OMP_NUM_THREADS)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        threads = getattr(args, "threads", None) or None  # bench's own --threads: 0 is its default
+        if threads or argv is None:  # the default only for the console script itself, not in-process callers
+            from partgm.threads import set_threads
+
+            set_threads(threads)
         load_plugins()
         args.func(args)
     except PartgmError as exc:
