@@ -149,14 +149,23 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def cmd_eval_ppl(args: argparse.Namespace) -> None:
     from partgm.api import evaluate_ppl
     from partgm.engine.checkpoint import read_data_header
+    from partgm.evaluation.ppl import compare_line, compare_ppl, ppl_record_name
     from partgm.fileio import atomic_write_text
 
+    if args.compare:
+        result = compare_ppl(args.run_dir, args.compare, split=args.split, data=args.data, batch=args.batch,
+                             max_batches=args.max_batches, seed=args.seed, weights=args.weights,
+                             device=args.device, draws=args.draws)
+        name = f"compare-{Path(args.compare).name}-{args.split}-d{args.draws}-s{args.seed}.json"
+        atomic_write_text(Path(args.run_dir) / "eval" / name, json.dumps(result, indent=2))
+        print(compare_line(result))
+        return print(json.dumps(result))
     result = evaluate_ppl(args.run_dir, split=args.split, data=args.data, batch=args.batch,
                           max_batches=args.max_batches, seed=args.seed, weights=args.weights, device=args.device,
                           draws=args.draws)
     run_data = read_data_header(Path(args.run_dir)).get("path") or ""
     own = Path(result["data"]).resolve() == Path(run_data).resolve()
-    name = f"ppl-{args.split}.json" if own else f"ppl-{args.split}-{Path(result['data']).name}.json"
+    name = ppl_record_name(result, own, args.max_batches)
     atomic_write_text(Path(args.run_dir) / "eval" / name, json.dumps(result, indent=2))
     print(ppl_line(result))
     print(json.dumps(result))
@@ -307,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--compare", metavar="OTHER_RUN", help="paired comparison: score OTHER_RUN on the same "
+                   "sequences with the same draws; the NELBO difference with its 95%% interval")
     e.set_defaults(func=cmd_eval_ppl)
     add_eval_commands(eval_sub)
     add_image_commands(sub, eval_sub)
