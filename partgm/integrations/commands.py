@@ -8,6 +8,10 @@ from partgm.errors import PartgmError
 
 
 def cmd_lm_eval(args: argparse.Namespace) -> None:
+    from partgm.integrations.offline import go_offline_if_unreachable
+
+    if not {"-h", "--help"} & set(args.lm_eval_args):
+        go_offline_if_unreachable()  # before lm-eval imports `datasets`, which reads the offline flags once
     try:
         from partgm.integrations.lm_eval import main
     except ImportError as exc:
