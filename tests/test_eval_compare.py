@@ -57,7 +57,7 @@ def two_runs(tmp_path_factory):
     corpus.mkdir()
     write_corpus(corpus, n_docs=10, stride=5, words_per_doc=200, name="doc{i}.txt")
     runs = []
-    for algo in ("pgm", "mdlm"):
+    for algo in ("pgm", "mdlm", "ar"):
         run = root / algo
         assert main(["train", "--algo", algo, "--preset", "cpu-tiny", "--run-dir", str(run), f"data.corpus={corpus}",
                      "data.tokenizer=bpe-300", "data.length=16", f"data.cache_dir={root / 'cache'}", "train.steps=2",
@@ -75,7 +75,7 @@ def test_eval_ppl_names_records_by_their_parameters(two_runs):
 
 
 def test_eval_ppl_compare(two_runs, capsys):
-    a, b = two_runs
+    a, b, _ = two_runs
     capsys.readouterr()
     assert main(["eval", "ppl", str(a), "--compare", str(b), "--draws", "2", "--batch", "8", "--max-batches", "1"]) == 0
     line, record = capsys.readouterr().out.strip().splitlines()[-2:]
@@ -84,3 +84,11 @@ def test_eval_ppl_compare(two_runs, capsys):
     assert result["a"]["algo"] == "pgm" and result["b"]["algo"] == "mdlm" and result["draws"] == 2
     assert result["nelbo_diff"] == pytest.approx(result["a"]["nelbo"] - result["b"]["nelbo"], abs=1e-9)
     assert json.loads((Path(a) / "eval" / "compare-mdlm-val-d2-s0.json").read_text()) == result
+
+
+def test_compare_with_an_exact_likelihood_run(two_runs, capsys):
+    assert main(["eval", "ppl", str(two_runs[0]), "--compare", str(two_runs[2]), "--draws", "2", "--batch", "8",
+                 "--max-batches", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["b"]["draws"] == 1 and result["draws"] == 2 and "AR" in result["note"]
+    assert result["nelbo_diff"] == pytest.approx(result["a"]["nelbo"] - result["b"]["nelbo"], abs=1e-9)
