@@ -465,13 +465,13 @@ class Trainer:
             precision = "bf16 autocast" if torch.is_autocast_enabled(self.device.type) else "fp32"
         rows = {split: len(getattr(self.data, split)) for split in ("train", "val")}
         ranks = f" x {self.dist.world_size} processes" if self.dist.world_size > 1 else ""
-        ranks += f", {torch.get_num_threads()} CPU thread(s)" if self.device.type == "cpu" else ""
         return (
             f"train {self.cfg.algo} ({self.cfg.preset or 'custom'}): {n_params / 1e6:.2f}M parameters, "
             f"device {self.device}{ranks}, {precision}, {tc.global_batch} x {length} = "
             f"{tc.global_batch * length:,} tokens/step, data {rows['train']:,} train rows "
             f"({rows['train'] * length:,} tokens, vocab {self.data.vocab_size:,}) + {rows['val']:,} "
             f"val rows, steps {self.step} -> {tc.steps}, run dir {self.run_dir}"
+            + (f", {torch.get_num_threads()} CPU thread(s)" if self.device.type == "cpu" else "")
         )
 
     def eval_summary(self, final: dict[str, Any]) -> str:
