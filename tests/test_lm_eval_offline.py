@@ -70,3 +70,6 @@ def test_online_runs_unchanged_and_flags_are_read(fake_lm_eval, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert offline.offline_reason() == "HF_HUB_OFFLINE is set"
     assert offline.offline_error(ValueError("unrelated"), "x") is None
+    assert offline.offline_error(PermissionError(13, "Permission denied"), "x") is None
+    missing = type("DatasetNotFoundError", (FileNotFoundError,), {})("Dataset 'x' doesn't exist on the Hub")
+    assert "--include_path" in str(offline.offline_error(missing, "x"))

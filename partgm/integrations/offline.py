@@ -18,6 +18,9 @@ from partgm.errors import PartgmError
 
 _FLAGS = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 _TRUE = ("1", "true", "yes", "on")
+# what `datasets` / `huggingface_hub` say offline about a data set they do not have (types and messages)
+_MISSING = ("offline", "couldn't reach", "cannot be accessed", "doesn't exist on the hub", "localentrynotfound",
+            "datasetnotfound", "connection")
 _decided: dict[str, str | None] = {"reason": None}
 LOCAL_TASKS = ("use a local task instead: a task YAML over a local file, given with --include_path DIR "
                "--tasks NAME (docs/evaluation.md, 'A local task'), or fill the Hugging Face cache once online")
@@ -58,8 +61,7 @@ def go_offline_if_unreachable(timeout: float = 2.0) -> str | None:
 def offline_error(exc: BaseException, reason: str) -> PartgmError | None:
     """The one-line error for a task data set missing offline (None for an unrelated exception)."""
     text = f"{type(exc).__name__}: {exc}".splitlines()[0] if str(exc) else type(exc).__name__
-    related = isinstance(exc, (ConnectionError, FileNotFoundError, OSError)) or any(
-        word in text.lower() for word in ("offline", "couldn't reach", "connection", "not found", "cache"))
+    related = isinstance(exc, ConnectionError) or any(word in text.lower() for word in _MISSING)
     if not related:
         return None
     return PartgmError(f"an lm-eval task's data set is not available offline ({reason}; {text[:200]}): {LOCAL_TASKS}")
