@@ -8,9 +8,13 @@ from partgm.errors import PartgmError
 
 
 def cmd_lm_eval(args: argparse.Namespace) -> None:
+    import sys
+    from importlib.util import find_spec
+
     from partgm.integrations.offline import go_offline_if_unreachable
 
-    if not {"-h", "--help"} & set(args.lm_eval_args):
+    installed = "lm_eval" in sys.modules or find_spec("lm_eval") is not None
+    if installed and not {"-h", "--help"} & set(args.lm_eval_args):
         go_offline_if_unreachable()  # before lm-eval imports `datasets`, which reads the offline flags once
     try:
         from partgm.integrations.lm_eval import main
