@@ -14,7 +14,7 @@ from helpers import write_corpus
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
 from partgm.config import resolve_config
-from partgm.engine.trainer import ppl_summary, sequence_nelbos
+from partgm.engine.validation import ppl_summary, sequence_nelbos
 from partgm.evaluation.ppl import paired_difference
 from partgm.models import randomize_
 

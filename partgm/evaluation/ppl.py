@@ -87,7 +87,7 @@ def compare_ppl(
     """Score two runs on the same sequences with the same draws (``data``, default A's prepared data) and
     return each one's ``ppl_summary`` (``a``, ``b``) with ``paired_difference`` (A - B)."""
     from partgm.engine.distributed import resolve_device
-    from partgm.engine.trainer import ppl_summary, sequence_nelbos
+    from partgm.engine.validation import ppl_summary, sequence_nelbos
 
     device = str(resolve_device(device))
     first = load_scoring(run_a, split, data, weights, device)
