@@ -9,7 +9,7 @@ model.generate_text(infill={40: "the LORD"}, steps=64)
 model.score(["In the beginning God created the heaven and the earth."])   # NLL in nats per text
 ```
 
-Everything here wraps the library functions the CLI uses (``partgm.runs``, ``partgm.evaluation.zeroshot``,
+Everything here wraps the library functions the CLI uses (``partgm.run``, ``partgm.evaluation.zeroshot``,
 ``partgm.engine``), so the API and the commands give the same numbers for the same arguments.
 """
 
@@ -32,21 +32,12 @@ class Model:
     ``source`` (the path or Hub id it was loaded from), ``metrics`` (final training metrics after
     ``partgm.train``, else empty)."""
 
-    def __init__(
-        self,
-        algorithm: Any,
-        network: torch.nn.Module,
-        tokenizer: Any,
-        cfg: Any,
-        *,
-        step: int,
-        weights: str,
-        source: str,
-        eos_id: int | None = None,
-    ):
-        self.algorithm, self.network, self.tokenizer, self.cfg = algorithm, network, tokenizer, cfg
-        self.step, self.weights, self.source = step, weights, source
-        self.eos_id = eos_id if eos_id is not None else getattr(tokenizer, "eos_id", None)
+    def __init__(self, run: Any):
+        self.run = run  # the LoadedRun (partgm.engine.checkpoint) this model wraps
+        self.algorithm, self.network, self.tokenizer, self.cfg = run.algorithm, run.model, run.tokenizer, run.cfg
+        self.step, self.weights, self.source = run.step, run.weights, run.source
+        eos = run.eos_id
+        self.eos_id = eos if eos is not None else getattr(run.tokenizer, "eos_id", None)
         self.metrics: dict[str, Any] = {}
 
     # --- loading -----------------------------------------------------------------------------------------
@@ -55,20 +46,9 @@ class Model:
         """A run directory (it has ``checkpoints/``; ``weights`` ema | raw), else a pretrained directory or
         a Hub repository id (``partgm hub export`` / ``push`` output; its weights are what was exported)."""
         from partgm.engine.distributed import resolve_device
+        from partgm.run.load import load_model
 
-        device = str(resolve_device(device))
-        if (Path(path) / "checkpoints").is_dir():
-            from partgm.engine import load_run
-
-            run = load_run(Path(path), weights=weights, device=device)
-            eos = run.data_header.get("eos_id")
-            return cls(run.algorithm, run.model, run.tokenizer, run.cfg, step=run.step, weights=weights,
-                       source=str(path), eos_id=eos)
-        from partgm.pretrained import load_pretrained
-
-        p = load_pretrained(path, device, revision)
-        return cls(p.algorithm, p.model, p.tokenizer, p.cfg, step=int(p.meta.get("step", 0)),
-                   weights=str(p.meta.get("weights", "ema")), source=str(path), eos_id=p.meta.get("eos_id"))
+        return cls(load_model(path, weights=weights, device=str(resolve_device(device)), revision=revision))
 
     from_pretrained = load
 
@@ -119,22 +99,22 @@ class Model:
         seed: int = 0,
         batch: int | None = None,
         length: int | None = None,
+        at_eos: str = "keep",
     ) -> list[dict[str, Any]]:
         """Samples as records {"index", "text", "token_ids"} (``text`` without BOS).
 
         ``prompt`` fixes a prefix after BOS; ``infill`` {position: text} fixes each text's tokens from its
         position on (PGM and MDLM). ``length`` (default: the trained length) longer than the trained
-        context is refused. ``batch`` samples per forward pass (default: all of them)."""
-        from partgm.runs import place_texts, sample_texts
+        context is refused. ``batch`` samples per forward pass (default: all of them). ``at_eos``: the text
+        after an end-of-text token is kept (``keep``), cut (``stop``) or the tokens dropped (``strip``)."""
+        from partgm.run.sampling import Draws, place_texts, sample_texts
         from partgm.samplers import SamplingOptions
 
         tok = self._tokenizer()
         options = SamplingOptions(steps=steps, nucleus=nucleus, temperature=temperature)
-        return sample_texts(
-            self.algorithm, self.network, tok, length or self.length, options, num_samples=num_samples,
-            batch=batch or num_samples, seed=seed, sampler=sampler, prompt=prompt,
-            fixed=place_texts(dict(infill or {}), tok), device=self.device,
-        )
+        draws = Draws(options, sampler, num_samples, batch or num_samples, seed)
+        return sample_texts(self.run, draws, prompt, place_texts(dict(infill or {}), tok), length=length,
+                            at_eos=at_eos)
 
     def generate_text(self, prompt: str | None = None, **kwargs: Any) -> list[str]:
         """The texts of ``generate`` (same arguments): one string per sample, without BOS."""
@@ -220,17 +200,17 @@ def train(
     ``config``: a YAML/JSON file, a dict of config sections, or None (defaults). ``options`` are dotted
     overrides with ``__`` for the dot (``train__steps=200``, ``algo="mdlm"``, ``preset="cpu-tiny"``);
     ``overrides`` the same as ``section.key=value`` strings."""
-    from partgm.config import resolve_config
     from partgm.engine import train as train_run
+    from partgm.resolve import resolve_config
+    from partgm.run.layout import check_fresh_or_resume
     from partgm.runs import prepare_data
 
     items = [f"{k.replace('__', '.')}={_override_value(v)}" for k, v in options.items()] + list(overrides)
     file, base = (None, dict(config)) if isinstance(config, Mapping) else (config, None)
     cfg = resolve_config(file, items, base)
     run_dir = Path(run_dir)
-    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
-        raise PartgmError(f"run directory '{run_dir}' is not empty: pass resume=True to continue it, or another run_dir")
-    metrics = train_run(cfg, prepare_data(cfg, progress=cfg.train.progress), run_dir, resume=resume)
+    check_fresh_or_resume(run_dir, resume, flag="resume=True")
+    metrics = train_run(*prepare_data(cfg, progress=cfg.train.progress), run_dir, resume=resume)
     model = Model.load(run_dir, device=cfg.train.device)
     model.metrics = metrics
     return model

@@ -13,6 +13,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from partgm.engine.metrics import read_metrics
 from partgm.errors import PartgmError
+from partgm.run.layout import METRICS, PLOTS
 
 # (file name, metrics key, y label, log scale, title)
 PANELS = (
@@ -25,7 +26,7 @@ PANELS = (
 
 def _series(run_dir: Path) -> dict[str, tuple[list[int], list[float]]]:
     """{key: (steps, values)} for each panel's key that the run logged."""
-    path = Path(run_dir) / "metrics.jsonl"
+    path = Path(run_dir) / METRICS
     records = read_metrics(path) if path.is_file() else []
     if not records:
         raise PartgmError(f"no metrics to plot in '{run_dir}' (metrics.jsonl is missing or empty)")
@@ -85,7 +86,7 @@ def plot_runs(run_dirs: list[Path], out: Path) -> list[Path]:
 
 def plot_run(run_dir: Path) -> list[Path]:
     """Plots of one run, written to ``RUN/plots/``."""
-    return plot_runs([run_dir], Path(run_dir) / "plots")
+    return plot_runs([run_dir], Path(run_dir) / PLOTS)
 
 
 def label_steps(ax, steps) -> None:

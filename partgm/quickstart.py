@@ -9,8 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from partgm.config import resolve_config
-from partgm.runs import prepare_data, sample_run
+from partgm.resolve import resolve_config
+from partgm.run.budget import scaled_budget
+from partgm.run.layout import METRICS
+from partgm.run.sampling import Draws, sample_run
+from partgm.runs import prepare_data
 from partgm.samplers import SamplingOptions
 
 QUICKSTART_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
@@ -22,15 +25,16 @@ def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
     from partgm.engine.metrics import read_metrics
 
     start = time.time()
-    overrides = [f"train.steps={steps}"] if steps else []
-    cfg = resolve_config(QUICKSTART_CONFIG, overrides)
-    data = prepare_data(cfg)
+    cfg = resolve_config(QUICKSTART_CONFIG)
+    if steps:  # warmup, evaluation and saving intervals follow the budget (partgm train --steps N)
+        cfg = resolve_config(QUICKSTART_CONFIG, [f"train.{k}={v}" for k, v in scaled_budget(cfg.train, steps).items()])
+    cfg, data = prepare_data(cfg)
     checkpoints = list_checkpoints(run_dir) if run_dir.exists() else []
     if not checkpoints or int(checkpoints[-1].name.split("_")[-1]) < cfg.train.steps:
         train(cfg, data, run_dir, resume=bool(checkpoints))
-    val_ppl = [r["val_ppl"] for r in read_metrics(run_dir / "metrics.jsonl") if "val_ppl" in r][-1]
-    records = sample_run(run_dir, SamplingOptions(steps=64, nucleus=0.9), num_samples=num_samples,
-                         batch=num_samples, seed=0)
+    val_ppl = [r["val_ppl"] for r in read_metrics(run_dir / METRICS) if "val_ppl" in r][-1]
+    draws = Draws(SamplingOptions(steps=64, nucleus=0.9), num_samples=num_samples, batch=num_samples)
+    records = sample_run(run_dir, draws)
     print()
     for r in records:
         text = r["text"].replace("<|endoftext|>", "\n").strip()

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from partgm.algorithms import get_algorithm
-from partgm.config import PartitionConfig
 from partgm.errors import PartgmError
 from partgm.models import randomize_
+from partgm.models.config import PartitionConfig
 from partgm.samplers import SamplingOptions, generate, get_sampler, make_prompt, sampler_names
 from partgm.samplers.cached import CachedSampler, EncoderCache
 
@@ -63,7 +63,7 @@ def test_approximate_settings_fill_every_free_position(refresh):
 
 def test_opt_in_only_and_errors():
     algorithm, _model = tiny()
-    assert sampler_names("partition")[0] == "uniform" and "cached" in sampler_names("partition")
+    assert sampler_names(algorithm)[0] == "uniform" and "cached" in sampler_names(algorithm)
     assert isinstance(get_sampler(algorithm, "cached"), CachedSampler)
     with pytest.raises(PartgmError, match="refresh"):
         CachedSampler(-1)

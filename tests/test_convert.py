@@ -19,10 +19,10 @@ from torch import nn
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
 from partgm.convert import convert_checkpoint, reference_parameter_names
 from partgm.engine import load_run
 from partgm.errors import PartgmError
+from partgm.resolve import resolve_config
 
 HIDDEN, HEADS, COND, VOCAB_ROWS, LENGTH = 32, 2, 16, 40, 16  # 39 real tokens + [MASK]
 N_REAL = VOCAB_ROWS - 1
@@ -348,12 +348,10 @@ def test_convert_with_a_tokenizer(tmp_path: Path) -> None:
     run = load_run(tmp_path / "run")
     assert run.tokenizer.encode("w3 w5") == [3, 5] and run.data_header["bos_id"] == N_REAL - 1
     assert run.cfg.data.length == LENGTH
-    from partgm.runs import sample_run  # the converted run samples like any other
+    from partgm.run.sampling import Draws, sample_run  # the converted run samples like any other
     from partgm.samplers import SamplingOptions
 
-    (record,) = sample_run(
-        tmp_path / "run", SamplingOptions(steps=4), num_samples=1, batch=1, seed=0
-    )
+    (record,) = sample_run(tmp_path / "run", Draws(SamplingOptions(steps=4), num_samples=1, batch=1, seed=0))
     assert len(record["token_ids"]) == LENGTH and record["token_ids"][0] == N_REAL - 1
     pgm = write_reference_ckpt(tmp_path / "p.ckpt", "pgm", random_model("pgm", 1), random_model("pgm", 1))
     with pytest.raises(PartgmError, match=f"has {N_REAL} tokens, the checkpoint {VOCAB_ROWS}"):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from partgm.algorithms import get_algorithm
-from partgm.config import PartitionConfig
 from partgm.models import randomize_
+from partgm.models.config import PartitionConfig
 from partgm.samplers import SamplingOptions, generate, make_prompt
 from partgm.samplers.cached import CachedSampler
 from partgm.samplers.partition import CompiledPacked, UniformSampler

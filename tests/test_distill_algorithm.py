@@ -18,14 +18,16 @@ from partgm.algorithms import Batch, TokenSpace
 from partgm.algorithms.mdlm import MDLMAlgorithm
 from partgm.algorithms.pgm import PGMAlgorithm
 from partgm.cli import main
-from partgm.config import DistillConfig, DiTConfig, PartitionConfig, config_from_dict, resolve_config, to_dict
+from partgm.config import DistillConfig, to_dict
 from partgm.distill.algorithm import SDTTAlgorithm, round_dir
-from partgm.distill.commands import distill_run
+from partgm.distill.run import distill_run
 from partgm.engine import load_run
 from partgm.engine.ema import EMA
 from partgm.errors import PartgmError
+from partgm.models.config import DiTConfig, PartitionConfig
 from partgm.models.init import randomize_
-from partgm.runs import sample_run
+from partgm.resolve import config_from_dict, resolve_config
+from partgm.run.sampling import Draws, sample_run
 from partgm.samplers import SamplingOptions
 from partgm.samplers.common import sample_tokens
 
@@ -112,13 +114,18 @@ def test_round_switch_copies_the_chosen_weights(teacher_weights, swap):
     assert _equal(sdtt.teacher.state_dict(), expected) and _equal(student.state_dict(), expected if swap else raw)
 
 
-def test_distill_config_defaults_and_validation():
-    old = to_dict(resolve_config(overrides=["algo=mdlm"]))
-    del old["distill"]  # a run directory written before the distill section
-    assert config_from_dict(old).distill == DistillConfig()
+def test_distill_section_only_in_distill_runs_and_validated():
+    plain = resolve_config(overrides=["algo=mdlm"])
+    assert plain.distill is None and "distill" not in to_dict(plain) and config_from_dict(to_dict(plain)).distill is None
+    assert resolve_config(overrides=["algo=mdlm"], distill=True).distill == DistillConfig()
+    # run directories written before: every run held a distill section (and a sample section, now retired)
+    older = {**to_dict(plain), "distill": to_dict(DistillConfig(rounds=3)), "sample": {"steps": 128}}
+    assert config_from_dict(older).distill == DistillConfig(rounds=3)
+    with pytest.raises(PartgmError, match="distill.rounds"):
+        resolve_config(overrides=["distill.rounds=2"])  # not a distillation run
     for bad in ("distill.rounds=0", "distill.initial_dt=0", "distill.divergence=kl", "distill.teacher_steps=0"):
-        with pytest.raises(PartgmError):
-            resolve_config(overrides=[bad])
+        with pytest.raises(PartgmError, match=bad.split("=")[0]):
+            resolve_config(overrides=[bad], distill=True)
 
 
 # --- end to end: a tiny source run, the CLI, exact resume ------------------------------------------------
@@ -187,7 +194,7 @@ def test_rounds_load_and_sample_like_plain_runs(source, tmp_path, capsys):
     assert meta["round"] == 1 and meta["student_steps"] == 4 and meta["teacher_steps"] == 2
     run = load_run(round_1)
     assert type(run.algorithm) is PGMAlgorithm and run.step == 2
-    records = sample_run(round_1, SamplingOptions(steps=4), num_samples=2, batch=2)
+    records = sample_run(round_1, Draws(SamplingOptions(steps=4), num_samples=2, batch=2))
     assert len(records) == 2 and all(len(r["token_ids"]) == 16 for r in records)
     assert main(["sample", str(round_dir(out, 2)), "--steps", "4", "--num-samples", "2", "--batch", "2",
                  "--out", str(tmp_path / "s.jsonl")]) == 0

@@ -19,7 +19,7 @@ from torch import nn
 
 from partgm.algorithms import TokenSpace
 from partgm.algorithms.base import Algorithm
-from partgm.config import DiTConfig, ModelConfig, RunConfig, TrainConfig, resolve_config, to_dict
+from partgm.config import RunConfig, TrainConfig, to_dict
 from partgm.engine import evaluate_ppl, load_run, train
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
 from partgm.engine.checkpoint import list_checkpoints, read_run_config
@@ -27,6 +27,8 @@ from partgm.engine.ema import EMA, ema_decay
 from partgm.engine.metrics import read_metrics
 from partgm.engine.optim import lr_factor
 from partgm.errors import PartgmError
+from partgm.models.config import DiTConfig, ModelConfig
+from partgm.resolve import resolve_config
 from partgm.schedules import get_schedule
 
 VOCAB, LENGTH = 32, 16

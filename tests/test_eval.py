@@ -17,7 +17,6 @@ import torch
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
 from partgm.data import Tokenizer, load_tokenizer
 from partgm.errors import PartgmError
 from partgm.evaluation.genppl import judge_texts, load_judge, mean_entropy, unigram_entropy
@@ -32,7 +31,8 @@ from partgm.evaluation.zeroshot import (
     read_choice,
     read_lambada,
 )
-from partgm.pretrained import write_run_directory
+from partgm.resolve import resolve_config
+from partgm.run.pretrained import write_run_directory
 
 TASKS = Path(__file__).parent / "fixtures" / "tasks"
 WORDS = [

@@ -13,10 +13,10 @@ from helpers import write_corpus
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
 from partgm.engine.validation import ppl_summary, sequence_nelbos
 from partgm.evaluation.ppl import paired_difference
 from partgm.models import randomize_
+from partgm.resolve import resolve_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB, LENGTH = 11, 12

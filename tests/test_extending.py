@@ -13,8 +13,8 @@ import torch
 
 from partgm.algorithms import ALGORITHMS, TokenSpace, build_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
 from partgm.engine import load_run, train
+from partgm.resolve import resolve_config
 from partgm.samplers import SamplingOptions, generate, make_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")

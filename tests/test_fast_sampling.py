@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from partgm.algorithms import get_algorithm
-from partgm.config import PartitionConfig
 from partgm.errors import PartgmError
 from partgm.models import randomize_
+from partgm.models.config import PartitionConfig
 from partgm.samplers import SamplingOptions, generate, make_prompt
 from partgm.samplers.common import sample_categorical, sample_tokens, token_probs
 from partgm.samplers.partition import CompiledPacked, UniformSampler

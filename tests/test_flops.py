@@ -1,4 +1,4 @@
-"""Analytic FLOPs (partgm.benchmarks.flops) against torch.utils.flop_counter.FlopCounterMode on tiny models.
+"""Analytic FLOPs (partgm.models.flops, Sampler.flops) against torch.utils.flop_counter.FlopCounterMode on tiny models.
 
 On CPU the fused SDPA kernel (aten._scaled_dot_product_flash_attention_for_cpu) is not registered with
 FlopCounterMode, so it would count 0 attention FLOPs; under the math backend SDPA is two aten.bmm calls
@@ -16,18 +16,13 @@ from helpers import sample
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from partgm.benchmarks.flops import (
-    Dims,
-    dit_forward_flops,
-    expected_binomial_plan,
-    partition_forward_flops,
-    partition_packed_flops,
-    plan_widths,
-    sampling_flops,
-    uniform_plan_widths,
-)
-from partgm.config import PRESETS, DiTConfig, PartitionConfig
+from partgm.algorithms import ALGORITHMS
+from partgm.models.config import DiTConfig, PartitionConfig
+from partgm.models.flops import Dims, dit_forward_flops, partition_forward_flops, partition_packed_flops
+from partgm.resolve import PRESETS
+from partgm.samplers import get_sampler
 from partgm.samplers.common import DecodePlan, make_prompt
+from partgm.samplers.cost import Workload, expected_binomial_plan, plan_widths, uniform_plan_widths
 from partgm.schedules import LogLinearSchedule
 
 B, L, N = 3, 32, 50  # N real ids; the PGM / AR networks score N ids, MDLM's N + 1
@@ -129,27 +124,28 @@ def run_generation(algo, sampler, steps, seed=0) -> int:
     return counted(lambda: sample(algorithm, model, B, L, steps, sampler, generator=generator))
 
 
-@pytest.mark.parametrize("algo, sampler, name", [
-    ("pgm", "uniform", "pgm-uniform"),
-    ("pgm", "binomial", "pgm-binomial"),
-    ("pgm", "naive", "pgm-naive"),
-    ("mdlm", "ancestral", "mdlm-reference"),
-    ("mdlm", "fast-ancestral", "mdlm-fast"),
-    ("ar", "ancestral", "ar"),
+def sampling_flops(algo: str, sampler: str, *shape, plan=None):
+    """``Sampler.flops`` of the sampler ``sampler`` of algorithm ``algo`` for (dims, B, L, steps, N)."""
+    return get_sampler(ALGORITHMS.get(algo), sampler).flops(Workload(*shape), plan)
+
+
+@pytest.mark.parametrize("algo, sampler", [
+    ("pgm", "uniform"), ("pgm", "binomial"), ("pgm", "naive"), ("mdlm", "ancestral"), ("mdlm", "fast-ancestral"),
+    ("ar", "ancestral"),
 ])
-def test_whole_generation_matches_counter(algo, sampler, name):
+def test_whole_generation_matches_counter(algo, sampler):
     """The realised plan is redrawn from the same seed (the samplers draw it first), so counts are exact."""
     steps = 8
     fixed = make_prompt(B, L, N - 1).fixed
     plan = None
     if sampler in ("binomial", "ancestral", "fast-ancestral") and algo != "ar":
         plan = plan_widths(DecodePlan.binomial(fixed, steps, LogLinearSchedule(), torch.Generator().manual_seed(0)))
-    cost = sampling_flops(name, CFG, B, L, steps, N, plan=plan)
+    cost = sampling_flops(algo, sampler, CFG, B, L, steps, N, plan=plan)
     assert run_generation(algo, sampler, steps) == cost.flops.total
-    if name == "mdlm-reference":
+    if (algo, sampler) == ("mdlm", "ancestral"):
         assert cost.softmax_elements == cost.forward_passes * B * L * N
         assert cost.forward_passes <= steps + 1
-    if name == "ar":
+    if algo == "ar":
         assert cost.forward_passes == L - 1
 
 
@@ -166,8 +162,8 @@ def test_expected_binomial_plan_against_realised_plans():
     assert e["passes"] <= steps + 1
     assert e["passes"] == pytest.approx(passes, rel=0.03)
     assert e["sum_width"] == pytest.approx(widths, rel=0.03)
-    fast = sampling_flops("mdlm-fast-ancestral", CFG, B, L, steps, N)
-    ref = sampling_flops("mdlm/reference", CFG, B, L, steps, N)
+    fast = sampling_flops("mdlm", "fast-ancestral", CFG, B, L, steps, N)
+    ref = sampling_flops("mdlm", "ancestral", CFG, B, L, steps, N)
     assert fast.forward_passes == ref.forward_passes == e["passes"]
     assert fast.flops.total < ref.flops.total and fast.flops.linear == ref.flops.linear
 
@@ -178,7 +174,8 @@ def test_paper_scale_sanity():
 
     pgm = Dims.of(PartitionConfig(**{k: v for k, v in PRESETS.get("pgm-6-6-d1024").items() if k != "n_blocks"}))
     mdlm = Dims.of(DiTConfig(**PRESETS.get("mdlm-small")))
-    p = sampling_flops("pgm-uniform", pgm, 32, 1024, 128, 50257)
-    m = sampling_flops("mdlm-reference", mdlm, 32, 1024, 128, 50257)
+    p = sampling_flops("pgm", "uniform", pgm, 32, 1024, 128, 50257)
+    m = sampling_flops("mdlm", "ancestral", mdlm, 32, 1024, 128, 50257)
     assert p.forward_passes == 128 and 100 < m.forward_passes <= 129
     assert 2 < m.flops.total / p.flops.total < 10
+    assert get_sampler(ALGORITHMS.get("pgm"), "halton").flops(Workload(pgm, 1, 16, 4, 10)) is None  # no count

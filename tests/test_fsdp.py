@@ -57,8 +57,8 @@ def _partition_transformer_check(root: Path) -> None:
     import copy
 
     from partgm.algorithms import get_algorithm
-    from partgm.config import PartitionConfig
     from partgm.engine import distributed
+    from partgm.models.config import PartitionConfig
 
     d = distributed.init_distributed("cpu")
     algorithm = get_algorithm("pgm", 30, 29, "loglinear", length=24)

@@ -19,6 +19,7 @@ from partgm.models.group_attention import (
     sort_by_group,
 )
 from partgm.models.layers import AttentionMask, GroupBlocks, attention
+from partgm.models.partition import Keys, Queries
 
 B, H, L, D = 5, 2, 24, 8
 
@@ -178,13 +179,13 @@ def sync_free_forward(model, x, groups, backend):
     s = sort_by_group(groups)
     blocks = [_AsBlocks(GroupAttention(s.sorted_groups, cross, backend)) for cross in (False, True)]
     c = model.prepare(x.shape[0], x.device, precompute=False)
-    return model._run(x.gather(1, s.order), c, s.order, s.sorted_groups, None, s.order, s.sorted_groups, *blocks,
-                      s.unsort)
+    keys = Keys(x.gather(1, s.order), s.order, s.sorted_groups, mask=blocks[0])
+    return model._run(keys, Queries(s.order, s.sorted_groups, blocks[1], s.unsort), c)
 
 
 def tiny_model():
-    from partgm.config import PartitionConfig
     from partgm.models import PartitionTransformer
+    from partgm.models.config import PartitionConfig
 
     cfg = PartitionConfig(hidden_size=32, n_heads=2, n_encoder_blocks=1, n_decoder_blocks=1, cond_dim=16, dropout=0.0, attention_layout="dense",
                       swap_query_mode="learn+freqs+mean")

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from partgm.config import resolve_config
 from partgm.data import PreparedData
 from partgm.data.images import is_image_data, load_image_tokenizer, prepare_image_dataset
 from partgm.errors import PartgmError
 from partgm.images.digits import load_digit_tokens
 from partgm.images.vqvae import VQVAE, VQVAEConfig, save_vqvae
+from partgm.resolve import resolve_config
 from partgm.runs import prepare_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_digits_prepared_as_labelled_grids(tmp_path):
     cfg = resolve_config(overrides=["data.corpus=digits", f"data.cache_dir={tmp_path}", "data.val_fraction=0.1"])
-    data = prepare_data(cfg, progress=False)
-    assert cfg.data.length == 64  # fixed by the source
+    prepared, data = prepare_data(cfg, progress=False)
+    assert prepared.data.length == 64 and cfg.data.length == 128  # fixed by the source, in a new config
     h = data.header
     assert (h["grid"], h["vocab_size"], h["num_classes"], h["bos_id"], h["length"]) == ([8, 8], 17, 10, None, 64)
     assert h["tokenizer"] is None and h["image"]["kind"] == "digits"
@@ -32,7 +32,7 @@ def test_digits_prepared_as_labelled_grids(tmp_path):
     rows = {tuple(r) for r in tokens.tolist()}
     assert all(tuple(r) in rows for r in np.asarray(data.val).tolist())
     assert data.labels["train"].dtype == np.int64 and set(np.asarray(data.labels["val"]).tolist()) <= set(range(10))
-    again = prepare_data(cfg, progress=False)  # reused, not rebuilt
+    _, again = prepare_data(cfg, progress=False)  # reused, not rebuilt
     assert again.path == data.path and (data.path / "train.bin").stat().st_mtime_ns == (
         again.path / "train.bin").stat().st_mtime_ns
     reloaded = PreparedData.load(data.path)

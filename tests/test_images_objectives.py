@@ -9,7 +9,7 @@ import torch
 
 from partgm.algorithms import Batch, get_algorithm
 from partgm.algorithms.maskgit import arccos_mask
-from partgm.config import DiTConfig, PartitionConfig
+from partgm.models.config import DiTConfig, PartitionConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,18 +6,17 @@ import pytest
 import torch
 from torch import nn
 
-from partgm.algorithms import get_algorithm
+from partgm.algorithms import ALGORITHMS, get_algorithm
 from partgm.algorithms.base import Algorithm, TokenSpace
-from partgm.config import DiTConfig, PartitionConfig
 from partgm.images.halton import arccos_schedule, halton_order
 from partgm.models import randomize_
+from partgm.models.config import DiTConfig, PartitionConfig
 from partgm.samplers import SamplingOptions, generate, get_sampler, make_prompt, sampler_names
 from partgm.samplers.common import denoiser_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-IMAGE_SAMPLERS = [(family, name) for family in ("masked", "partition", "maskgit", "pgm-image")
-                  for name in ("confidence", "halton")]
+IMAGE_SAMPLERS = [(family, name) for family in ("masked", "partition") for name in ("confidence", "halton")]
 
 
 class StepStamp(Algorithm):
@@ -28,7 +27,7 @@ class StepStamp(Algorithm):
 
     def __init__(self, space: TokenSpace, family: str):
         super().__init__(space)
-        self.sampler_family = family
+        self.sampler_family = family  # declares no samplers: every sampler of the family
         self.calls = 0
 
     def logits(self, model, context, query_positions):
@@ -51,7 +50,7 @@ def test_every_position_decoded_once_on_the_arccos_schedule(family, name, steps)
     counts = [n for n in arccos_schedule(steps, 64) if n]
     for row in out:  # decoded once: each step decoded exactly its share
         assert torch.bincount(row, minlength=len(counts) + 1)[1:].tolist() == counts
-    if name == "halton" or family in ("partition", "pgm-image"):
+    if name == "halton" or family == "partition":
         assert algorithm.queried_clean == 0
 
 
@@ -65,16 +64,21 @@ def test_fixed_positions_are_kept_and_rows_may_differ(family, name):
 
 
 def test_halton_sampler_follows_the_halton_order():
-    algorithm = StepStamp(TokenSpace(vocab_size=128, length=64, grid=(8, 8)), "maskgit")
+    algorithm = StepStamp(TokenSpace(vocab_size=128, length=64, grid=(8, 8)), "masked")
     out = generate(algorithm, nn.Identity(), make_prompt(1, 64, None), SamplingOptions(steps=64), "halton")
     assert out[0, halton_order(8, 8)].tolist() == list(range(1, 65))
 
 
-def test_default_samplers():
-    assert sampler_names("maskgit")[0] == "confidence" and sampler_names("pgm-image")[0] == "halton"
-    assert sampler_names("masked")[0] == "ancestral" and sampler_names("partition")[0] == "uniform"
-    assert {"ancestral", "fast-ancestral"} <= set(sampler_names("maskgit"))
-    assert {"uniform", "binomial", "naive"} <= set(sampler_names("pgm-image"))
+def test_default_samplers_are_declared_by_the_algorithm():
+    def names(algo: str) -> list[str]:
+        return sampler_names(ALGORITHMS.get(algo))
+
+    assert names("maskgit")[0] == "confidence" and names("pgm-image")[0] == "halton"
+    assert names("mdlm")[0] == "ancestral" and names("pgm")[0] == "uniform" and names("ar") == ["ancestral"]
+    assert {"ancestral", "fast-ancestral"} <= set(names("maskgit"))
+    assert {"uniform", "binomial", "naive"} <= set(names("pgm-image")) and "cached" not in names("pgm-image")
+    for algo in ALGORITHMS.names():  # every declared sampler exists in the algorithm's family
+        assert all(get_sampler(ALGORITHMS.get(algo), name).name == name for name in names(algo)), algo
 
 
 def _tiny(algo: str):

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from partgm.algorithms import Batch, get_algorithm
-from partgm.config import resolve_config
 from partgm.models import randomize_
+from partgm.resolve import resolve_config
 
 VOCAB = 11
 MODES = ("learn", "learn+freqs", "learn+freqs+mean", "learn+freqs+logsumexp")

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from partgm.algorithms import Batch, get_algorithm
-from partgm.config import resolve_config
 from partgm.models import randomize_
+from partgm.resolve import resolve_config
 from partgm.schedules import antithetic_times
 
 VOCAB, EPS = 5, 1e-3  # EPS: the log-linear schedule's, alpha_t = 1 - (1 - EPS) t

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from partgm.algorithms import Batch, get_algorithm
-from partgm.config import PartitionConfig
+from partgm.models.config import PartitionConfig
 from partgm.models.group_attention import flex_available
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,9 +16,9 @@ from scipy import stats
 from torch import nn
 
 from partgm.algorithms import ALGORITHMS, Batch, get_algorithm
-from partgm.config import resolve_config
 from partgm.errors import PartgmError
 from partgm.models import randomize_
+from partgm.resolve import resolve_config
 from partgm.samplers import Prompt, make_prompt, sampler_names
 from partgm.samplers.common import DecodePlan, sample_tokens, token_probs
 from partgm.schedules import NoiseSchedule, antithetic_times, get_schedule
@@ -292,7 +292,7 @@ def test_ar_greedy_equals_full_forward_argmax() -> None:
 
 # ----- every sampler --------------------------------------------------------------------------------------
 
-ALL = [(algo, s) for algo in ALGORITHMS.names() for s in sampler_names(ALGORITHMS.get(algo).sampler_family)]
+ALL = [(algo, s) for algo in ALGORITHMS.names() for s in sampler_names(ALGORITHMS.get(algo))]
 
 
 @pytest.mark.parametrize("algo, sampler", ALL)

@@ -50,6 +50,11 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("the same --infill position twice", ["sample", "RUN", "--steps", "2", "--infill", "5:the",
                                           "--infill", "5:god"], "overlaps '5:the' at position 5"),
     ("--infill '5:' (no text)", ["sample", "RUN", "--steps", "2", "--infill", "5:"], "has no text after the colon"),
+    ("sample --guidance on a text run", ["sample", "RUN", "--steps", "2", "--guidance", "2"],
+     "--guidance applies to class-conditional image runs"),
+    ("sample --at-eos cut", ["sample", "RUN", "--at-eos", "cut"], "invalid choice: 'cut'"),
+    ("tokenize a text of no tokens", ["tokenize", "RUN", ""], "the text has no tokens"),
+    ("train --steps 0", ["train", "--steps", "0"], "must be a positive integer, got 0"),
     ("eval ppl --batch 0", ["eval", "ppl", "RUN", "--batch", "0"], "must be a positive integer, got 0"),
     ("eval ppl --batch -4", ["eval", "ppl", "RUN", "--batch", "-4"], "must be a positive integer, got -4"),
     ("eval ppl --max-batches -1", ["eval", "ppl", "RUN", "--max-batches", "-1"], "must be >= 0, got -1"),
@@ -164,13 +169,13 @@ def test_read_only_run_directory_is_one_line(world, tmp_path, capsys, monkeypatc
 
 
 def test_python_api_refuses_bad_configs_and_options(world) -> None:
-    from partgm.config import RunConfig, TrainConfig, validate
+    from partgm.config import RunConfig, TrainConfig
     from partgm.engine import load_run
     from partgm.errors import PartgmError
     from partgm.samplers import SamplingOptions, generate, make_prompt
 
     with pytest.raises(PartgmError, match="train.keep_last=-1 must be >= 0"):
-        validate(RunConfig(train=TrainConfig(keep_last=-1)))
+        RunConfig(train=TrainConfig(keep_last=-1)).check()
     with pytest.raises(PartgmError, match="steps must be a positive integer, got 2.5"):
         SamplingOptions(steps=2.5)
     run = load_run(world["RUN"])

@@ -13,9 +13,9 @@ from helpers import write_corpus
 
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
-from partgm.config import resolve_config
 from partgm.engine import evaluate_ppl
 from partgm.models import randomize_
+from partgm.resolve import resolve_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB, LENGTH = 11, 12

@@ -7,8 +7,8 @@ from torch import nn
 
 from partgm.algorithms.base import Algorithm, Batch, Context
 from partgm.algorithms.mdlm import token_nll
-from partgm.config import DiTConfig
 from partgm.models import DiT
+from partgm.models.config import DiTConfig
 
 
 class AutoregressiveAlgorithm(Algorithm):
@@ -17,6 +17,7 @@ class AutoregressiveAlgorithm(Algorithm):
     name = "ar"
     model_config = DiTConfig
     sampler_family = "autoregressive"
+    samplers = ("ancestral",)
     exact_likelihood = True
 
     def build_model(self, model_cfg: DiTConfig) -> nn.Module:

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from partgm.config import ModelConfig, RunConfig
+from partgm.config import RunConfig
+from partgm.models.config import ModelConfig
 from partgm.schedules import NoiseSchedule, antithetic_times, get_schedule
 
 
@@ -94,8 +95,9 @@ class Context:
 
 
 class Algorithm:
-    """Base class. Subclasses set ``name``, ``model_config`` (the family config class of their network)
-    and ``sampler_family`` (the samplers that can draw from them), and implement ``build_model``,
+    """Base class. Subclasses set ``name``, ``model_config`` (the family config class of their network),
+    ``sampler_family`` (the kind of denoiser they are, where samplers are looked up) and ``samplers``
+    (the samplers they offer, the default first; empty: every sampler of the family), and implement ``build_model``,
     ``training_loss`` and ``logits`` (and ``validation_terms`` when the validation bound is not MDLM's
     masked estimator).
 
@@ -107,8 +109,15 @@ class Algorithm:
     name: ClassVar[str] = "base"
     model_config: ClassVar[type[ModelConfig]] = ModelConfig
     sampler_family: ClassVar[str] = ""
+    samplers: ClassVar[tuple[str, ...]] = ()
     # True when the model gives exact log-likelihoods left to right (zero-shot scoring is then exact).
     exact_likelihood: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that names another sampler family without declaring its samplers offers the family's."""
+        super().__init_subclass__(**kwargs)
+        if "sampler_family" in cls.__dict__ and "samplers" not in cls.__dict__:
+            cls.samplers = ()
 
     def __init__(self, space: TokenSpace, schedule: NoiseSchedule | str = "loglinear", label_dropout: float = 0.0):
         self.space = space

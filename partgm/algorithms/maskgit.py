@@ -28,7 +28,7 @@ class MaskGITAlgorithm(MDLMAlgorithm):
     Validation is MDLM's NELBO, so its perplexity bound stays comparable with MDLM's and PGM's."""
 
     name = "maskgit"
-    sampler_family = "maskgit"
+    samplers = ("confidence", "halton", "ancestral", "fast-ancestral")
 
     def training_loss(self, model, batch, t, generator=None):
         x = batch.tokens

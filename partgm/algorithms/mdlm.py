@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from partgm.algorithms.base import Algorithm, Batch, Context
-from partgm.config import DiTConfig
 from partgm.models import DiT
+from partgm.models.config import DiTConfig
 from partgm.schedules import MIN_TRAIN_TIME
 
 
@@ -23,6 +23,7 @@ class MDLMAlgorithm(Algorithm):
     name = "mdlm"
     model_config = DiTConfig
     sampler_family = "masked"
+    samplers = ("ancestral", "fast-ancestral", "confidence", "halton")
 
     @property
     def mask_id(self) -> int:

@@ -7,8 +7,8 @@ from torch import nn
 
 from partgm.algorithms.base import Algorithm, Batch, Context
 from partgm.algorithms.mdlm import token_nll
-from partgm.config import PartitionConfig
 from partgm.models import PartitionTransformer
+from partgm.models.config import PartitionConfig
 from partgm.schedules import MIN_TRAIN_TIME
 
 
@@ -21,6 +21,7 @@ class PGMAlgorithm(Algorithm):
     name = "pgm"
     model_config = PartitionConfig
     sampler_family = "partition"
+    samplers = ("uniform", "binomial", "naive", "cached", "confidence", "halton")
 
     def build_model(self, model_cfg: PartitionConfig) -> nn.Module:
         return PartitionTransformer(model_cfg, self.vocab_size, num_classes=self.space.num_classes,

@@ -13,10 +13,10 @@ class PGMImageAlgorithm(PGMAlgorithm):
     (``r ~ U(0, 1)``), group 0 the rest; every token is predicted from the other group and the loss is
     the unweighted cross-entropy averaged over all tokens (both groups, as MaskGIT's on its masked
     tokens). Class adaLN, null class and label dropout as ``pgm``; validation is PGM's (= MDLM's) NELBO.
-    Its default sampler is ``halton`` (family ``pgm-image``)."""
+    Its default sampler is ``halton``."""
 
     name = "pgm-image"
-    sampler_family = "pgm-image"
+    samplers = ("halton", "confidence", "uniform", "binomial", "naive")
 
     def training_loss(self, model, batch, t, generator=None):
         x = batch.tokens

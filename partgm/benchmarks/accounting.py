@@ -1,4 +1,4 @@
-"""FLOP accounting for the benchmark records: analytic FLOPs (``flops.py``), achieved FLOP/s, the matmul
+"""FLOP accounting for the benchmark records: analytic FLOPs (``Sampler.flops``, ``partgm.models.flops``), achieved FLOP/s, the matmul
 peak measured in the same invocation at the model's shapes, utilisation, and, for PGM, the FLOP-ceiling
 speed-up over MDLM (the speed-up at equal efficiency) beside the measured one.
 
@@ -11,24 +11,11 @@ import time
 
 import torch
 
-from partgm.benchmarks.flops import (
-    _partition_flops,
-    dit_forward_flops,
-    partition_forward_flops,
-    sampling_flops,
-    train_step_flops,
-)
 from partgm.benchmarks.timing import synchronize
+from partgm.models.flops import dit_forward_flops, partition_flops, partition_forward_flops, train_step_flops
+from partgm.samplers import Sampler
+from partgm.samplers.cost import Workload
 
-# (algo, variant) of ``bench sample`` -> the sampler key of ``flops.sampling_flops``
-FLOP_SAMPLERS = {
-    ("pgm", "uniform"): "pgm-uniform",
-    ("pgm", "uniform-compile"): "pgm-uniform",
-    ("pgm", "binomial"): "pgm-binomial",
-    ("mdlm", "reference"): "mdlm-reference",
-    ("mdlm", "best"): "mdlm-fast",
-    ("ar", "kv-cache"): "ar",
-}
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -52,12 +39,12 @@ def matmul_peak(rows: int, hidden: int, device: torch.device, dtype: str = "fp32
             "matmul_peak_dtype": dtype}
 
 
-def sample_flops(algo: str, variant: str, model_cfg, batch: int, length: int, steps: int, vocab: int) -> dict:
-    """Analytic FLOPs of one generation (see ``flops.sampling_flops``; binomial plans are expectations)."""
-    key = FLOP_SAMPLERS.get((algo, variant))
-    if key is None:
+def sample_flops(sampler: Sampler, work: Workload) -> dict:
+    """Analytic FLOPs of one generation (``Sampler.flops``; binomial plans are expectations); {} for a
+    sampler without a count."""
+    cost = sampler.flops(work)
+    if cost is None:
         return {}
-    cost = sampling_flops(key, model_cfg, batch, length, steps, vocab)
     return {"flops": cost.flops.total, "flops_split": cost.flops.as_dict(), "forward_passes": cost.forward_passes,
             "softmax_elements": cost.softmax_elements, "flops_notes": cost.notes}
 
@@ -78,7 +65,7 @@ def train_flops(algo: str, layout: str, model_cfg, batch: int, length: int, voca
         if layout in ("blocks", "flex"):
             cross = batch * 2 * length * (length - 1) * expected_group1_share(schedule)
             same = batch * length * length - cross
-            forward = _partition_flops(model_cfg, batch, length, length, same, cross, vocab)
+            forward = partition_flops(model_cfg, batch, length, length, same, cross, vocab)
         else:
             forward = partition_forward_flops(model_cfg, batch, length, vocab, "dense")
             if layout == "padded":

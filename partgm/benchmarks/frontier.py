@@ -9,7 +9,9 @@ from pathlib import Path
 import torch
 
 from partgm.benchmarks.timing import environment, machine_load, time_interleaved
-from partgm.samplers import SamplingOptions, generate, make_prompt
+from partgm.precision import resolved_precision
+from partgm.run.sampling import Draws
+from partgm.samplers import generate, make_prompt
 from partgm.samplers.cached import CachedSampler
 
 
@@ -20,33 +22,34 @@ def frontier_settings(refresh: list[int]) -> list[tuple[str, str, object]]:
     return points
 
 
-def _sample(run, sampler, steps: int, num_samples: int, batch: int, seed: int, nucleus: float) -> list:
-    """Token rows of ``num_samples`` samples drawn in batches."""
+def _sample(run, sampler, draws: Draws) -> list:
+    """Token rows of ``draws.num_samples`` samples drawn in batches."""
     length = run.cfg.data.length
     device = next(run.model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(draws.seed)
     rows: list = []
-    while len(rows) < num_samples:
-        n = min(batch, num_samples - len(rows))
+    while len(rows) < draws.num_samples:
+        n = min(draws.batch, draws.num_samples - len(rows))
         prompt = make_prompt(n, length, run.algorithm.bos_id, device=device)
-        rows += generate(run.algorithm, run.model, prompt, SamplingOptions(steps=steps, nucleus=nucleus), sampler,
-                         generator).tolist()
+        rows += generate(run.algorithm, run.model, prompt, draws.options, sampler, generator,
+                         draws.precision).tolist()
     return rows
 
 
 def bench_frontier(
-    runs: dict[str, Path], judge_dir: Path, steps: int, refresh: list[int], num_samples: int, batch: int,
-    seed: int = 0, nucleus: float = 1.0, weights: str = "raw", device: str = "cpu", repeats: int = 3,
-    on_record=None,
+    runs: dict[str, Path], judge_dir: Path, draws: Draws, refresh: list[int], weights: str = "raw",
+    device: str = "cpu", repeats: int = 3, on_record=None,
 ) -> list[dict]:
     """One record per point. ``runs``: {"pgm": dir, "mdlm": dir (optional), "ar": dir (optional)}. Quality:
-    ``num_samples`` samples per point; speed: one batch per point, timed round-robin over the points
-    (one warm-up round, ``repeats`` timed rounds), so that the machine's drift hits every point alike."""
+    ``draws.num_samples`` samples per point (each point's own sampler; ``draws.sampler`` is not read);
+    speed: one batch per point, timed round-robin over the points (one warm-up round, ``repeats`` timed
+    rounds), so that the machine's drift hits every point alike."""
     from partgm.engine import load_run
     from partgm.evaluation.genppl import judge_texts, load_judge, mean_entropy
 
     judge = load_judge(str(judge_dir), device=device, weights=weights)
-    env = environment(torch.device(device), "fp32")
+    env = environment(torch.device(device), resolved_precision(device, draws.precision))
+    options, batch = draws.options, draws.batch
     points = frontier_settings(refresh)
     if "mdlm" in runs:
         points.append(("mdlm", "mdlm fast-ancestral (best)", "fast-ancestral"))
@@ -57,22 +60,23 @@ def bench_frontier(
     def one_batch(algo, sampler):
         run = loaded[algo]
         prompt = make_prompt(batch, run.cfg.data.length, run.algorithm.bos_id, device=device)
-        return lambda: generate(run.algorithm, run.model, prompt, SamplingOptions(steps=steps, nucleus=nucleus),
-                                sampler, torch.Generator(device=device).manual_seed(seed))
+        return lambda: generate(run.algorithm, run.model, prompt, options, sampler,
+                                torch.Generator(device=device).manual_seed(draws.seed), draws.precision)
 
     timings = time_interleaved({label: one_batch(algo, sampler) for algo, label, sampler in points},
                                torch.device(device), 1, repeats)
     records = []
     for algo, label, sampler in points:
         run = loaded[algo]
-        rows = _sample(run, sampler, steps, num_samples, batch, seed, nucleus)
+        rows = _sample(run, sampler, draws)
         skip = 0 if run.algorithm.bos_id is None else 1
         judged = judge_texts(judge, [run.tokenizer.decode(row[skip:]) for row in rows], batch_size=batch)
         length = run.cfg.data.length
         timing = timings[label]
         record = {
             "bench": "frontier", "algo": algo, "variant": label, "run_dir": str(runs[algo]), "weights": weights,
-            "steps": steps, "length": length, "batch": batch, "num_samples": num_samples, "nucleus": nucleus,
+            "steps": options.steps, "length": length, "batch": batch, "num_samples": draws.num_samples,
+            "nucleus": options.nucleus, "temperature": options.temperature, "seed": draws.seed,
             "latency_s_mean": timing["latency_s_mean"], "latency_s_std": timing["latency_s_std"],
             "repeats": repeats, "timing": "interleaved", "tokens_per_s": batch * length / timing["latency_s_mean"],
             "gen_ppl": judged["gen_ppl"], "entropy": mean_entropy(rows), "judge": str(judge_dir), **env,

@@ -5,14 +5,10 @@ Torch and matplotlib are imported inside the functions (``partgm --help`` stays 
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 import uuid
 from functools import partial
 from pathlib import Path
-
-from partgm.errors import PartgmError
 
 # size -> (grid, vocab, classes, {algo: model overrides})
 IMAGE_BENCH_SIZES: dict[str, tuple[tuple[int, int], int, int, dict[str, list[str]]]] = {
@@ -40,9 +36,9 @@ def bench_images(
 
     from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.benchmarks.timing import environment, time_call
-    from partgm.config import resolve_config
     from partgm.engine.distributed import resolve_device
     from partgm.models import randomize_
+    from partgm.resolve import resolve_config
     from partgm.samplers import SamplingOptions, generate, make_prompt
 
     device = resolve_device(device_name)
@@ -114,47 +110,3 @@ def plot_image_bench(records: list[dict], out_png: Path) -> Path:
     plt.close(fig)
     atomic_write_bytes(out_png, buffer.getvalue())
     return out_png
-
-
-def cmd_bench_images(args: argparse.Namespace) -> None:
-    import torch
-
-    from partgm.engine.checkpoint import atomic_write_text
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    sizes, variants = args.sizes.split(","), args.variants.split(",")
-    for name, given, known in (("size", sizes, IMAGE_BENCH_SIZES), ("variant", variants, IMAGE_BENCH_VARIANTS)):
-        bad = [g for g in given if g not in known]
-        if bad:
-            raise PartgmError(f"unknown {name} '{bad[0]}' (choose from {', '.join(known)})")
-    out = Path(args.out)
-    records: list[dict] = []
-
-    def on_record(record: dict) -> None:
-        records.append(record)
-        atomic_write_text(out, json.dumps(records, indent=2))
-        print(f"{record['size']:6s} {record['algo']:9s} {record['sampler']:10s} steps={record['steps']:<3d} "
-              f"w={record['guidance']:g}  {record['latency_s_mean']:.3f}s  {record['images_per_s']:.2f} images/s",
-              flush=True)
-
-    bench_images(sizes, variants, [int(s) for s in args.steps.split(",")],
-                 [float(w) for w in args.guidance.split(",")], args.batch, args.device, args.warmup, args.repeats,
-                 on_record=on_record)
-    print(f"wrote {out} and {plot_image_bench(records, out.with_suffix('.png'))}")
-
-
-def add_images_bench_command(bench: argparse._SubParsersAction) -> None:
-    """Adds ``partgm bench images``."""
-    p = bench.add_parser("images", help="images/s: MaskGIT vs PGM (confidence, Halton), random weights")
-    p.add_argument("--sizes", default="digits", help=f"comma-separated: {', '.join(IMAGE_BENCH_SIZES)}")
-    p.add_argument("--variants", default=",".join(IMAGE_BENCH_VARIANTS), help="comma-separated algo/sampler")
-    p.add_argument("--steps", default="32,64")
-    p.add_argument("--guidance", default="0,3", help="comma-separated guidance weights (0: none)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--out", default="benchmarks/results/images.json", help="JSON output; the PNG goes beside it")
-    p.set_defaults(func=cmd_bench_images)

@@ -9,10 +9,11 @@ import torch
 from partgm.algorithms import TokenSpace, build_algorithm
 from partgm.benchmarks.accounting import efficiency, matmul_peak, sample_flops
 from partgm.benchmarks.timing import environment, machine_load, network_time_share, time_call
-from partgm.config import resolve_config
 from partgm.models import randomize_
 from partgm.precision import autocast_for
-from partgm.samplers import SamplingOptions, generate, make_prompt
+from partgm.resolve import resolve_config
+from partgm.samplers import SamplingOptions, generate, get_sampler, make_prompt
+from partgm.samplers.cost import Workload
 from partgm.samplers.partition import CompiledPacked, UniformSampler
 
 # (algo, variant) -> sampler name (or a factory of a configured sampler). MDLM "reference" is the paper's
@@ -67,7 +68,7 @@ def bench_sample(
         if hidden not in peaks:
             peaks[hidden] = matmul_peak(batch * length, hidden, device, dtype)
         sampler = SAMPLE_VARIANTS[(algo, variant)]
-        sampler = sampler if isinstance(sampler, str) else sampler()
+        sampler = get_sampler(algorithm, sampler) if isinstance(sampler, str) else sampler()
         for steps in steps_grid:
             generator = torch.Generator(device=device).manual_seed(seed)
             run = partial(_sample_once, algorithm, model, batch, length, steps, sampler,
@@ -78,7 +79,8 @@ def bench_sample(
                 "bench": "sample", "algo": algo, "variant": variant, "preset": presets[algo], "n_params": n_params,
                 "batch": batch, "length": length, "steps": steps, "nucleus": nucleus, **timing,
                 "tokens_per_s": batch * length / timing["latency_s_mean"], **env, **machine_load(),
-                **sample_flops(algo, variant, model.cfg, batch, length, steps, algorithm.vocab_size), **peaks[hidden],
+                **sample_flops(sampler, Workload(model.cfg, batch, length, steps, algorithm.vocab_size)),
+                **peaks[hidden],
             }
             record.update(efficiency(record))
             records.append(record)

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from partgm.config import config_from_dict, to_dict
+from partgm.config import to_dict
 from partgm.convert.infer import infer_model_config, tensor_shape
 from partgm.convert.pickles import get_hparam, load_reference_checkpoint, plain_tree, reference_model_config
 from partgm.convert.reference_names import (
@@ -42,6 +42,7 @@ from partgm.convert.reference_names import (
     reference_parameter_names,
 )
 from partgm.errors import PartgmError
+from partgm.resolve import config_from_dict
 
 # ----------------------------------------------------------------------------- conversion
 
@@ -200,7 +201,7 @@ def convert_checkpoint(
         if not torch.isfinite(value).all():
             raise PartgmError(f"tensor '{name}' holds NaN or infinite values")
     step = int(ckpt.get("global_step") or 0)
-    from partgm.pretrained import write_run_directory
+    from partgm.run.pretrained import write_run_directory
 
     write_run_directory(
         out_run_dir,

@@ -23,9 +23,10 @@ from partgm.distill.loss import sdtt_loss
 from partgm.distill.teacher import DistillRounds, teacher_targets
 from partgm.engine.checkpoint import atomic_write_json, save_checkpoint, write_run_files
 from partgm.errors import PartgmError
+from partgm.run.layout import ROUNDS
 
 LOSS_DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16}
-ROUNDS_DIR = "rounds"
+ROUNDS_DIR = ROUNDS
 
 
 def round_dir(run_dir: Path, completed: int) -> Path:
@@ -41,6 +42,7 @@ class SDTTAlgorithm(Algorithm):
         super().__init__(base.space, base.schedule, base.label_dropout)
         self.base, self.config = base, config
         self.name, self.model_config, self.sampler_family = base.name, base.model_config, base.sampler_family
+        self.samplers = base.samplers
         self.exact_likelihood = base.exact_likelihood
         self.teacher = teacher.eval().requires_grad_(False)
         self.rounds = DistillRounds(config.initial_dt, config.steps_per_round, config.rounds)

@@ -1,13 +1,5 @@
-"""Run directories: atomic files, checkpoints and loading a trained model back.
-
-Layout::
-
-    RUN/config.json         resolved RunConfig (``to_dict``)
-    RUN/data.json           the prepared data's header, plus its path, vocab_size, bos_id, eos_id, length
-    RUN/tokenizer.json      copy of the data's tokenizer (when it has one)
-    RUN/metrics.jsonl       one JSON record per line
-    RUN/checkpoints/step_XXXXXXXX/{model,ema}.safetensors, training_state.pt, meta.json
-    RUN/checkpoints/latest  name of the newest complete checkpoint directory
+"""Run directories: atomic files, checkpoints and loading a trained model back (the layout:
+``partgm.run.layout``).
 
 Every file is written to a temporary file in its directory, fsynced and renamed over the target; a
 checkpoint directory is assembled under a temporary name and renamed once complete, and only then
@@ -19,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import re
 import shutil
 import time
 from collections.abc import Iterable
@@ -34,14 +25,15 @@ from safetensors import SafetensorError
 from torch import nn
 
 from partgm.algorithms import Algorithm, TokenSpace, build_algorithm
-from partgm.config import RunConfig, config_from_dict, to_dict
+from partgm.config import RunConfig, to_dict
 from partgm.data.tokenizers import Tokenizer
 from partgm.engine.distributed import resolve_device
 from partgm.errors import PartgmError
 from partgm.fileio import _fsync_dir, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+from partgm.resolve import config_from_dict
+from partgm.run.layout import CHECKPOINTS, CONFIG, DATA, LATEST, TOKENIZER, list_checkpoints
+from partgm.run.layout import STEP_DIR as _STEP_DIR
 
-CHECKPOINTS = "checkpoints"
-_STEP_DIR = re.compile(r"step_(\d{8})")
 WEIGHT_FILES = {"raw": "model.safetensors", "ema": "ema.safetensors"}
 
 
@@ -50,9 +42,9 @@ WEIGHT_FILES = {"raw": "model.safetensors", "ema": "ema.safetensors"}
 
 def write_run_files(run_dir: Path, cfg: RunConfig, data: Any) -> None:
     """config.json, data.json and (when the data has a tokenizer) tokenizer.json."""
-    atomic_write_json(run_dir / "config.json", to_dict(cfg))
+    atomic_write_json(run_dir / CONFIG, to_dict(cfg))
     atomic_write_json(
-        run_dir / "data.json",
+        run_dir / DATA,
         {
             **dict(data.header),
             "path": str(data.path),
@@ -105,19 +97,12 @@ def save_checkpoint(
     else:
         os.replace(tmp, final)
     _fsync_dir(root)
-    atomic_write_text(root / "latest", name + "\n")
+    atomic_write_text(root / LATEST, name + "\n")
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
             if old != final:
                 shutil.rmtree(old)
     return final
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoint directories, oldest first (temporary directories are not counted)."""
-    root = Path(run_dir) / CHECKPOINTS
-    dirs = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)] if root.is_dir() else []
-    return sorted(dirs, key=lambda p: p.name)
 
 
 # ----------------------------------------------------------------------------- reading a run
@@ -157,16 +142,16 @@ def read_run_config(run_dir: Path) -> RunConfig:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PartgmError(f"run directory '{run_dir}' does not exist")
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG).is_file():
         raise PartgmError(f"'{run_dir}' is not a run directory (no config.json)")
-    cfg = config_from_dict(_read_json(run_dir / "config.json"))
+    cfg = config_from_dict(_read_json(run_dir / CONFIG))
     checkpoints = list_checkpoints(run_dir)
     return migrate_config(cfg, weight_names(checkpoints[-1] / WEIGHT_FILES["raw"])) if checkpoints else cfg
 
 
 def read_data_header(run_dir: Path) -> dict[str, Any]:
     """``RUN/data.json``: the data header plus path, vocab_size, bos_id, eos_id and length."""
-    path = Path(run_dir) / "data.json"
+    path = Path(run_dir) / DATA
     if not path.is_file():
         raise PartgmError(f"run directory '{run_dir}' has no data.json")
     return _read_json(path)
@@ -174,7 +159,7 @@ def read_data_header(run_dir: Path) -> dict[str, Any]:
 
 def latest_checkpoint(run_dir: Path) -> Path:
     """The checkpoint directory named by ``RUN/checkpoints/latest``."""
-    latest = Path(run_dir) / CHECKPOINTS / "latest"
+    latest = Path(run_dir) / CHECKPOINTS / LATEST
     if not latest.is_file():
         raise PartgmError(f"run directory '{run_dir}' has no checkpoint (no {CHECKPOINTS}/latest)")
     name = latest.read_text().strip()
@@ -271,9 +256,12 @@ def load_intact_checkpoint(run_dir: Path) -> IntactCheckpoint:
 
 @dataclass
 class LoadedRun:
-    """A trained run, ready to sample or evaluate. ``model`` is in eval mode on the requested device;
-    ``data_header`` is RUN/data.json (the data header plus path, vocab_size, bos_id, eos_id, length);
-    ``tokenizer`` is None when the run has no tokenizer.json."""
+    """A trained model, ready to sample or evaluate: what ``load_run`` (a run directory) and
+    ``partgm.run.pretrained.load_pretrained`` (a pretrained directory or Hub id) both return. ``model`` is in
+    eval mode on the requested device; ``data_header`` is RUN/data.json (the data header plus path,
+    vocab_size, bos_id, eos_id, length; a pretrained directory's: vocab_size, bos_id, eos_id, length);
+    ``tokenizer`` is None when there is none; ``step`` the training step of the weights, ``weights`` which
+    weights (ema | raw), ``source`` where they were loaded from."""
 
     cfg: RunConfig
     algorithm: Algorithm
@@ -281,6 +269,12 @@ class LoadedRun:
     data_header: dict[str, Any]
     tokenizer: Tokenizer | None
     step: int
+    weights: str = "ema"
+    source: str = ""
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.data_header.get("eos_id")
 
 
 def load_run(
@@ -302,7 +296,8 @@ def load_run(
     model = algorithm.build_model(cfg.model)
     load_weights(model, checkpoint / WEIGHT_FILES[weights])
     tokenizer = None
-    if (run_dir / "tokenizer.json").is_file():
-        tokenizer = Tokenizer.from_file(run_dir / "tokenizer.json", cfg.data.tokenizer)
+    if (run_dir / TOKENIZER).is_file():
+        tokenizer = Tokenizer.from_file(run_dir / TOKENIZER, cfg.data.tokenizer)
     step = int(_read_json(checkpoint / "meta.json")["step"])
-    return LoadedRun(cfg, algorithm, model.to(resolve_device(str(device))).eval(), header, tokenizer, step)
+    model = model.to(resolve_device(str(device))).eval()
+    return LoadedRun(cfg, algorithm, model, header, tokenizer, step, weights, str(run_dir))

@@ -15,8 +15,9 @@ import socket
 from pathlib import Path
 
 from partgm.errors import PartgmError
+from partgm.run.layout import LOCK
 
-LOCK_FILE = ".lock"
+LOCK_FILE = LOCK
 # atomic_write's ".NAME.PID.tmp" files and save_checkpoint's ".tmp-step_X-PID" / ".tmp-old-step_X-PID" dirs
 _TEMPORARY = re.compile(r"\..+\.\d+\.tmp|\.tmp-(?:old-)?step_\d{8}-\d+")
 

@@ -53,6 +53,7 @@ from partgm.engine.validation import (  # noqa: F401  (eval_draws, ppl_summary, 
 )
 from partgm.errors import PartgmError
 from partgm.precision import autocast_for
+from partgm.run.layout import METRICS
 
 
 def _seed_everything(seed: int) -> None:
@@ -277,7 +278,7 @@ class Trainer:
         if d.is_main:
             write_run_files(self.run_dir, self.cfg, self.data)
             tracker = open_tracker(tc.tracker, self.run_dir, to_dict(self.cfg))
-            logger = MetricsLogger(self.run_dir / "metrics.jsonl", self.step if resume else None, tracker)
+            logger = MetricsLogger(self.run_dir / METRICS, self.step if resume else None, tracker)
             self.say(self.start_summary())
         distributed.barrier()
 

@@ -20,6 +20,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,9 @@ import torch.nn.functional as F
 
 from partgm.errors import PartgmError
 from partgm.fileio import read_jsonl
-from partgm.precision import autocast_for
+from partgm.precision import resolved_precision
+from partgm.run.layout import CHECKPOINTS, EVAL
+from partgm.run.sampling import Draws
 
 DEFAULT_MAX_LENGTH = 1024
 
@@ -46,6 +49,16 @@ def mean_entropy(rows: Sequence[Sequence[int]], skip_first: bool = True) -> floa
     if not rows:
         return float("nan")
     return sum(unigram_entropy(list(r)[1:] if skip_first else list(r)) for r in rows) / len(rows)
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """How the judge reads samples: at most ``max_length`` tokens each (its BOS included), ``batch`` at a
+    time, with a partgm judge run's ``weights``."""
+
+    max_length: int = DEFAULT_MAX_LENGTH
+    batch: int = 8
+    weights: str = "ema"
 
 
 class Judge:
@@ -183,7 +196,7 @@ def load_judge(
 ) -> Judge:
     """A partgm AR run directory (it has ``checkpoints/``), else a transformers model (directory or name)."""
     path = Path(spec).expanduser()
-    if path.is_dir() and ((path / "checkpoints").is_dir() or (path / "data.json").is_file()):
+    if path.is_dir() and ((path / CHECKPOINTS).is_dir() or (path / "data.json").is_file()):
         return PartgmARJudge(path, weights, device, max_length)
     if not path.is_dir() and (spec.startswith((".", "/", "~")) or path.exists()):
         raise PartgmError(
@@ -244,60 +257,48 @@ def _checkpoint_step(run_dir: Path) -> int | None:
 def evaluate_genppl(
     run_dir: str | Path,
     judge: str | Judge,
-    num_samples: int = 32,
-    steps: int = 128,
-    batch: int = 8,
-    seed: int = 0,
-    nucleus: float = 1.0,
-    sampler: str = "auto",
+    draws: Draws | None = None,
+    *,
     weights: str = "ema",
     device: str = "cpu",
-    precision: str = "fp32",
-    max_length: int = DEFAULT_MAX_LENGTH,
-    judge_batch: int = 8,
-    judge_weights: str = "ema",
+    judge_options: JudgeOptions | None = None,
     samples_file: str | Path | None = None,
     out: str | Path | None = None,
-    progress: bool = False,
 ) -> dict[str, Any]:
-    """Sample from ``run_dir`` (or read ``samples_file``), score with ``judge``, write
-    ``RUN_DIR/eval/genppl-....json`` (or ``out``) and the samples JSONL beside it; return the record."""
+    """Sample ``draws`` from ``run_dir`` (default: 32 samples, 128 steps, batch 8, fp32), or read
+    ``samples_file``, score with ``judge``, write ``RUN_DIR/eval/genppl-....json`` (or ``out``) and the
+    samples JSONL beside it; return the record."""
     from partgm.engine.checkpoint import read_run_config
     from partgm.fileio import atomic_write_json, atomic_write_text
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    if not 0.0 < nucleus <= 1.0:
-        raise PartgmError("--nucleus must be in (0, 1]")
+    draws = draws or Draws(num_samples=32, batch=8, precision="fp32")
+    jo = judge_options or JudgeOptions()
+    options = draws.options
+    steps, sampler, nucleus, seed = options.steps, draws.sampler_name, options.nucleus, draws.seed
     start = time.perf_counter()
     if samples_file is not None:
         records = read_samples(samples_file)
         source = str(samples_file)
     else:
-        if num_samples < 1 or batch < 1 or steps < 1:
-            raise PartgmError("--num-samples, --batch and --steps must be positive")
-        from partgm.runs import sample_run
-        from partgm.samplers import SamplingOptions
+        from partgm.run.sampling import sample_run
 
-        if precision not in ("fp32", "bf16"):
-            raise PartgmError(f"precision must be fp32 or bf16, not '{precision}'")
-        with autocast_for(device, precision):
-            records = sample_run(
-                run_dir, SamplingOptions(steps=steps, nucleus=nucleus, progress=progress), num_samples=num_samples,
-                batch=batch, seed=seed, sampler=sampler, weights=weights, device=device,
-            )
+        records = sample_run(run_dir, draws, weights=weights, device=device)
         source = "sampled"
     sample_time = time.perf_counter() - start
     if isinstance(judge, str):
-        judge = load_judge(judge, device, max_length, judge_weights)
-    scores = judge_texts(judge, [r["text"] for r in records], judge_batch)
+        judge = load_judge(judge, device, jo.max_length, jo.weights)
+    scores = judge_texts(judge, [r["text"] for r in records], jo.batch)
     entropy = mean_entropy([r["token_ids"] for r in records])
     tag = (
-        f"{_slug(judge.name)}-n{len(records)}-steps{steps}-{sampler}-p{nucleus:g}-seed{seed}"
+        f"{_slug(judge.name)}-n{len(records)}-steps{steps}-{sampler}-p{nucleus:g}"
+        + (f"-t{options.temperature:g}" if options.temperature != 1.0 else "")
+        + ("-bf16" if resolved_precision(device, draws.precision) == "bf16" else "") + f"-seed{seed}"
         if samples_file is None
         else f"{_slug(judge.name)}-{_slug(str(samples_file))}"
     )
-    out_path = Path(out) if out else run_dir / "eval" / f"genppl-{tag}.json"
+    out_path = Path(out) if out else run_dir / EVAL / f"genppl-{tag}.json"
     samples_path = out_path.with_name(out_path.stem + ".samples.jsonl")
     result = {
         "metric": "genppl",
@@ -313,7 +314,8 @@ def evaluate_genppl(
         "sampler": sampler if samples_file is None else None,
         "nucleus": nucleus if samples_file is None else None,
         "seed": seed if samples_file is None else None,
-        "precision": precision if samples_file is None else None,
+        "temperature": options.temperature if samples_file is None else None,
+        "precision": resolved_precision(device, draws.precision) if samples_file is None else None,
         "length": cfg.data.length,
         "samples_source": source,
         "samples_file": str(samples_path),

@@ -12,6 +12,15 @@ import numpy as np
 import torch
 
 from partgm.errors import PartgmError
+from partgm.precision import resolved_precision
+from partgm.run.layout import EVAL
+from partgm.run.sampling import Draws
+from partgm.samplers import SamplingOptions
+
+
+def default_draws(per_class: int) -> Draws:
+    """The image evaluations' default: ``per_class`` samples per class at 32 steps, batches of 100."""
+    return Draws(SamplingOptions(steps=32), num_samples=per_class, batch=100)
 
 
 def digits_classifier_for(data: Any) -> tuple[Any, Path]:
@@ -31,44 +40,47 @@ def digits_classifier_for(data: Any) -> tuple[Any, Path]:
     return model, path
 
 
-def _sample_run(run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device):
+def _sample_run(run_dir: str | Path, draws: Draws, weights: str, device: str):
+    """(run, token grids [N, L], their labels [N] or None, the protocol fields of the record)."""
     from partgm.engine import load_run
-    from partgm.images.runs import class_list, sample_images
-    from partgm.samplers import SamplingOptions
+    from partgm.run.images import class_list, sample_images
 
     run = load_run(Path(run_dir), weights=weights, device=device)
     if not run.data_header.get("grid"):
         raise PartgmError(f"run '{run_dir}' was not trained on image data")
-    options = SamplingOptions(steps=steps, temperature=temperature, guidance=guidance)
     labels = class_list(run.data_header, None)
-    tokens = sample_images(run, options, labels, num_per_class, batch, seed, sampler, device)
-    sample_labels = None if labels is None else torch.tensor([c for c in labels for _ in range(num_per_class)])
+    tokens = sample_images(run, draws, labels, device)
+    n = draws.num_samples
+    sample_labels = None if labels is None else torch.tensor([c for c in labels for _ in range(n)])
+    o = draws.options
     protocol = {"run_dir": str(run_dir), "algo": run.cfg.algo, "step": run.step, "weights": weights,
-                "sampler": sampler, "steps": steps, "guidance": guidance, "temperature": temperature, "seed": seed}
+                "sampler": draws.sampler_name, "steps": o.steps, "guidance": o.guidance,
+                "guidance_schedule": o.guidance_schedule, "temperature": o.temperature, "nucleus": o.nucleus,
+                "precision": resolved_precision(device, draws.precision), "seed": draws.seed}
     return run, tokens, sample_labels, protocol
 
 
 def _write(record: dict[str, Any], out: str | Path | None, run_dir: str | Path, name: str) -> dict[str, Any]:
     from partgm.engine.checkpoint import atomic_write_text
 
-    path = Path(out) if out else Path(run_dir) / "eval" / name
+    path = Path(out) if out else Path(run_dir) / EVAL / name
     atomic_write_text(path, json.dumps(record, indent=2))
     return record
 
 
 def evaluate_fid_digits(
-    run_dir: str | Path, *, num_per_class: int = 100, steps: int = 32, sampler: str = "auto",
-    guidance: float = 0.0, temperature: float = 1.0, batch: int = 100, seed: int = 0, weights: str = "ema",
-    device: str = "cpu", out: str | Path | None = None,
+    run_dir: str | Path, draws: Draws | None = None, *, weights: str = "ema", device: str = "cpu",
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Class accuracy of ``num_per_class`` conditional samples per digit (by the cached classifier) and
-    FID-digits (Frechet distance of its penultimate features, samples vs the training split)."""
+    """Class accuracy of ``draws.num_samples`` conditional samples per digit (default 100 at 32 steps, by
+    the cached classifier) and FID-digits (Frechet distance of its penultimate features, samples vs the
+    training split)."""
     from partgm.data import PreparedData
     from partgm.images.digits_classifier import class_accuracy, digits_fid
     from partgm.images.fid import fid_record
 
-    run, tokens, labels, protocol = _sample_run(
-        run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device)
+    draws = draws or default_draws(100)
+    run, tokens, labels, protocol = _sample_run(run_dir, draws, weights, device)
     if (run.data_header.get("image") or {}).get("kind") != "digits":
         raise PartgmError(f"run '{run_dir}' was not trained on the digits: use `partgm eval fid`")
     data = PreparedData.load(run.data_header["path"])
@@ -88,27 +100,27 @@ def evaluate_fid_digits(
         "val_split_n": len(data.val),
         **protocol,
     }
-    name = f"fid-digits-{sampler}-steps{steps}-w{guidance:g}.json"
+    name = f"fid-digits-{draws.sampler_name}-steps{draws.options.steps}-w{draws.options.guidance:g}.json"
     return _write(record, out, run_dir, name)
 
 
 def evaluate_tf_fid(
-    run_dir: str | Path, inception_weights: str | Path, ref_stats: str | Path, *, num_per_class: int = 50,
-    steps: int = 32, sampler: str = "auto", guidance: float = 0.0, temperature: float = 1.0, batch: int = 100,
-    seed: int = 0, weights: str = "ema", device: str = "cpu", out: str | Path | None = None,
+    run_dir: str | Path, inception_weights: str | Path, ref_stats: str | Path, draws: Draws | None = None, *,
+    weights: str = "ema", device: str = "cpu", out: str | Path | None = None,
 ) -> dict[str, Any]:
-    """ImageNet-protocol FID (``tf_inception_fid``) of decoded samples against ``ref_stats``. The weights
-    and statistics files are checked before any sampling."""
+    """ImageNet-protocol FID (``tf_inception_fid``) of decoded samples (``draws``: default 50 per class at
+    32 steps) against ``ref_stats``. The weights and statistics files are checked before any sampling."""
     from partgm.images.fid import tf_inception_fid
-    from partgm.images.runs import decode_images
+    from partgm.run.images import decode_images
 
     for path, what in ((inception_weights, "Inception weights"), (ref_stats, "FID reference statistics")):
         if not Path(path).is_file():
             raise PartgmError(f"{what} file {path} not found (nothing is downloaded)")
-    run, tokens, _, protocol = _sample_run(
-        run_dir, num_per_class, steps, sampler, guidance, temperature, batch, seed, weights, device)
+    draws = draws or default_draws(50)
+    run, tokens, _, protocol = _sample_run(run_dir, draws, weights, device)
     pixels = torch.from_numpy(decode_images(run.data_header, tokens))
     if pixels.dim() == 3:
         pixels = pixels[..., None].expand(-1, -1, -1, 3)
     record = {**tf_inception_fid(pixels.permute(0, 3, 1, 2) * 2 - 1, ref_stats, inception_weights), **protocol}
-    return _write(record, out, run_dir, f"fid-tf-inception-{sampler}-steps{steps}-w{guidance:g}.json")
+    name = f"fid-tf-inception-{draws.sampler_name}-steps{draws.options.steps}-w{draws.options.guidance:g}.json"
+    return _write(record, out, run_dir, name)

@@ -40,6 +40,7 @@ from typing import Any
 from partgm.errors import PartgmError
 from partgm.evaluation.scoring import Scorer
 from partgm.evaluation.tasks import Example, build_batch, encode_pair, read_choice, read_lambada
+from partgm.run.layout import EVAL
 
 
 def _batches(n: int, size: int) -> list[slice]:
@@ -212,7 +213,7 @@ def evaluate_task(
             "estimator": "exact log-likelihood" if scorer.exact else "Monte-Carlo NELBO (upper bound)",
         }
     predictions = result.pop("predictions")
-    out_path = Path(out) if out else Path(run_dir) / "eval" / f"{task}-{Path(data).stem}.json"
+    out_path = Path(out) if out else Path(run_dir) / EVAL / f"{task}-{Path(data).stem}.json"
     pred_path = out_path.with_name(out_path.stem + ".predictions.jsonl")
     record = {
         "metric": task,

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from partgm.errors import PartgmError
+from partgm.fileio import atomic_write_bytes
 from partgm.images.digits import DIGITS_LEVELS
 from partgm.images.fid import feature_statistics, frechet_distance
 
@@ -94,9 +95,6 @@ def digits_fid(
 
 def save_digits_classifier(model: DigitsClassifier, path: str | Path) -> None:
     """One safetensors file; the config travels in its metadata. Written atomically."""
-    # imported here: partgm.engine imports the algorithms, which may import partgm.images
-    from partgm.fileio import atomic_write_bytes
-
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(
         Path(path), safetensors.torch.save(state, metadata={"config": json.dumps(model.config)})

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from partgm.errors import PartgmError
+from partgm.fileio import atomic_write_bytes
 
 _PAD = 1  # pixels of white between cells
 _LABEL_WIDTH = 40  # pixels of left margin when rows are labelled
@@ -48,8 +49,5 @@ def save_image_grid(
         for r, label in enumerate(row_labels):
             draw.text((2, r * cell_h + cell_h // 2 - 5), str(label), fill=(0, 0, 0))
     buffer = io.BytesIO()
-    # imported here: partgm.engine imports the algorithms, which may import partgm.images
-    from partgm.fileio import atomic_write_bytes
-
     picture.save(buffer, format="PNG")
     atomic_write_bytes(Path(path), buffer.getvalue())

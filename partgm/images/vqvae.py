@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from partgm.errors import PartgmError
+from partgm.fileio import atomic_write_bytes, atomic_write_json
 from partgm.images.pixels import parse_background, read_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -180,9 +181,6 @@ def train_vqvae(
 
 def save_vqvae(model: VQVAE, directory: str | Path) -> None:
     """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
-    # imported here: partgm.engine imports the algorithms, which may import partgm.images
-    from partgm.fileio import atomic_write_bytes, atomic_write_json
-
     directory = Path(directory)
     atomic_write_json(directory / "config.json", dataclasses.asdict(model.cfg))
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}

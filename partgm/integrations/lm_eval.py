@@ -113,7 +113,7 @@ class PartgmLM(LM):
         return out
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        from partgm.runs import sample_texts
+        from partgm.run.sampling import Draws, sample_texts
 
         out = []
         for r in requests:
@@ -125,11 +125,8 @@ class PartgmLM(LM):
             ids = self.tokenizer.encode(context) if context else []
             keep = max(self.model.length - 1 - min(room, self.model.length - 2), 0)
             ids = ids[len(ids) - keep :] if len(ids) > keep else ids  # lm-eval's left truncation
-            (record,) = sample_texts(
-                self.model.algorithm, self.model.network, self.tokenizer, self.model.length, self.options,
-                num_samples=1, batch=1, seed=self.seed, sampler=self.sampler, device=self.model.device,
-                fixed={1 + i: t for i, t in enumerate(ids)},
-            )
+            draws = Draws(self.options, self.sampler, num_samples=1, batch=1, seed=self.seed)
+            (record,) = sample_texts(self.model.run, draws, fixed={1 + i: t for i, t in enumerate(ids)})
             generated = record["token_ids"][1 + len(ids) :][:room]
             eos = self.model.eos_id
             if eos in generated:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partgm.config import DiTConfig
+from partgm.models.config import DiTConfig
 from partgm.models.layers import Conditioning, DiTBlock, KVCache, OutputLayer, TokenEmbedding
 from partgm.models.positions import build_positions
 

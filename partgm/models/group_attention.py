@@ -195,6 +195,7 @@ def flex_group_attention(
     v: torch.Tensor,
     groups: torch.Tensor,
     cross: bool,
+    *,
     sort: bool = True,
     block_size: int = 128,
     compile: bool | None = None,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partgm.config import PartitionConfig
+from partgm.models.config import PartitionConfig
 from partgm.models.group_attention import flex_available
 from partgm.models.layers import (
     MLP,
@@ -45,6 +45,30 @@ from partgm.models.positions import build_positions
 
 Rope = tuple[torch.Tensor, torch.Tensor]
 BLOCKS_MIN_LENGTH = 256  # "auto": group blocks on CPU from this length on (measured: see README "Speed")
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The encoder's side: tokens [B, Lk] at ``positions`` [B, Lk] in ``groups`` [B, Lk]; ``valid`` [B, Lk]
+    False on padding (None: none); ``mask``: the encoder's self-attention mask (None: every key)."""
+
+    tokens: torch.Tensor
+    positions: torch.Tensor
+    groups: torch.Tensor
+    valid: torch.Tensor | None = None
+    mask: Mask | None = None
+
+
+@dataclass(frozen=True)
+class Queries:
+    """The decoder's side: ``positions`` [B, Lq] to predict, their ``groups`` [B, Lq] (read by the
+    other-group summary only), ``mask``: the cross-attention mask to the keys (None: every key);
+    ``unsort`` [B, Lq], when the queries were permuted, restores their order before the output layer."""
+
+    positions: torch.Tensor
+    groups: torch.Tensor | None = None
+    mask: Mask | None = None
+    unsort: torch.Tensor | None = None
 
 
 def other_group_summary(
@@ -224,7 +248,7 @@ class PartitionTransformer(nn.Module):
         positions = torch.arange(length, device=x.device).expand(b, length)
         same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
         encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
-        return self._run(x, c, positions, groups, None, positions, groups, encoder_mask, AttentionMask(~same))
+        return self._run(Keys(x, positions, groups, mask=encoder_mask), Queries(positions, groups, AttentionMask(~same)), c)
 
     def layout_for(self, x: torch.Tensor) -> str:
         """The training-mode attention layout for x [B, L]: ``attention_layout`` with ``auto`` resolved."""
@@ -247,7 +271,8 @@ class PartitionTransformer(nn.Module):
         else:
             masks = [GroupAttention(sorted_groups, cross, backend=layout, flex_sort=False) for cross in (False, True)]
         unsort = torch.argsort(order, dim=1)
-        return self._run(x.gather(1, order), c, order, sorted_groups, None, order, sorted_groups, *masks, unsort)
+        keys = Keys(x.gather(1, order), order, sorted_groups, mask=masks[0])
+        return self._run(keys, Queries(order, sorted_groups, masks[1], unsort), c)
 
     def prepare(
         self, batch: int, device: torch.device, labels: torch.Tensor | None = None, precompute: bool = True
@@ -287,9 +312,8 @@ class PartitionTransformer(nn.Module):
         key_mask = None if clean_valid is None else AttentionMask(clean_valid[:, None, None, :])  # [B, 1, 1, Lc]
         if prepared is None:
             prepared = self._memoized_prepare(b, clean_tokens.device, labels)
-        return self._run(
-            clean_tokens, prepared, clean_positions, zeros, clean_valid, query_positions, ones, key_mask, key_mask
-        )
+        keys = Keys(clean_tokens, clean_positions, zeros, clean_valid, key_mask)
+        return self._run(keys, Queries(query_positions, ones, key_mask), prepared)
 
     @contextmanager
     def reusing_prepared(self) -> Iterator[None]:
@@ -327,28 +351,16 @@ class PartitionTransformer(nn.Module):
         k = apply_rotary(kv[0].reshape(b, n * heads, lk, d), key_rope).view(b, n, heads, lk, d)
         return [(k[:, i], kv[1, :, i]) for i in range(n)]
 
-    def _run(
-        self,
-        tokens: torch.Tensor,
-        prepared: Prepared,
-        token_positions: torch.Tensor,
-        token_groups: torch.Tensor,
-        token_valid: torch.Tensor | None,
-        query_positions: torch.Tensor,
-        query_groups: torch.Tensor,
-        encoder_mask: Mask | None,
-        cross_mask: Mask | None,
-        unsort: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The shared computation. ``unsort`` [B, Lq], when the queries were permuted, restores their
-        order before the (per-token) output layer. ``prepared``: the conditioning's constants."""
-        key_rope = self.positions.rope(token_positions)
-        h = self.encode(tokens, prepared, key_rope, encoder_mask)
+    def _run(self, keys: Keys, queries: Queries, prepared: Prepared) -> torch.Tensor:
+        """The shared computation: encode ``keys``, answer ``queries`` -> logits [B, Lq, N].
+        ``prepared``: the conditioning's constants."""
+        key_rope = self.positions.rope(keys.positions)
+        h = self.encode(keys.tokens, prepared, key_rope, keys.mask)
         summary = None
         if self.summary_kind is not None:
-            summary = other_group_summary(h, token_groups, token_valid, query_groups, self.summary_kind)
+            summary = other_group_summary(h, keys.groups, keys.valid, queries.groups, self.summary_kind)
         keys_values = None if prepared.kv_weight is None else self.decoder_keys_values(h, key_rope, prepared.kv_weight)
-        return self.decode(h, key_rope, keys_values, prepared, query_positions, cross_mask, summary, unsort)
+        return self.decode(h, key_rope, keys_values, prepared, queries, summary)
 
     def encode(
         self, tokens: torch.Tensor, prepared: Prepared, rope: Rope, mask: Mask | None,
@@ -368,19 +380,18 @@ class PartitionTransformer(nn.Module):
         key_rope: Rope,
         keys_values: list[tuple[torch.Tensor, torch.Tensor]] | None,
         prepared: Prepared,
-        query_positions: torch.Tensor,
-        cross_mask: Mask | None,
+        queries: Queries,
         summary: torch.Tensor | None = None,
-        unsort: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """GroupSwap, decoder and output layer: encoder outputs h [B, Lk, H] (keys_values from
-        ``decoder_keys_values``, or None: each block computes its own), query_positions [B, Lq] -> logits
-        [B, Lq, N]."""
-        query_rope = self.positions.rope(query_positions)
-        query_code = self.positions.code(query_positions, h.shape[-1])
-        s = self.group_swap(h, key_rope, query_code, query_rope, cross_mask, summary)
+        ``decoder_keys_values``, or None: each block computes its own), ``queries`` (positions [B, Lq])
+        -> logits [B, Lq, N]; ``summary`` [B, Lq, H]: the other-group summary, when the model has one."""
+        query_rope = self.positions.rope(queries.positions)
+        query_code = self.positions.code(queries.positions, h.shape[-1])
+        s = self.group_swap(h, key_rope, query_code, query_rope, queries.mask, summary)
         for i, (layer, modulation) in enumerate(zip(self.decoder, prepared.decoder)):
-            s = layer(s, h, key_rope, modulation, query_rope, cross_mask, None if keys_values is None else keys_values[i])
-        if unsort is not None:
-            s = s.gather(1, unsort[..., None].expand(-1, -1, s.shape[-1]))
+            kv = None if keys_values is None else keys_values[i]
+            s = layer(s, h, key_rope, modulation, query_rope, queries.mask, kv)
+        if queries.unsort is not None:
+            s = s.gather(1, queries.unsort[..., None].expand(-1, -1, s.shape[-1]))
         return self.output_layer(s, prepared.output)

@@ -6,8 +6,10 @@ import torch
 from tqdm import tqdm
 
 from partgm.errors import PartgmError
+from partgm.models.flops import dit_forward_flops
 from partgm.samplers.base import Sampler, register_sampler
 from partgm.samplers.common import choose_tokens
+from partgm.samplers.cost import PlanWidths, SamplingCost, Workload
 
 
 @register_sampler
@@ -18,6 +20,16 @@ class KVCacheSampler(Sampler):
 
     name = "ancestral"
     family = "autoregressive"
+
+    def flops(self, work: Workload, plan: PlanWidths | None = None) -> SamplingCost:
+        """The prefill of the ``n_fixed`` prefix (logits at its last token, counted dense), then one
+        KV-cached token per pass; ``steps`` and ``plan`` do not apply."""
+        d, b, p = work.shape, work.batch, work.n_fixed
+        flops = dit_forward_flops(d, b, p, work.vocab, n_out=1)
+        for i in range(p, work.length - 1):  # token i is fed back to predict i + 1
+            flops = flops + dit_forward_flops(d, b, 1, work.vocab, n_past=i)
+        n = work.length - p
+        return SamplingCost(self.name, flops, n, b * n * work.vocab, None, ["causal prefill counted dense"])
 
     def sample(self, algorithm, model, prompt, options, generator):
         fixed = prompt.fixed

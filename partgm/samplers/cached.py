@@ -18,14 +18,13 @@ Shapes: B batch, L length, T cached tokens, W tokens decoded per step, H hidden.
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from partgm.errors import PartgmError
 from partgm.models.layers import AttentionMask, KVCache
-from partgm.models.partition import other_group_summary
+from partgm.models.partition import Queries, other_group_summary
 from partgm.samplers.base import register_sampler
-from partgm.samplers.common import DecodePlan, choose_tokens, with_spare_column
-from partgm.samplers.partition import UniformSampler
+from partgm.samplers.common import DecodePlan, choose_tokens, progress, with_spare_column
+from partgm.samplers.partition import BinomialSampler, CompiledPacked, UniformSampler
 
 
 class EncoderCache:
@@ -66,7 +65,7 @@ class EncoderCache:
             summary = other_group_summary(self.h, torch.zeros_like(self.positions), self.valid,
                                           torch.ones_like(query_positions), model.summary_kind)
         rope = model.positions.rope(self.positions)
-        return model.decode(self.h, rope, self.keys_values, self.prepared, query_positions, self.mask, summary)
+        return model.decode(self.h, rope, self.keys_values, self.prepared, Queries(query_positions, mask=self.mask), summary)
 
 
 class CachedSampler(UniformSampler):
@@ -92,7 +91,7 @@ class CachedSampler(UniformSampler):
         tokens = with_spare_column(prompt.tokens.masked_fill(~prompt.fixed, 0))  # [B, L + 1]
         prepared = model.prepare(tokens.shape[0], tokens.device, prompt.labels)
         cache, previous = None, None
-        for k, step in enumerate(tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name)):
+        for k, step in enumerate(progress(plan, options, self.name)):
             if cache is None or (self.refresh and k % self.refresh == 0):
                 positions = plan.order[:, : step.clean_width]
                 cache = EncoderCache(model, prepared, tokens.gather(1, positions), positions, step.clean_valid)
@@ -118,8 +117,6 @@ def sampler_choice(name: str = "auto", refresh: int | None = None, compile: bool
             raise PartgmError("--compile applies to the uniform and binomial samplers, not to cached")
         return CachedSampler(refresh)
     if compile:
-        from partgm.samplers.partition import BinomialSampler, CompiledPacked
-
         if name not in ("auto", "uniform", "binomial"):
             raise PartgmError(f"--compile applies to the uniform and binomial PGM samplers, not to '{name}'")
         return (BinomialSampler if name == "binomial" else UniformSampler)(CompiledPacked())

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from partgm.errors import PartgmError
 from partgm.schedules import NoiseSchedule
@@ -202,11 +203,13 @@ class DecodePlan:
     ``len(plan)`` is the number of forward passes. All shapes are known on the host after one sync."""
 
     def __init__(self, fixed: torch.Tensor, order: torch.Tensor, counts: torch.Tensor):
-        counts = counts[counts.any(dim=1)]
+        kept = counts.any(dim=1)
+        counts = counts[kept]
         n_fixed = fixed.sum(dim=1)
         self.order = order  # [B, L]
         self.bounds = torch.cat([n_fixed[None], n_fixed[None] + counts.cumsum(dim=0)])  # [S + 1, B]
         self._host_bounds: list[list[int]] = self.bounds.tolist()
+        self.schedule_steps: list[int] = kept.nonzero().flatten().tolist()  # each step's index in the schedule
 
     @classmethod
     def uniform(cls, fixed: torch.Tensor, steps: int, generator: torch.Generator | None) -> DecodePlan:
@@ -260,6 +263,16 @@ class DecodePlan:
             if min(lo) != clean_width:
                 clean_valid = torch.arange(clean_width, device=start.device) < start[:, None]
             yield DecodeStep(start, clean_width, clean_valid, positions.masked_fill(~valid, 0), valid)
+
+
+def progress(plan: DecodePlan, options: SamplingOptions, desc: str) -> Iterator[DecodeStep]:
+    """The steps of ``plan``, under a progress bar (``options.progress``) that counts the ``options.steps``
+    steps asked for: the plan drops steps that decode nothing, the bar still counts them."""
+    with tqdm(total=options.steps, disable=not options.progress, desc=desc) as bar:
+        for index, step in zip(plan.schedule_steps, plan):
+            yield step
+            bar.update(min(index + 1, options.steps) - bar.n)
+        bar.update(options.steps - bar.n)
 
 
 def with_spare_column(tokens: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@ arccos schedule, for any denoiser (``Algorithm.logits``): the masked family (Mas
 partition family (PGM, whose encoder reads only the clean tokens and whose decoder reads only the
 queried positions). Classifier-free guidance comes from ``SamplingOptions`` via ``denoiser_logits``.
 
-Families: ``maskgit`` (default ``confidence``) and ``pgm-image`` (default ``halton``) hold these and the
-samplers of ``masked`` / ``partition``; ``masked`` and ``partition`` gain ``confidence`` and ``halton``.
+Both are registered in the ``masked`` and ``partition`` families; MaskGIT offers ``confidence`` first and
+PGM for images ``halton`` first (``Algorithm.samplers``).
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ from partgm.samplers.common import (
     DecodePlan,
     choose_tokens,
     denoiser_logits,
+    progress,
     sample_categorical,
     token_probs,
     with_spare_column,
 )
-from partgm.samplers.masked import AncestralSampler, FastAncestralSampler
-from partgm.samplers.partition import BinomialSampler, NaiveSampler, UniformSampler
 
 CONFIDENCE_RANDOMNESS = 4.5  # r_temp: the scale of the Gumbel noise added to the confidences at step 0
 
@@ -118,7 +117,7 @@ class HaltonSampler(Sampler):
         tokens = with_spare_column(prompt.tokens.masked_fill(~fixed, 0))  # [B, L + 1]
         clean = with_spare_column(fixed)
         first = replace(options, temperature=options.temperature / 2)
-        for k, step in enumerate(tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name)):
+        for k, step in enumerate(progress(plan, options, self.name)):
             packed = (plan.order[:, : step.clean_width], step.clean_valid)
             context = Context(tokens[:, :length], clean[:, :length], prompt.labels, packed)
             logits = denoiser_logits(algorithm, model, context, step.query_positions, options, k / len(plan))
@@ -127,14 +126,6 @@ class HaltonSampler(Sampler):
         return tokens[:, :length]
 
 
-def _register(cls: type[Sampler], family: str) -> None:
-    register_sampler(type(f"{cls.__name__}_{family}", (cls,), {"family": family}))
-
-
 for _cls in (ConfidenceSampler, HaltonSampler):
     register_sampler(_cls)
-    _register(_cls, "partition")
-for _cls in (ConfidenceSampler, HaltonSampler, AncestralSampler, FastAncestralSampler):
-    _register(_cls, "maskgit")  # the first registered is the family's default
-for _cls in (HaltonSampler, ConfidenceSampler, UniformSampler, BinomialSampler, NaiveSampler):
-    _register(_cls, "pgm-image")
+    register_sampler(_cls, family="partition")

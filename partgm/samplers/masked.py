@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import torch
-from tqdm import tqdm
 
 from partgm.algorithms.base import Context
+from partgm.models.flops import Flops, dit_forward_flops
 from partgm.samplers.base import Sampler, register_sampler
-from partgm.samplers.common import DecodePlan, choose_tokens, denoiser_logits, with_spare_column
+from partgm.samplers.common import DecodePlan, choose_tokens, denoiser_logits, progress, with_spare_column
+from partgm.samplers.cost import PlanWidths, SamplingCost, Workload, expected_binomial_plan
 
 
 class AncestralSampler(Sampler):
@@ -27,6 +28,23 @@ class AncestralSampler(Sampler):
     family = "masked"
     all_positions = True
 
+    def flops(self, work: Workload, plan: PlanWidths | None = None) -> SamplingCost:
+        """The DiT on all L positions per pass, scoring N + 1 ids (the mask id too) at every position
+        (``ancestral``) or at those unmasked now; the draws use N. Without ``plan``: its expectation."""
+        d, b, length, vocab = work.shape, work.batch, work.length, work.vocab
+        if plan is None:
+            e = expected_binomial_plan(b, length, work.steps, work.schedule, work.n_fixed)
+            out = e["passes"] * length if self.all_positions else e["sum_width"]
+            flops = dit_forward_flops(d, b, length, vocab + 1, n_out=0) * e["passes"]
+            flops = flops + Flops(logits=2 * b * out * d.hidden * (vocab + 1))
+            return SamplingCost(self.name, flops, e["passes"], b * out * vocab, None, ["expected over the binomial plan"])
+        flops, soft = Flops(), 0
+        for _, width in plan:
+            out = length if self.all_positions else width
+            flops = flops + dit_forward_flops(d, b, length, vocab + 1, n_out=out)
+            soft += b * out * vocab
+        return SamplingCost(self.name, flops, len(plan), soft, list(plan))
+
     def sample(self, algorithm, model, prompt, options, generator):
         fixed = prompt.fixed
         batch, length = fixed.shape
@@ -34,7 +52,7 @@ class AncestralSampler(Sampler):
         tokens = with_spare_column(prompt.tokens)  # [B, L + 1]; only clean positions are read
         clean = with_spare_column(fixed)
         every_position = torch.arange(length, device=fixed.device).expand(batch, length)
-        for k, step in enumerate(tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name)):
+        for k, step in enumerate(progress(plan, options, self.name)):
             context = Context(tokens[:, :length], clean[:, :length], prompt.labels)
             if self.all_positions:
                 logits = denoiser_logits(algorithm, model, context, every_position, options, k / len(plan))

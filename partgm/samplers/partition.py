@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from partgm.algorithms.base import Context
 from partgm.samplers.base import Sampler, register_sampler
-from partgm.samplers.common import DecodePlan, choose_tokens, denoiser_logits, with_spare_column
+from partgm.samplers.common import DecodePlan, choose_tokens, denoiser_logits, progress, with_spare_column
+from partgm.samplers.cost import (
+    PlanWidths,
+    SamplingCost,
+    Workload,
+    expected_packed_cost,
+    naive_cost,
+    packed_cost,
+    uniform_plan_widths,
+)
 
 
 class UniformSampler(Sampler):
@@ -28,13 +36,18 @@ class UniformSampler(Sampler):
     def plan(self, algorithm, prompt, options, generator) -> DecodePlan:
         return DecodePlan.uniform(prompt.fixed, options.steps, generator)
 
+    def flops(self, work: Workload, plan: PlanWidths | None = None) -> SamplingCost:
+        """Without ``plan``: the uniform widths (exact for prompts fixing ``work.n_fixed`` per row)."""
+        return packed_cost(self.name, work, uniform_plan_widths(work.length, work.steps, work.n_fixed)
+                           if plan is None else plan)
+
     def sample(self, algorithm, model, prompt, options, generator):
         plan = self.plan(algorithm, prompt, options, generator)
         if self.compile is not None:
             model = self.compile.bind(model)
         length = prompt.fixed.shape[1]
         tokens = with_spare_column(prompt.tokens.masked_fill(~prompt.fixed, 0))  # [B, L + 1]
-        for k, step in enumerate(tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name)):
+        for k, step in enumerate(progress(plan, options, self.name)):
             clean_positions = plan.order[:, : step.clean_width]
             context = Context(tokens[:, :length], prompt.fixed, prompt.labels, (clean_positions, step.clean_valid))
             logits = denoiser_logits(algorithm, model, context, step.query_positions, options, k / len(plan))
@@ -50,6 +63,10 @@ class BinomialSampler(UniformSampler):
     def plan(self, algorithm, prompt, options, generator) -> DecodePlan:
         return DecodePlan.binomial(prompt.fixed, options.steps, algorithm.schedule, generator)
 
+    def flops(self, work: Workload, plan: PlanWidths | None = None) -> SamplingCost:
+        """Without ``plan``: the expectation over the binomial plan."""
+        return expected_packed_cost(self.name, work) if plan is None else packed_cost(self.name, work, plan)
+
 
 class NaiveSampler(UniformSampler):
     """As ``uniform``, but through the training-mode network on all L positions (clean = group 0, the
@@ -58,6 +75,10 @@ class NaiveSampler(UniformSampler):
 
     name = "naive"
 
+    def flops(self, work: Workload, plan: PlanWidths | None = None) -> SamplingCost:
+        return naive_cost(self.name, work, uniform_plan_widths(work.length, work.steps, work.n_fixed)
+                          if plan is None else plan)
+
     def sample(self, algorithm, model, prompt, options, generator):
         plan = self.plan(algorithm, prompt, options, generator)
         length = prompt.fixed.shape[1]
@@ -65,7 +86,7 @@ class NaiveSampler(UniformSampler):
         rank = torch.empty_like(plan.order).scatter_(
             1, plan.order, torch.arange(length, device=plan.order.device).expand_as(plan.order)
         )
-        for step in tqdm(plan, total=len(plan), disable=not options.progress, desc=self.name):
+        for step in progress(plan, options, self.name):
             groups = (rank >= step.start[:, None]).long()  # [B, L]: 1 = not clean yet
             logits = model(tokens[:, :length], groups, labels=prompt.labels)
             logits = logits.gather(1, step.query_positions[..., None].expand(-1, -1, logits.shape[-1]))

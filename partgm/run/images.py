@@ -1,6 +1,6 @@
 """Image runs: class-conditional samples of a trained run, decoded to pixels, written as a PNG grid
-(one row per class) and the codes as JSONL. Engine imports happen inside the functions
-(``partgm.engine`` imports the algorithms, which import ``partgm.images``)."""
+(one row per class) and the codes as JSONL. The glue above the engine, the samplers and the image
+data; ``partgm.images`` below it is a leaf (tokenizers, Halton orders, FID, grids)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from partgm.data.images import load_image_tokenizer
+from partgm.engine.checkpoint import read_data_header
 from partgm.errors import PartgmError
+from partgm.fileio import atomic_write_text
 from partgm.images.digits import tokens_to_images
 from partgm.images.grid import save_image_grid
+from partgm.samplers import generate, make_prompt
 
 
 def is_image_run(run_dir: str | Path) -> bool:
     """True when the run's data (``RUN/data.json``) is a token grid (False when it cannot be read: the
     text path then reports the problem)."""
-    from partgm.engine.checkpoint import read_data_header
-
     try:
         return bool(read_data_header(Path(run_dir)).get("grid"))
     except PartgmError:
@@ -35,32 +37,26 @@ def decode_images(header: dict[str, Any], tokens: torch.Tensor | np.ndarray) -> 
     tokens = torch.as_tensor(np.asarray(tokens)).long()
     if image.get("kind") == "digits":
         return tokens_to_images(tokens.numpy(), image["levels"], height, width)
-    from partgm.data.images import load_image_tokenizer
-
     vq, _, _ = load_image_tokenizer(header["tokenizer"])
     with torch.no_grad():
         pixels = torch.cat([vq.decode(chunk.view(-1, height, width)) for chunk in tokens.split(64)])
     return ((pixels.permute(0, 2, 3, 1) + 1) / 2).clamp(0, 1).numpy()
 
 
-def sample_images(
-    run: Any, options: Any, labels: list[int] | None, num_samples: int, batch: int, seed: int,
-    sampler: str = "auto", device: str = "cpu",
-) -> torch.Tensor:
-    """Token grids [N, L] of a loaded run: ``num_samples`` per label in ``labels`` (class-conditional
-    runs; None: unconditional), drawn ``batch`` at a time with one generator seeded ``seed``."""
-    from partgm.samplers import generate, make_prompt
-
-    if num_samples < 1 or batch < 1:
-        raise PartgmError("the number of samples and the batch size must be positive")
-    wanted = [None] * num_samples if labels is None else [c for c in labels for _ in range(num_samples)]
-    generator = torch.Generator(device=device).manual_seed(seed)
+def sample_images(run: Any, draws: Any, labels: list[int] | None, device: str = "cpu") -> torch.Tensor:
+    """Token grids [N, L] of a loaded run: ``draws.num_samples`` per label in ``labels`` (class-conditional
+    runs; None: unconditional), drawn ``draws.batch`` at a time with one generator seeded ``draws.seed``
+    (``draws``: a ``partgm.run.sampling.Draws``)."""
+    n = draws.num_samples
+    wanted = [None] * n if labels is None else [c for c in labels for _ in range(n)]
+    generator = torch.Generator(device=device).manual_seed(draws.seed)
     length = run.algorithm.space.length
     out = []
-    for start in range(0, len(wanted), batch):
-        chunk = wanted[start : start + batch]
+    for start in range(0, len(wanted), draws.batch):
+        chunk = wanted[start : start + draws.batch]
         prompt = make_prompt(len(chunk), length, None, device=device, labels=None if labels is None else chunk)
-        out.append(generate(run.algorithm, run.model, prompt, options, sampler, generator).cpu())
+        out.append(generate(run.algorithm, run.model, prompt, draws.options, draws.sampler, generator,
+                            draws.precision).cpu())
     return torch.cat(out)
 
 
@@ -83,8 +79,6 @@ def write_image_samples(
 ) -> tuple[Path, Path]:
     """``out.png`` (one row per class) and ``out.jsonl`` (one record per image: index, label, token_ids
     and ``meta``), written atomically. Returns both paths."""
-    from partgm.engine.checkpoint import atomic_write_text
-
     names = header.get("class_names") or []
     row_labels = None if labels is None else [names[c] if c < len(names) else str(c) for c in labels]
     png, jsonl = out.with_suffix(".png"), out.with_suffix(".jsonl")

@@ -1,4 +1,4 @@
-"""Self-contained model directories (``save_pretrained`` / ``from_pretrained``) and the Hugging Face Hub.
+"""Self-contained model directories (``save_pretrained`` / ``from_pretrained``; the Hub: ``partgm.run.hub``).
 
 A pretrained directory holds exactly what is needed to rebuild a model, with no pickle anywhere::
 
@@ -15,9 +15,6 @@ downloads go through ``huggingface_hub`` (the ``hf`` extra); local directories n
 from __future__ import annotations
 
 import json
-import re
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +22,12 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from partgm.config import PartitionConfig, RunConfig, config_from_dict, to_dict
+from partgm.config import RunConfig, to_dict
 from partgm.errors import PartgmError
 from partgm.fileio import atomic_write_bytes
+from partgm.models.config import PartitionConfig
+from partgm.resolve import config_from_dict
+from partgm.run import layout
 
 FORMAT = "partgm-pretrained"
 FORMAT_VERSION = 1
@@ -35,19 +35,6 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
 _META_KEYS = ("format", "format_version", "vocab_size", "bos_id", "eos_id", "step", "weights", "tokenizer")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
-
-
-@dataclass
-class Pretrained:
-    """What a pretrained directory rebuilds: the config, the algorithm, the model (eval mode) and the
-    tokenizer (None when the directory has none), plus the metadata stored beside the config."""
-
-    cfg: RunConfig
-    algorithm: Any
-    model: nn.Module
-    tokenizer: Any | None
-    meta: dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- run directories
@@ -74,7 +61,7 @@ def write_run_directory(
     from partgm.fileio import atomic_write_json
 
     run_dir = Path(run_dir)
-    if (run_dir / "checkpoints").exists() or (run_dir / "config.json").exists():
+    if (run_dir / layout.CHECKPOINTS).exists() or (run_dir / layout.CONFIG).exists():
         raise PartgmError(f"'{run_dir}' already holds a run; pick a new directory")
     algorithm = build_algorithm(cfg, TokenSpace(vocab_size, cfg.data.length, bos_id))
     with torch.device("meta"):
@@ -119,7 +106,7 @@ def _model_card(cfg: RunConfig, meta: dict[str, Any], n_params: int) -> str:
         f"- sequence length {cfg.data.length}, vocabulary {meta['vocab_size']} (+ mask where used), "
         f"tokenizer `{cfg.data.tokenizer}`\n"
         f"- weights: {meta['weights']} at step {meta['step']}\n\n"
-        "```python\nfrom partgm.pretrained import from_pretrained\n"
+        "```python\nfrom partgm.run.pretrained import from_pretrained\n"
         'algorithm, model, tokenizer = from_pretrained("THIS_DIRECTORY_OR_REPO")\n```\n'
     )
 
@@ -216,11 +203,13 @@ def _read_config(directory: Path) -> tuple[RunConfig, dict[str, Any]]:
 
 def load_pretrained(
     directory_or_hub_id: str | Path, device: str = "cpu", revision: str | None = None
-) -> Pretrained:
-    """Load a pretrained directory (or download a Hub repository holding one) into a :class:`Pretrained`."""
+):
+    """Load a pretrained directory (or download a Hub repository holding one) into a ``LoadedRun`` (the
+    type ``load_run`` returns): its ``data_header`` holds vocab_size, bos_id, eos_id and length."""
     from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.data.tokenizers import Tokenizer
-    from partgm.engine.checkpoint import check_state, migrate_config
+    from partgm.engine.checkpoint import LoadedRun, check_state, migrate_config
+    from partgm.run.hub import resolve_pretrained
 
     directory = resolve_pretrained(directory_or_hub_id, revision)
     cfg, meta = _read_config(directory)
@@ -250,7 +239,10 @@ def load_pretrained(
             )
     from partgm.engine.distributed import resolve_device
 
-    return Pretrained(cfg, algorithm, model.to(resolve_device(device)).eval(), tokenizer, meta)
+    header = {"vocab_size": meta["vocab_size"], "bos_id": meta["bos_id"], "eos_id": meta.get("eos_id", meta["bos_id"]),
+              "length": cfg.data.length}
+    return LoadedRun(cfg, algorithm, model.to(resolve_device(device)).eval(), header, tokenizer,
+                     int(meta.get("step", 0)), str(meta.get("weights", "ema")), str(directory_or_hub_id))
 
 
 def from_pretrained(directory_or_hub_id: str | Path, device: str = "cpu", revision: str | None = None):
@@ -267,89 +259,8 @@ def import_pretrained(
     """Write a run directory (usable by ``partgm sample`` / ``partgm eval``) from a pretrained one."""
     p = load_pretrained(directory_or_hub_id, "cpu", revision)
     state = p.model.state_dict()
+    h = p.data_header
     return write_run_directory(
-        run_dir,
-        p.cfg,
-        p.meta["vocab_size"],
-        p.meta["bos_id"],
-        int(p.meta.get("eos_id", p.meta["bos_id"])),
-        state,
-        state,
-        p.tokenizer,
-        int(p.meta.get("step", 0)),
-        {"source": str(directory_or_hub_id), "weights_source": p.meta.get("weights", "ema")},
+        run_dir, p.cfg, h["vocab_size"], h["bos_id"], int(h["eos_id"]), state, state, p.tokenizer, p.step,
+        {"source": str(directory_or_hub_id), "weights_source": p.weights},
     )
-
-
-# ----------------------------------------------------------------------------- the Hub
-
-
-def _hub():
-    try:
-        import huggingface_hub
-    except ImportError:
-        raise PartgmError(
-            "the Hugging Face Hub needs the huggingface_hub package: pip install partgm[hf]"
-        ) from None
-    return huggingface_hub
-
-
-def resolve_pretrained(directory_or_hub_id: str | Path, revision: str | None = None) -> Path:
-    """A local directory as is; otherwise a Hub repository id, downloaded (or found in the HF cache)."""
-    path = Path(directory_or_hub_id).expanduser()
-    if path.is_dir():
-        return path
-    text = str(directory_or_hub_id)
-    if path.exists():
-        raise PartgmError(f"'{text}' is a file; a pretrained model is a directory")
-    if not _HUB_ID.fullmatch(text) or text.startswith((".", "/", "~")):
-        raise PartgmError(f"pretrained directory '{text}' does not exist")
-    hub = _hub()
-    try:
-        local = hub.snapshot_download(repo_id=text, revision=revision)
-    except Exception as exc:  # noqa: BLE001 (RepositoryNotFoundError, offline mode, network errors, ...)
-        raise PartgmError(
-            f"'{text}' is not a local directory and could not be fetched from the Hub: "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
-    return Path(local)
-
-
-def push_to_hub(
-    run_dir: str | Path,
-    repo_id: str,
-    weights: str = "ema",
-    private: bool = False,
-    revision: str | None = None,
-    commit_message: str | None = None,
-) -> str:
-    """Export ``run_dir`` with :func:`save_pretrained` and upload it to the Hub repository ``repo_id``
-    (created when missing). Credentials are huggingface_hub's own (``hf auth login`` / ``HF_TOKEN``).
-    Returns the commit URL or repository URL huggingface_hub reports."""
-    hub = _hub()
-    with tempfile.TemporaryDirectory(prefix="partgm-push-") as tmp:
-        save_pretrained(run_dir, tmp, weights=weights)
-        try:
-            api = hub.HfApi()
-            api.create_repo(repo_id=repo_id, private=private, exist_ok=True)
-            info = api.upload_folder(
-                folder_path=tmp,
-                repo_id=repo_id,
-                revision=revision,
-                commit_message=commit_message or f"partgm: upload {Path(run_dir).name}",
-            )
-        except PartgmError:
-            raise
-        except Exception as exc:  # noqa: BLE001 (HfHubHTTPError, authentication, network)
-            raise PartgmError(
-                f"upload to '{repo_id}' failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-            ) from None
-    return str(getattr(info, "commit_url", None) or info)
-
-
-def pull_from_hub(repo_id: str, run_dir: str | Path, revision: str | None = None) -> Path:
-    """Download the Hub repository ``repo_id`` (a pretrained directory) into a new run directory."""
-    _hub()
-    if Path(repo_id).expanduser().is_dir():
-        raise PartgmError(f"'{repo_id}' is a local directory: use `partgm hub import` for local directories")
-    return import_pretrained(repo_id, run_dir, revision)

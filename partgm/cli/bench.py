@@ -1,4 +1,4 @@
-"""CLI wiring for ``partgm bench sample | train``: JSON (one record per configuration) and a PNG plot."""
+"""``partgm bench sample | train | images | frontier``: JSON (one record per configuration) and a PNG plot."""
 
 from __future__ import annotations
 
@@ -6,8 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from partgm.benchmarks.images import add_images_bench_command
-from partgm.cliargs import nonnegative_int, positive_int, positive_ints, unit_interval
+from partgm.cli.args import (
+    SamplingDefaults,
+    add_device,
+    add_sampling,
+    add_weights,
+    draws,
+    nonnegative_int,
+    positive_int,
+    positive_ints,
+    unit_interval,
+)
 from partgm.errors import PartgmError
 
 SMOKE = {"pgm": "cpu-tiny", "mdlm": "cpu-tiny", "ar": "cpu-tiny"}
@@ -20,7 +29,7 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--batch", type=positive_int, default=32)
     p.add_argument("--length", type=positive_int, default=1024)
     p.add_argument("--vocab-size", type=positive_int, default=50258)
-    p.add_argument("--device", default="auto")
+    add_device(p, "auto")
     p.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 autocast on GPU (the paper's protocol), fp32 on CPU")
     p.add_argument("--warmup", type=nonnegative_int, default=2)
@@ -137,13 +146,64 @@ def cmd_bench_frontier(args: argparse.Namespace) -> None:
         print(f"{record['variant']:28s} {record['tokens_per_s']:9,.0f} tok/s  gen PPL {record['gen_ppl']:8.2f}  "
               f"entropy {record['entropy']:.3f}  [run {record['run_id']}, load {record['load_1m']:.1f}]", flush=True)
 
-    bench_frontier(runs, Path(args.judge or args.ar), args.steps, refresh, args.num_samples, args.batch, args.seed,
-                   args.nucleus, args.weights, args.device, args.repeats, on_record)
+    bench_frontier(runs, Path(args.judge or args.ar), draws(args), refresh, args.weights, args.device, args.repeats,
+                   on_record)
     print(f"wrote {out} and {plot_frontier(records, out.with_suffix('.png'))}")
 
 
-def add_bench_command(sub: argparse._SubParsersAction) -> None:
-    """Adds ``partgm bench sample | train``."""
+def cmd_bench_images(args: argparse.Namespace) -> None:
+    import torch
+
+    from partgm.benchmarks.images import (
+        IMAGE_BENCH_SIZES,
+        IMAGE_BENCH_VARIANTS,
+        bench_images,
+        plot_image_bench,
+    )
+    from partgm.fileio import atomic_write_text
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes, variants = args.sizes.split(","), args.variants.split(",")
+    for name, given, known in (("size", sizes, IMAGE_BENCH_SIZES), ("variant", variants, IMAGE_BENCH_VARIANTS)):
+        bad = [g for g in given if g not in known]
+        if bad:
+            raise PartgmError(f"unknown {name} '{bad[0]}' (choose from {', '.join(known)})")
+    out = Path(args.out)
+    records: list[dict] = []
+
+    def on_record(record: dict) -> None:
+        records.append(record)
+        atomic_write_text(out, json.dumps(records, indent=2))
+        print(f"{record['size']:6s} {record['algo']:9s} {record['sampler']:10s} steps={record['steps']:<3d} "
+              f"w={record['guidance']:g}  {record['latency_s_mean']:.3f}s  {record['images_per_s']:.2f} images/s",
+              flush=True)
+
+    bench_images(sizes, variants, [int(s) for s in args.steps.split(",")],
+                 [float(w) for w in args.guidance.split(",")], args.batch, args.device, args.warmup, args.repeats,
+                 on_record=on_record)
+    print(f"wrote {out} and {plot_image_bench(records, out.with_suffix('.png'))}")
+
+
+def _add_images(bench: argparse._SubParsersAction) -> None:
+    """Adds ``partgm bench images``."""
+    p = bench.add_parser("images", help="images/s: MaskGIT vs PGM (confidence, Halton), random weights")
+    p.add_argument("--sizes", default="digits", help="comma-separated: digits, paper")
+    p.add_argument("--variants", default="maskgit/confidence,maskgit/halton,pgm-image/halton,pgm-image/confidence",
+                   help="comma-separated algo/sampler")
+    p.add_argument("--steps", default="32,64")
+    p.add_argument("--guidance", default="0,3", help="comma-separated guidance weights (0: none)")
+    p.add_argument("--batch", type=positive_int, default=32)
+    add_device(p, "auto")
+    p.add_argument("--warmup", type=nonnegative_int, default=1)
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", default="benchmarks/results/images.json", help="JSON output; the PNG goes beside it")
+    p.set_defaults(func=cmd_bench_images)
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    """Adds ``partgm bench sample | train | images | frontier``."""
     bench = sub.add_parser("bench", help="speed benchmarks (JSON + PNG)").add_subparsers(
         dest="bench_command", required=True)
     p = bench.add_parser("sample", help="sampling latency / tokens/s: PGM vs MDLM vs AR")
@@ -161,22 +221,18 @@ def add_bench_command(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated; pgm/dense, pgm/blocks, pgm/flex, pgm/padded force the PGM attention layout")
     p.set_defaults(pgm_preset="pgm-6-6-d768")  # width and block count of mdlm-small
     p.set_defaults(func=cmd_bench_train)
-    add_images_bench_command(bench)
+    _add_images(bench)
     p = bench.add_parser("frontier", help="trained models: gen PPL and entropy vs tokens/s, PGM exact vs the "
                                           "encoder cache (refresh r) vs MDLM vs AR")
     p.add_argument("--pgm", required=True, help="PGM run directory")
     p.add_argument("--mdlm", help="MDLM run directory (sampled with fast-ancestral)")
     p.add_argument("--ar", help="AR run directory (sampled, and the default judge)")
     p.add_argument("--judge", help="judge: an AR run directory or a transformers model (default --ar)")
-    p.add_argument("--steps", type=int, default=128)
+    add_sampling(p, SamplingDefaults(num_samples=32, batch=8, sampler=False))
     p.add_argument("--refresh", default="1,2,4,8,never", help="refresh rates of the cached sampler")
-    p.add_argument("--num-samples", type=int, default=32)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nucleus", type=float, default=1.0)
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=3, help="timed round-robin rounds (one batch per point)")
-    p.add_argument("--threads", type=int, default=0)
+    add_weights(p)
+    add_device(p)
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed round-robin rounds (one batch per point)")
+    p.add_argument("--threads", type=nonnegative_int, default=0)
     p.add_argument("--out", default="benchmarks/results/frontier.json")
     p.set_defaults(func=cmd_bench_frontier)

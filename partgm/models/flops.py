@@ -1,4 +1,5 @@
-"""Analytic FLOP counts of the networks and of whole generations, to put next to measured speed.
+"""Analytic FLOP counts of the networks (beside them: ``DiT``, ``PartitionTransformer``), to put next to
+measured speed; each sampler counts a whole generation with these (``Sampler.flops``).
 
 Convention: one multiply-add is 2 FLOPs. Counted: every matrix product, i.e. every ``nn.Linear``
 (2 * rows * in * out; bias adds are not counted) and the two attention products (scores Q K^T and
@@ -22,14 +23,12 @@ Shapes and names: B batch, L length, H hidden, C conditioning size, V output ids
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from itertools import pairwise
+from dataclasses import dataclass
 
 import torch
 
-from partgm.config import ModelConfig
+from partgm.models.config import ModelConfig
 
 TIMESTEP_FREQUENCY_DIM = 256  # layers.TimestepEmbedder default
 
@@ -158,10 +157,12 @@ def dit_forward_flops(
     return conditioning_flops(d, batch) + blocks + output_layer_flops(d, batch, n_out, vocab_out)
 
 
-def _partition_flops(
+def partition_flops(
     dims: ModelConfig | Dims, batch: int, n_enc: int, n_query: int, enc_pairs: float, cross_pairs: float,
     vocab: int,
 ) -> Flops:
+    """The Partition Transformer on n_enc encoder tokens and n_query decoder queries per row, with the
+    given (query, key) pairs of the encoder and of the cross attention summed over the batch."""
     d = Dims.of(dims)
     total = conditioning_flops(d, batch) + dit_block_flops(d, batch, n_enc, enc_pairs) * d.n_encoder_blocks
     total = total + group_swap_flops(d, batch, n_query, n_enc, cross_pairs)
@@ -195,7 +196,7 @@ def partition_forward_flops(
         enc_pairs, cross_pairs = group_pairs(length, group0_sizes)
     else:
         raise ValueError(f"layout must be 'dense' or 'blocks', got {layout!r}")
-    return _partition_flops(dims, batch, length, length, enc_pairs, cross_pairs, vocab)
+    return partition_flops(dims, batch, length, length, enc_pairs, cross_pairs, vocab)
 
 
 def expected_blocks_pairs(batch: int, length: int, p_group1: float) -> tuple[float, float]:
@@ -212,7 +213,7 @@ def partition_packed_flops(
     the decoder on query_width (padded) queries, logits at the queries. Padding is computed, so counted."""
     enc_pairs = batch * clean_width * clean_width
     cross_pairs = batch * query_width * clean_width
-    return _partition_flops(dims, batch, clean_width, query_width, enc_pairs, cross_pairs, vocab)
+    return partition_flops(dims, batch, clean_width, query_width, enc_pairs, cross_pairs, vocab)
 
 
 def partition_constant_flops(dims: ModelConfig | Dims, batch: int) -> Flops:
@@ -228,188 +229,3 @@ def train_step_flops(forward: Flops) -> Flops:
     """The usual estimate of forward + backward: 3 x the forward matmuls (the backward computes the
     gradients of both inputs of every product). Not measured here."""
     return forward * 3
-
-
-# ------------------------------------------------------------------------------------------ samplers
-
-SAMPLER_ALIASES = {
-    "pgm-uniform": "pgm-uniform",
-    "pgm-binomial": "pgm-binomial",
-    "pgm-naive": "pgm-naive",
-    "mdlm-reference": "mdlm-reference",
-    "mdlm-ancestral": "mdlm-reference",
-    "mdlm-fast": "mdlm-fast",
-    "mdlm-fast-ancestral": "mdlm-fast",
-    "mdlm-best": "mdlm-fast",
-    "ar": "ar",
-    "ar-ancestral": "ar",
-    "ar-kv-cache": "ar",
-}
-SAMPLERS = tuple(sorted(set(SAMPLER_ALIASES.values())))
-
-PlanWidths = list[tuple[int, int]]  # one (clean_width, query_width) per forward pass
-
-
-@dataclass
-class SamplingCost:
-    """A whole generation: ``flops`` (Flops), ``forward_passes`` (float when an expectation),
-    ``softmax_elements``: entries of the float64 probabilities the sampler builds (rows x N, not FLOPs),
-    ``plan``: the (clean_width, query_width) of each forward when known."""
-
-    sampler: str
-    flops: Flops
-    forward_passes: float
-    softmax_elements: float
-    plan: PlanWidths | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {"sampler": self.sampler, **{f"flops_{k}": v for k, v in self.flops.as_dict().items()},
-                "forward_passes": self.forward_passes, "softmax_elements": self.softmax_elements}
-
-
-def uniform_plan_widths(length: int, steps: int, n_fixed: int = 1) -> PlanWidths:
-    """``DecodePlan.uniform`` when every row fixes ``n_fixed`` positions (BOS only: 1): min(steps, n)
-    steps for n = L - n_fixed, step k decoding done_{k+1} - done_k with done_k = k n // S (counts differ
-    by at most one), the encoder reading n_fixed + done_k clean tokens."""
-    n_free = length - n_fixed
-    n_steps = min(steps, n_free)
-    done = [k * n_free // max(n_steps, 1) for k in range(n_steps + 1)]
-    return [(n_fixed + done[k], done[k + 1] - done[k]) for k in range(n_steps) if done[k + 1] > done[k]]
-
-
-def plan_widths(plan) -> PlanWidths:
-    """The realised widths of a ``samplers.common.DecodePlan`` (any rows, uniform or binomial): per
-    forward pass (max clean tokens over rows, max positions decoded over rows), as the sampler pads them.
-    One host read of ``plan.bounds`` (for benchmarks only)."""
-    bounds = plan.bounds.tolist()  # [S + 1][B]
-    return [(max(lo), max(h - l for l, h in zip(lo, hi))) for lo, hi in pairwise(bounds)]
-
-
-def binomial_step_probs(length: int, steps: int, schedule=None) -> list[float]:
-    """P(a free position is decoded at step k), k = 0..steps (the last is the final alpha = 1 step), as
-    ``DecodePlan.binomial`` draws them. ``schedule`` defaults to the log-linear one (eps 1e-3)."""
-    if schedule is None:
-        from partgm.schedules import LogLinearSchedule
-
-        schedule = LogLinearSchedule()
-    from partgm.samplers.common import FINAL_TIME
-
-    t = torch.linspace(1.0, FINAL_TIME, steps + 1, dtype=torch.float64)
-    alpha = schedule.alpha(t)
-    alpha_s = torch.cat([alpha[1:], alpha.new_ones(1)])
-    cdf = ((alpha_s - alpha[0]) / (1.0 - alpha[0])).clamp(0.0, 1.0)
-    return torch.diff(cdf, prepend=cdf.new_zeros(1)).clamp(min=0.0).tolist()
-
-
-def expected_binomial_plan(batch: int, length: int, steps: int, schedule=None, n_fixed: int = 1) -> dict:
-    """Expectations for ``DecodePlan.binomial`` with n = L - n_fixed free positions per row, positions
-    independent: ``passes`` = E[#steps where some row decodes] = sum_k 1 - (1 - p_k)^(B n) (at most
-    steps + 1); ``sum_width`` = sum_k E[max over rows of Binomial(n, p_k)] (the padded query width of
-    MDLM fast / PGM binomial); ``sum_clean_width`` = sum_k E[max_b clean_b before step k] (approximated
-    by n_fixed + n * cdf_{k-1} for the expected row, padding ignored) over non-empty steps."""
-    n = length - n_fixed
-    probs = binomial_step_probs(length, steps, schedule)
-    m = torch.arange(n + 1, dtype=torch.float64)
-    log_choose = torch.lgamma(torch.tensor(n + 1.0, dtype=torch.float64)) - torch.lgamma(m + 1) - torch.lgamma(n - m + 1)
-    passes = sum_width = sum_clean = 0.0
-    done = 0.0
-    for p in probs:
-        nonempty = 1.0 - (1.0 - p) ** (batch * n)
-        passes += nonempty
-        if p >= 1.0:
-            cdf = (m >= n).double()
-        elif p <= 0.0:
-            cdf = torch.ones_like(m)
-        else:
-            log_pmf = log_choose + m * math.log(p) + (n - m) * math.log1p(-p)
-            cdf = log_pmf.exp().cumsum(0).clamp(max=1.0)
-        sum_width += float((1.0 - cdf[:-1] ** batch).sum())  # E[max] = sum_{j>=1} P(max >= j)
-        sum_clean += nonempty * (n_fixed + n * done)
-        done += p
-    return {"passes": passes, "sum_width": sum_width, "sum_clean_width": sum_clean}
-
-
-def sampling_flops(
-    sampler: str,
-    dims: ModelConfig | Dims,
-    batch: int,
-    length: int,
-    steps: int,
-    vocab: int,
-    plan: PlanWidths | None = None,
-    n_fixed: int = 1,
-    schedule=None,
-    naive_layout: str = "dense",
-) -> SamplingCost:
-    """FLOPs of one generation of [batch, length] with ``steps`` steps; ``vocab`` = N real token ids.
-
-    ``sampler``: ``pgm-uniform``, ``pgm-binomial``, ``pgm-naive``, ``mdlm-reference`` (alias
-    ``mdlm-ancestral``: logits at all L positions each pass, float64 softmax over L x N), ``mdlm-fast``
-    (alias ``mdlm-fast-ancestral``: logits only at the positions unmasked now), ``ar`` (KV cache).
-    ``plan``: the realised (clean_width, query_width) per forward pass (``plan_widths(DecodePlan)``), so the
-    count is exact for what ran; MDLM uses only the query widths. Without it: PGM uniform / naive use
-    ``uniform_plan_widths`` (exact for prompts fixing ``n_fixed`` positions in every row); the binomial
-    samplers use expectations (``expected_binomial_plan``: floats). AR ignores ``steps`` and ``plan``.
-    MDLM's network scores N + 1 ids (the mask id too); the draws use N."""
-    key = SAMPLER_ALIASES.get(sampler.replace("/", "-").replace("_", "-"))
-    if key is None:
-        raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(sorted(SAMPLER_ALIASES))}")
-    d = Dims.of(dims)
-    notes: list[str] = []
-    if key == "ar":
-        p = n_fixed
-        flops = dit_forward_flops(d, batch, p, vocab, n_out=1)  # prefill, logits at the last prefix token
-        for i in range(p, length - 1):  # token i is fed back to predict i + 1
-            flops = flops + dit_forward_flops(d, batch, 1, vocab, n_past=i)
-        notes.append("causal prefill counted dense")
-        return SamplingCost(key, flops, length - p, batch * (length - p) * vocab, None, notes)
-
-    if plan is None and key in ("pgm-uniform", "pgm-naive"):
-        plan = uniform_plan_widths(length, steps, n_fixed)
-    if plan is None:  # binomial: expectations
-        e = expected_binomial_plan(batch, length, steps, schedule, n_fixed)
-        notes.append("expected over the binomial plan")
-        if key == "pgm-binomial":  # encoder width ~ expected clean count (padding to the max ignored)
-            notes.append("encoder width approximated by the expected clean count")
-            mean_clean = e["sum_clean_width"] / max(e["passes"], 1e-12)
-            mean_q = e["sum_width"] / max(e["passes"], 1e-12)
-            per_pass = _partition_flops(d, batch, mean_clean, mean_q, batch * mean_clean**2,
-                                        batch * mean_q * mean_clean, vocab)  # attention: product of means
-            constant = partition_constant_flops(d, batch)  # prepared once per generation
-            total = (per_pass - constant) * e["passes"] + constant
-            return SamplingCost(key, total, e["passes"], batch * e["sum_width"] * vocab, None, notes)
-        trunk = dit_forward_flops(d, batch, length, vocab + 1, n_out=0)
-        if key == "mdlm-reference":
-            out, soft = e["passes"] * length, batch * length * vocab * e["passes"]
-        else:
-            out, soft = e["sum_width"], batch * e["sum_width"] * vocab
-        flops = trunk * e["passes"] + Flops(logits=2 * batch * out * d.hidden * (vocab + 1))
-        return SamplingCost(key, flops, e["passes"], soft, None, notes)
-
-    flops, soft = Flops(), 0
-    constant = partition_constant_flops(d, batch)  # the packed samplers prepare it once per generation
-    if key in ("pgm-uniform", "pgm-binomial") and plan:
-        flops = constant
-    for clean, width in plan:
-        if key in ("pgm-uniform", "pgm-binomial"):
-            flops = flops + partition_packed_flops(d, batch, clean, width, vocab) - constant
-        elif key == "pgm-naive":
-            sizes = [clean] * batch if naive_layout == "blocks" else None
-            flops = flops + partition_forward_flops(d, batch, length, vocab, naive_layout, sizes)
-        elif key == "mdlm-reference":
-            flops = flops + dit_forward_flops(d, batch, length, vocab + 1)
-        else:
-            flops = flops + dit_forward_flops(d, batch, length, vocab + 1, n_out=width)
-        soft += batch * (length if key == "mdlm-reference" else width) * vocab
-    return SamplingCost(key, flops, len(plan), soft, list(plan), notes)
-
-
-__all__ = [
-    "EXCLUDED", "SAMPLERS", "Dims", "Flops", "SamplingCost",
-    "attention_flops", "binomial_step_probs", "conditioning_flops", "cross_block_flops", "dit_block_flops",
-    "dit_forward_flops", "expected_binomial_plan", "expected_blocks_pairs", "group_pairs", "group_swap_flops",
-    "output_layer_flops", "partition_constant_flops", "partition_forward_flops", "partition_packed_flops",
-    "plan_widths",
-    "sampling_flops", "train_step_flops", "uniform_plan_widths",
-]

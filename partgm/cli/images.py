@@ -1,5 +1,4 @@
-"""CLI wiring for images: the image branch of ``partgm sample``, ``partgm vq train`` and
-``partgm eval fid-digits | fid``. Heavy imports happen inside the command functions."""
+"""``partgm vq train`` and ``partgm eval fid-digits | fid``, and the image branch of ``partgm sample``."""
 
 from __future__ import annotations
 
@@ -7,30 +6,25 @@ import argparse
 import json
 from pathlib import Path
 
-
-def add_image_sample_args(p: argparse.ArgumentParser) -> None:
-    """The options of ``partgm sample`` that only image runs read."""
-    p.add_argument("--class", dest="classes", type=int, action="append", metavar="ID",
-                   help="image runs: a class to sample, one grid row each (repeatable; default all)")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance w (0: none)")
-    p.add_argument("--guidance-schedule", choices=("constant", "linear"), default="constant")
+from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws, positive_int
 
 
-def cmd_sample_images(args: argparse.Namespace) -> None:
-    """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL."""
+def cmd_sample_images(args: argparse.Namespace, d) -> None:
+    """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL
+    (``d``: the command's ``Draws``)."""
     from partgm.engine import load_run
-    from partgm.images.runs import class_list, sample_images, write_image_samples
-    from partgm.samplers import SamplingOptions
+    from partgm.run.images import class_list, sample_images, write_image_samples
+    from partgm.run.layout import SAMPLES
 
-    options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature,
-                              guidance=args.guidance, guidance_schedule=args.guidance_schedule)
     run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
     labels = class_list(run.data_header, args.classes)
-    tokens = sample_images(run, options, labels, args.num_samples, args.batch, args.seed, args.sampler, args.device)
+    tokens = sample_images(run, d, labels, args.device)
+    o = d.options
     out = Path(args.out) if args.out else (
-        Path(args.run_dir) / "samples" / f"images-steps{args.steps}-w{args.guidance:g}-seed{args.seed}")
-    meta = {"sampler": args.sampler, "steps": args.steps, "guidance": args.guidance, "seed": args.seed}
-    png, jsonl = write_image_samples(out, run.data_header, tokens, labels, args.num_samples, meta)
+        Path(args.run_dir) / SAMPLES / f"images-steps{o.steps}-w{o.guidance:g}-seed{d.seed}")
+    meta = {"sampler": d.sampler_name, "steps": o.steps, "guidance": o.guidance, "seed": d.seed,
+            "temperature": o.temperature, "nucleus": o.nucleus, "precision": d.precision}
+    png, jsonl = write_image_samples(out, run.data_header, tokens, labels, d.num_samples, meta)
     print(f"wrote {len(tokens)} images to {png} and their codes to {jsonl}")
 
 
@@ -56,49 +50,38 @@ def cmd_vq_train(args: argparse.Namespace) -> None:
 def cmd_fid_digits(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_fid_digits
 
-    print(json.dumps(evaluate_fid_digits(
-        args.run_dir, num_per_class=args.num_per_class, steps=args.steps, sampler=args.sampler,
-        guidance=args.guidance, temperature=args.temperature, batch=args.batch, seed=args.seed,
-        weights=args.weights, device=args.device, out=args.out,
-    )))
+    print(json.dumps(evaluate_fid_digits(args.run_dir, draws(args), weights=args.weights, device=args.device,
+                                         out=args.out)))
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_tf_fid
 
-    print(json.dumps(evaluate_tf_fid(
-        args.run_dir, args.inception_weights, args.ref_stats, num_per_class=args.num_per_class,
-        steps=args.steps, sampler=args.sampler, guidance=args.guidance, temperature=args.temperature,
-        batch=args.batch, seed=args.seed, weights=args.weights, device=args.device, out=args.out,
-    )))
+    print(json.dumps(evaluate_tf_fid(args.run_dir, args.inception_weights, args.ref_stats, draws(args),
+                                     weights=args.weights, device=args.device, out=args.out)))
 
 
-def _sampling_args(e: argparse.ArgumentParser, per_class: int) -> None:
+def _image_eval_args(e: argparse.ArgumentParser, per_class: int) -> None:
     e.add_argument("run_dir")
-    e.add_argument("--num-per-class", type=int, default=per_class, help="samples per class")
-    e.add_argument("--steps", type=int, default=32)
-    e.add_argument("--sampler", default="auto", help="confidence | halton | ... (auto: the algorithm's default)")
-    e.add_argument("--guidance", type=float, default=0.0)
-    e.add_argument("--temperature", type=float, default=1.0)
-    e.add_argument("--batch", type=int, default=100)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    e.add_argument("--device", default="cpu")
+    add_sampling(e, SamplingDefaults(steps=32, num_samples=per_class, batch=100, num_flag="--num-per-class",
+                                     guidance=True))
+    add_weights(e)
+    add_device(e)
     e.add_argument("--out", help="JSON output (default RUN_DIR/eval/...)")
 
 
-def add_image_commands(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -> None:
+def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -> None:
     """Adds ``partgm vq train`` and ``partgm eval fid-digits | fid``."""
     vq = sub.add_parser("vq", help="image tokenizers").add_subparsers(dest="vq_command", required=True)
     p = vq.add_parser("train", help="train the small VQ-VAE on an image folder (class_name/*.png|jpg)")
     p.add_argument("folder")
     p.add_argument("--out", required=True, help="output directory (config.json + model.safetensors)")
-    p.add_argument("--size", type=int, default=32, help="images are resized to SIZE x SIZE")
+    p.add_argument("--size", type=positive_int, default=32, help="images are resized to SIZE x SIZE")
     p.add_argument("--downsample", type=int, choices=(4, 8), default=4)
-    p.add_argument("--codebook-size", type=int, default=256)
-    p.add_argument("--code-dim", type=int, default=16)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--codebook-size", type=positive_int, default=256)
+    p.add_argument("--code-dim", type=positive_int, default=16)
+    p.add_argument("--hidden", type=positive_int, default=64)
+    p.add_argument("--steps", type=positive_int, default=2000)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--background", default="white", help="transparency is composited over it: white | black | "
@@ -110,10 +93,10 @@ def add_image_commands(sub: argparse._SubParsersAction, eval_sub: argparse._SubP
         description="Samples N per class, classifies them with a small digits classifier (trained once on the "
         "run's training split, cached in the data cache dir) and reports class accuracy and the Frechet distance "
         "of its 64-d features to the training split's.")
-    _sampling_args(e, 100)
+    _image_eval_args(e, 100)
     e.set_defaults(func=cmd_fid_digits)
     e = eval_sub.add_parser("fid", help="TF-Inception FID (torch-fidelity's port, weights from a local file)")
-    _sampling_args(e, 50)
+    _image_eval_args(e, 50)
     e.add_argument("--inception-weights", required=True,
                    help="torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
     e.add_argument("--ref-stats", required=True, help=".npz with the reference set's mu and sigma")

@@ -1,0 +1,163 @@
+"""What the commands share: argparse types for numeric flags (a bad value is a one-line usage error, not a
+traceback later) and the argument groups declared once (config, weights, device, precision, sampling)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+
+def _number(text: str, kind: type) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got '{text}'") from None
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text, float)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A probability mass in (0, 1] (top-p)."""
+    value = _number(text, float)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def positive_ints(text: str) -> list[int]:
+    """A comma-separated list of positive integers, e.g. ``32,128,1024``."""
+    values = [positive_int(v.strip()) for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got '{text}'")
+    return values
+
+
+class LazyHelp(str):
+    """A help string computed only when help is printed (argparse expands help with ``%``), so that the
+    registries it names are imported by ``--help`` only, not by every command line parsed."""
+
+    def __new__(cls, make):
+        text = super().__new__(cls, "(help)")
+        text.make = make
+        return text
+
+    def __mod__(self, params) -> str:
+        return self.make() % params
+
+
+def _names(registry: str) -> str:
+    if registry == "algorithms":
+        from partgm.algorithms import ALGORITHMS
+
+        return " | ".join(ALGORITHMS.names())
+    if registry == "presets":
+        from partgm.resolve import PRESETS
+
+        return ", ".join(PRESETS.names())
+    from partgm import samplers
+
+    return "; ".join(f"{family}: {' | '.join(reg.names())}" for family, reg in samplers.SAMPLER_FAMILIES.items())
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """``--config``, ``--algo``, ``--preset`` and dotted overrides (``partgm prepare | train``)."""
+    p.add_argument("--config", help="YAML or JSON config file")
+    p.add_argument("--algo", help=LazyHelp(lambda: f"a registered algorithm: {_names('algorithms')} (same as algo=...)"))
+    p.add_argument("--preset", help=LazyHelp(lambda: f"a model preset: {_names('presets')} (same as preset=...; "
+                                                    "`partgm presets` counts their parameters)"))
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.hidden_size=256 train.steps=500")
+
+
+def add_weights(p: argparse.ArgumentParser, help: str = "the run's EMA weights or its raw ones") -> None:
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema", help=help)
+
+
+def add_device(p: argparse.ArgumentParser, default: str = "cpu") -> None:
+    p.add_argument("--device", default=default, help=f"cpu | cuda | cuda:N{' | auto' if default == 'auto' else ''}"
+                   f" (default {default})")
+
+
+def add_precision(p: argparse.ArgumentParser, choices: tuple[str, ...] = ("auto", "fp32", "bf16"),
+                  default: str = "auto") -> None:
+    p.add_argument("--precision", choices=choices, default=default,
+                   help="autocast while sampling: bf16, fp32, or auto (bf16 on CUDA, fp32 on CPU); "
+                   "the token draw is always float64")
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A sampling command's defaults: ``steps``; ``num_samples`` (flag ``num_flag``), ``batch``;
+    ``precision`` among ``precisions``; ``guidance`` flags (image runs) or not; a ``--sampler`` flag or not
+    (commands that choose their samplers themselves)."""
+
+    steps: int = 128
+    num_samples: int = 4
+    batch: int = 4
+    num_flag: str = "--num-samples"
+    precision: str = "auto"
+    precisions: tuple[str, ...] = ("auto", "fp32", "bf16")
+    guidance: bool = False
+    sampler: bool = True
+
+
+def add_sampling(p: argparse.ArgumentParser, defaults: SamplingDefaults = SamplingDefaults()) -> None:
+    """The flags every sampling command shares, declared here only: ``--steps``, ``--sampler``,
+    ``--nucleus``, ``--temperature``, ``--precision``, the sample count, ``--batch``, ``--seed`` (and
+    ``--guidance``, ``--guidance-schedule``). ``draws`` reads them back."""
+    d = defaults
+    p.add_argument("--steps", type=positive_int, default=d.steps, help=f"sampling steps (default {d.steps})")
+    if d.sampler:
+        p.add_argument("--sampler", default="auto", help=LazyHelp(
+            lambda: f"auto (the algorithm's default) or one of its family's: {_names('samplers')}"))
+    p.add_argument("--nucleus", type=unit_interval, default=1.0, help="top-p; 1.0 disables")
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="divides the logits; 1.0 disables")
+    add_precision(p, d.precisions, d.precision)
+    what = "samples per class" if d.num_flag == "--num-per-class" else "samples (image runs: per class)"
+    p.add_argument(d.num_flag, dest="num_samples", type=positive_int, default=d.num_samples,
+                   help=f"{what} (default {d.num_samples})")
+    p.add_argument("--batch", type=positive_int, default=d.batch, help=f"samples per forward pass (default {d.batch})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the one generator every draw uses")
+    if d.guidance:
+        p.add_argument("--guidance", type=nonnegative_float, default=0.0,
+                       help="image runs: classifier-free guidance w (0: none)")
+        p.add_argument("--guidance-schedule", choices=("constant", "linear"), default="constant")
+
+
+def draws(args: argparse.Namespace, progress: bool = False, sampler=None):
+    """The one ``Draws`` (with its ``SamplingOptions``) of the flags ``add_sampling`` declared; ``sampler``
+    replaces ``--sampler`` (a configured ``Sampler``)."""
+    from partgm.run.sampling import Draws
+    from partgm.samplers import SamplingOptions
+
+    options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature,
+                              guidance=getattr(args, "guidance", 0.0),
+                              guidance_schedule=getattr(args, "guidance_schedule", "constant"), progress=progress)
+    return Draws(options, sampler if sampler is not None else getattr(args, "sampler", "auto"), args.num_samples,
+                 args.batch,
+                 args.seed, args.precision)

@@ -1,0 +1,48 @@
+"""SDTT rounds from a trained MDLM / PGM run (``partgm distill RUN_DIR --run-dir OUT [overrides]``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from partgm.errors import PartgmError
+
+
+def distill_config(source: Path, out: Path, overrides: list[str], resume: bool) -> Any:
+    """The distillation run's config: the source run's (or, on resume, OUT's) with ``overrides``;
+    ``train.init_from`` is the source and ``train.steps`` covers ``distill.rounds`` rounds."""
+    from partgm.config import to_dict
+    from partgm.engine.checkpoint import read_run_config
+    from partgm.resolve import resolve_config
+
+    base = to_dict(read_run_config(out if resume else source))
+    cfg = resolve_config(None, overrides, base, distill=True)
+    if cfg.algo != base["algo"]:
+        raise PartgmError(f"a distilled run keeps its teacher's algorithm '{base['algo']}', not '{cfg.algo}'")
+    cfg.train.init_from = str(source)
+    cfg.train.steps = cfg.distill.rounds * cfg.distill.steps_per_round
+    return cfg
+
+
+def distill_run(source: Path, out: Path, overrides: list[str] | None = None, resume: bool = False) -> dict:
+    """Distil the run ``source`` into ``out`` (resume: continue ``out``). Returns the final metrics.
+    Each round's student is written to ``out/rounds/round-N`` as a plain run directory."""
+    from partgm.algorithms import TokenSpace, build_algorithm
+    from partgm.data import PreparedData
+    from partgm.distill.algorithm import SDTTAlgorithm
+    from partgm.engine import train
+    from partgm.engine.checkpoint import load_run, read_data_header
+    from partgm.run.layout import check_fresh_or_resume
+    from partgm.runs import prepare_data
+
+    check_fresh_or_resume(out, resume)
+    cfg = distill_config(source, out, list(overrides or []), resume)
+    header = read_data_header(out if resume else source)
+    data_path = header.get("path")
+    cfg, data = (cfg, PreparedData.load(data_path)) if data_path and Path(data_path).is_dir() else prepare_data(cfg)
+    base = build_algorithm(cfg, TokenSpace.from_header({**data.header, "path": None}))
+    if base.sampler_family not in ("masked", "partition") or data.header.get("grid"):
+        raise PartgmError(f"SDTT distils masked and partition text models, not '{cfg.algo}'")
+    # On resume the teacher's weights come from the checkpoint; a fresh network is enough here.
+    teacher = base.build_model(cfg.model) if resume else load_run(source, weights="ema").model
+    return train(cfg, data, out, resume=resume, algorithm=SDTTAlgorithm(base, cfg.distill, teacher))
