@@ -19,11 +19,11 @@ from partgm.data import Tokenizer, load_tokenizer
 from partgm.engine import load_run
 from partgm.errors import PartgmError
 from partgm.resolve import resolve_config
-from partgm.run.hub import push_to_hub
 from partgm.run.pretrained import (
     from_pretrained,
     import_pretrained,
     load_pretrained,
+    push_to_hub,
     save_pretrained,
     write_run_directory,
 )

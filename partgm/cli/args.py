@@ -80,9 +80,12 @@ def _names(registry: str) -> str:
         from partgm.resolve import PRESETS
 
         return ", ".join(PRESETS.names())
-    from partgm import samplers
+    from partgm.algorithms import ALGORITHMS
+    from partgm.samplers import sampler_names
 
-    return "; ".join(f"{family}: {' | '.join(reg.names())}" for family, reg in samplers.SAMPLER_FAMILIES.items())
+    return "; ".join(
+        f"{name}: {' | '.join(sampler_names(ALGORITHMS.get(name)))}" for name in ALGORITHMS.names()
+    )
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:

@@ -28,13 +28,13 @@ def cmd_convert(args: argparse.Namespace) -> None:
 
 
 def cmd_hub(args: argparse.Namespace) -> None:
-    from partgm.run import hub, pretrained
+    from partgm.run import pretrained
 
     if args.hub_command == "push":
-        print(hub.push_to_hub(args.run_dir, args.repo_id, weights=args.weights, private=args.private,
+        print(pretrained.push_to_hub(args.run_dir, args.repo_id, weights=args.weights, private=args.private,
                               revision=args.revision))
     elif args.hub_command == "pull":
-        print(hub.pull_from_hub(args.repo_id, args.run_dir, revision=args.revision))
+        print(pretrained.pull_from_hub(args.repo_id, args.run_dir, revision=args.revision))
     elif args.hub_command == "export":
         print(pretrained.save_pretrained(args.run_dir, args.directory, weights=args.weights))
     else:

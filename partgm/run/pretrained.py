@@ -15,6 +15,7 @@ downloads go through ``huggingface_hub`` (the ``hf`` extra); local directories n
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from partgm.fileio import atomic_write_bytes
 from partgm.models.config import PartitionConfig
 from partgm.resolve import config_from_dict
 from partgm.run import layout
+from partgm.run.hub import hub_module, resolve_pretrained, upload_directory
 
 FORMAT = "partgm-pretrained"
 FORMAT_VERSION = 1
@@ -209,7 +211,6 @@ def load_pretrained(
     from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.data.tokenizers import Tokenizer
     from partgm.engine.checkpoint import LoadedRun, check_state, migrate_config
-    from partgm.run.hub import resolve_pretrained
 
     directory = resolve_pretrained(directory_or_hub_id, revision)
     cfg, meta = _read_config(directory)
@@ -264,3 +265,29 @@ def import_pretrained(
         run_dir, p.cfg, h["vocab_size"], h["bos_id"], int(h["eos_id"]), state, state, p.tokenizer, p.step,
         {"source": str(directory_or_hub_id), "weights_source": p.weights},
     )
+
+
+def push_to_hub(
+    run_dir: str | Path,
+    repo_id: str,
+    weights: str = "ema",
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+) -> str:
+    """Export ``run_dir`` with :func:`save_pretrained` and upload it to the Hub repository ``repo_id``
+    (created when missing). Credentials are huggingface_hub's own (``hf auth login`` / ``HF_TOKEN``).
+    Returns the commit URL or repository URL huggingface_hub reports."""
+    hub_module()
+    with tempfile.TemporaryDirectory(prefix="partgm-push-") as tmp:
+        save_pretrained(run_dir, tmp, weights=weights)
+        return upload_directory(tmp, repo_id, private, revision,
+                                commit_message or f"partgm: upload {Path(run_dir).name}")
+
+
+def pull_from_hub(repo_id: str, run_dir: str | Path, revision: str | None = None) -> Path:
+    """Download the Hub repository ``repo_id`` (a pretrained directory) into a new run directory."""
+    hub_module()
+    if Path(repo_id).expanduser().is_dir():
+        raise PartgmError(f"'{repo_id}' is a local directory: use `partgm hub import` for local directories")
+    return import_pretrained(repo_id, run_dir, revision)
