@@ -77,7 +77,8 @@ def train_vqvae_folder(
         raise PartgmError(f"--size {size} must be a positive multiple of --downsample {cfg.downsample}")
     images, _, _ = load_image_folder(folder, size, cfg.background)
     train, val = split_images(images, val_fraction, seed)
-    model = train_vqvae(train, cfg, steps=steps, lr=lr, seed=seed, progress=progress, val_images=val)
+    model = train_vqvae(train, cfg, steps=steps, lr=lr, seed=seed, progress=progress,
+                        validate=lambda m: evaluate_vqvae(m, val))
     save_vqvae(model, out)
     quality = {"train_images": len(train), "val_images": len(val) if len(images) > 1 else 0,
                **evaluate_vqvae(model, val)}

@@ -145,16 +145,15 @@ def train_vqvae(
     seed: int = 0,
     batch_size: int = 64,
     progress: Callable[[int, dict[str, float]], None] | None = None,
-    val_images: torch.Tensor | None = None,
+    validate: Callable[[VQVAE], dict[str, float]] | None = None,
     eval_every: int = 100,
 ) -> VQVAE:
     """Train a VQ-VAE with Adam on ``images`` ``[N, C, H, W]`` in [-1, 1]; returns it in eval mode.
 
     The codebook starts from encodings of random training images (fewer dead codes than a uniform
     start). ``progress(step, losses)`` is called after every step; every ``eval_every`` steps and at the
-    last one, with ``val_images``, ``losses`` also holds ``vq_quality.evaluate_vqvae``'s ``val_*`` fields."""
-    from partgm.images.vq_quality import evaluate_vqvae
-
+    last one, ``losses`` also holds ``validate(model)``'s fields (the model in eval mode meanwhile), e.g.
+    ``vq_quality.evaluate_vqvae`` on held-out images."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = VQVAE(cfg)
@@ -172,8 +171,8 @@ def train_vqvae(
         opt.step()
         if progress is not None:
             record = {k: v.item() for k, v in losses.items()}
-            if val_images is not None and (step == steps or (eval_every > 0 and step % eval_every == 0)):
-                record.update(evaluate_vqvae(model.eval(), val_images))
+            if validate is not None and (step == steps or (eval_every > 0 and step % eval_every == 0)):
+                record.update(validate(model.eval()))
                 model.train()
             progress(step, record)
     return model.eval()
