@@ -6,7 +6,7 @@
 #
 # Parts (each under its own timeout; a failing or timed-out part is recorded and the next one runs):
 #   env          GPU / torch / CUDA versions
-#   checks       tests/test_cuda_paths.py + tests/test_partition_layouts.py: compiled FlexAttention training
+#   checks       tests/engine/test_cuda_paths.py + tests/models/test_attention_layouts.py: compiled FlexAttention training
 #                layout vs dense mask (logits and gradients), padded likewise, packed sampler CUDA vs CPU,
 #                bf16 vs fp32, inductor-compiled packed forward vs eager with bounded recompiles, cached
 #                r=1 == uniform, no host sync in the training step (FakeTensor)
@@ -71,8 +71,8 @@ import torch, platform
 print('torch', torch.__version__, 'cuda', torch.version.cuda, 'python', platform.python_version())
 print('devices', [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or 'no CUDA')
 "
-part checks "${LIMITS[1]}" "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_paths.py \
-  tests/test_partition_layouts.py
+part checks "${LIMITS[1]}" "$PY" -m pytest -q -p no:cacheprovider tests/engine/test_cuda_paths.py \
+  tests/models/test_attention_layouts.py
 part sample-6-6 "${LIMITS[2]}" "$PY" -m partgm.cli bench sample "${SIZE[@]}" "${STEPS[@]}" \
   --pgm-preset pgm-6-6-d1024 --variants pgm/uniform,mdlm/reference,mdlm/best \
   --out "$PREFIX-sample-6-6.json"

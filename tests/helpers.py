@@ -47,7 +47,9 @@ def run_torchrun(script: str, *args: str, timeout: int = 600) -> subprocess.Comp
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
            "--master_addr=127.0.0.1", f"--master_port={port}", script, *args]
-    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+    tests_dir = os.path.dirname(os.path.abspath(__file__))  # the workers import helpers and toy_algorithm
+    path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}, capture_output=True, text=True,
                           timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc

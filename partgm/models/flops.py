@@ -5,7 +5,7 @@ Convention: one multiply-add is 2 FLOPs. Counted: every matrix product, i.e. eve
 (2 * rows * in * out; bias adds are not counted) and the two attention products (scores Q K^T and
 values P V: 2 * 2 * d per head per (query, key) pair, i.e. ``4 * H`` per pair summed over heads).
 This is exactly what ``torch.utils.flop_counter.FlopCounterMode`` reports for these models when SDPA
-runs on its math backend (``aten.bmm`` / ``aten.addmm`` / ``aten.mm``); see ``tests/test_flops.py``.
+runs on its math backend (``aten.bmm`` / ``aten.addmm`` / ``aten.mm``); see ``tests/models/test_flop_counts.py``.
 
 Not counted (elementwise or memory-bound, O(L * H) or O(L * V) rather than O(L * H^2)): embedding
 look-ups, LayerNorm, adaLN modulate / gates / residuals, RoPE, GELU / SiLU, the attention softmax, mask
