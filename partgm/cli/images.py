@@ -14,6 +14,7 @@ from partgm.cli.args import (
     add_weights,
     claim_out,
     draws,
+    image_sampling,
     positive_int,
 )
 
@@ -23,9 +24,17 @@ def cmd_sample_images(args: argparse.Namespace, d) -> None:
     (``d``: the command's ``Draws``)."""
     from partgm.engine import load_run
     from partgm.fileio import claim_output, free_stem
-    from partgm.run.images import class_list, image_sample_paths, sample_images, write_image_samples
+    from partgm.run.images import (
+        class_list,
+        image_sample_paths,
+        sample_images,
+        with_image_sampling,
+        write_image_samples,
+    )
     from partgm.run.layout import SAMPLES
 
+    run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
+    d = with_image_sampling(run, d, image_sampling(args))
     o = d.options
     if args.out:
         out = Path(args.out)
@@ -34,7 +43,6 @@ def cmd_sample_images(args: argparse.Namespace, d) -> None:
     else:
         out = Path(args.run_dir) / SAMPLES / f"images-steps{o.steps}-w{o.guidance:g}-seed{d.seed}"
         out = out if args.overwrite else free_stem(out, (".png", ".jsonl"))
-    run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
     labels = class_list(run.data_header, args.classes)
     tokens = sample_images(run, d, labels, args.device)
     meta = {"sampler": d.sampler_name, "steps": o.steps, "guidance": o.guidance, "seed": d.seed,
@@ -45,19 +53,21 @@ def cmd_sample_images(args: argparse.Namespace, d) -> None:
 
 def cmd_vq_train(args: argparse.Namespace) -> None:
     from partgm.fileio import claim_output
-    from partgm.images.vqvae import VQVAEConfig, load_image_folder, save_vqvae, train_vqvae
+    from partgm.images.vq_quality import PREVIEW, train_vqvae_folder
+    from partgm.images.vqvae import VQVAEConfig
 
     claim_output(args.out, args.overwrite, "VQ directory --out")
     cfg = VQVAEConfig(hidden=args.hidden, codebook_size=args.codebook_size, code_dim=args.code_dim,
-                      downsample=args.downsample)
-    images, _, _ = load_image_folder(args.folder, args.size)
+                      downsample=args.downsample, background=args.background)
 
     def progress(step: int, losses: dict[str, float]) -> None:
         if step % 100 == 0 or step == args.steps:
             print(json.dumps({"step": step, **{k: round(v, 5) for k, v in losses.items()}}), flush=True)
 
-    model = train_vqvae(images, cfg, steps=args.steps, lr=args.lr, seed=args.seed, progress=progress)
-    save_vqvae(model, args.out)
+    q = train_vqvae_folder(args.folder, args.out, cfg, args.size, args.steps, args.lr, args.seed, progress)
+    print(f"held-out ({q['val_images']} images): PSNR {q['val_psnr']:.2f} dB, MSE {q['val_mse']:.4f}, loss "
+          f"{q['val_loss']:.4f}, codes used {q['codes_used']}/{cfg.codebook_size} ({q['codes_used_pct']:.1f}%), "
+          f"code perplexity {q['code_perplexity']:.1f}; preview {Path(args.out) / PREVIEW}")
     side = args.size // args.downsample
     print(f"wrote {args.out}: use data.corpus={args.folder} data.tokenizer=vq:{args.out} data.length={side * side}")
 
@@ -67,7 +77,7 @@ def cmd_fid_digits(args: argparse.Namespace) -> None:
 
     claim_out(args)
     print(json.dumps(evaluate_fid_digits(args.run_dir, draws(args), weights=args.weights, device=args.device,
-                                         out=args.out)))
+                                         out=args.out, sampling=image_sampling(args))))
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
@@ -75,7 +85,8 @@ def cmd_fid(args: argparse.Namespace) -> None:
 
     claim_out(args)
     print(json.dumps(evaluate_tf_fid(args.run_dir, args.inception_weights, args.ref_stats, draws(args),
-                                     weights=args.weights, device=args.device, out=args.out)))
+                                     weights=args.weights, device=args.device, out=args.out,
+                                     sampling=image_sampling(args))))
 
 
 def _image_eval_args(e: argparse.ArgumentParser, per_class: int) -> None:
@@ -102,6 +113,8 @@ def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -
     p.add_argument("--steps", type=positive_int, default=2000)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--background", default="white", help="transparency is composited over it: white | black | "
+                   "grey | #RRGGBB (kept in the VQ config: data preparation uses the same)")
     add_overwrite(p, "an existing VQ directory")
     p.set_defaults(func=cmd_vq_train)
 
