@@ -272,7 +272,7 @@ def import_pretrained(
     h = p.data_header
     return write_run_directory(
         run_dir, p.cfg, h["vocab_size"], h["bos_id"], int(h["eos_id"]), state, state, p.tokenizer, p.step,
-        {"source": str(directory_or_hub_id), "weights_source": p.weights}, overwrite,
+        {"source": str(directory_or_hub_id), "weights_source": p.weights}, overwrite=overwrite,
     )
 
 
