@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def _number(text: str, kind: type) -> int | float:
@@ -193,9 +194,12 @@ def add_overwrite(p: argparse.ArgumentParser, what: str = "an existing output") 
     p.add_argument("--overwrite", action="store_true", help=f"replace {what} (never a run directory)")
 
 
-def claim_out(args: argparse.Namespace) -> None:
-    """Applies ``partgm.fileio.claim_output`` to a given ``--out`` (before any work is done)."""
+def claim_out(args: argparse.Namespace, beside: tuple[str, ...] = ()) -> None:
+    """Applies ``partgm.fileio.claim_output`` to a given ``--out`` and the files beside it with the
+    ``beside`` suffixes (a bench's PNG), before any work is done."""
     from partgm.fileio import claim_output
 
     if getattr(args, "out", None):
-        claim_output(args.out, args.overwrite, "--out")
+        out = Path(args.out)
+        for path in (out, *(out.with_suffix(suffix) for suffix in beside)):
+            claim_output(path, args.overwrite, "--out")

@@ -12,6 +12,7 @@ from partgm.cli.args import (
     add_overwrite,
     add_sampling,
     add_weights,
+    claim_out,
     draws,
     nonnegative_int,
     positive_int,
@@ -75,16 +76,6 @@ def _existing(out: Path, bench: str, overwrite: bool) -> list[dict]:
     claim_output(out, overwrite, "--out")
     claim_output(out.with_suffix(".png"), overwrite, "--out's PNG")
     return []
-
-
-def _claim(args: argparse.Namespace) -> Path:
-    """``--out`` and the PNG beside it, claimed (``partgm.fileio.claim_output``) before any measurement."""
-    from partgm.fileio import claim_output
-
-    out = Path(args.out)
-    for path in (out, out.with_suffix(".png")):
-        claim_output(path, args.overwrite, "--out")
-    return out
 
 
 def _writer(out: Path, records: list[dict]):
@@ -155,7 +146,8 @@ def cmd_bench_frontier(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     runs = {algo: Path(path) for algo, path in (("pgm", args.pgm), ("mdlm", args.mdlm), ("ar", args.ar)) if path}
     refresh = [0 if r.strip() == "never" else int(r) for r in args.refresh.split(",") if r.strip()]
-    out = _claim(args)
+    claim_out(args, (".png",))
+    out = Path(args.out)
     records: list[dict] = []
 
     def on_record(record: dict) -> None:
@@ -187,7 +179,8 @@ def cmd_bench_images(args: argparse.Namespace) -> None:
         bad = [g for g in given if g not in known]
         if bad:
             raise PartgmError(f"unknown {name} '{bad[0]}' (choose from {', '.join(known)})")
-    out = _claim(args)
+    claim_out(args, (".png",))
+    out = Path(args.out)
     records: list[dict] = []
 
     def on_record(record: dict) -> None:

@@ -114,6 +114,7 @@ def test_text_sample(tmp_path, text_run, capsys) -> None:
     ["eval", "genppl", "RUN", "--judge", "RUN"],
     ["eval", "lambada", "RUN", "--data", "x.jsonl"],
     ["eval", "fid-digits", "RUN"],
+    ["eval", "oracle", "RUN"],
 ])
 def test_eval_out(command, tmp_path, text_run, capsys) -> None:
     out = mine(tmp_path / "e.json")
@@ -125,6 +126,7 @@ def test_eval_out(command, tmp_path, text_run, capsys) -> None:
     ["bench", "frontier", "--pgm", "RUN"],
     ["bench", "sample", "--smoke"],
     ["bench", "train", "--smoke"],
+    ["bench", "quality"],
 ])
 def test_bench_out(command, tmp_path, text_run, capsys) -> None:
     out = mine(tmp_path / "b.json", json.dumps({"a": 1}))
