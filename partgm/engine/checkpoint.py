@@ -98,8 +98,10 @@ def save_checkpoint(
         torch.save(training_state, buffer)
         atomic_write_bytes(tmp / "training_state.pt", buffer.getvalue())
         atomic_write_json(tmp / "meta.json", {"step": step, "time": time.time()})
-    except BaseException:  # a full disk (or any failure): no temporary directory stays behind
+    except BaseException as exc:  # a full disk (or any failure): no temporary directory stays behind
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise PartgmError(f"cannot write checkpoint '{root / name}': {exc.strerror or exc}") from None
         raise
     final = root / name
     if final.exists():  # the same step saved again: swap the copies in one step, then delete the old one
