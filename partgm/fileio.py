@@ -193,4 +193,7 @@ def unit_directory(path: str | Path) -> Iterator[Path]:
     except OSError as exc:
         raise PartgmError(f"cannot write '{path}': {exc.strerror or exc}") from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)  # a file that stood at ``path``
