@@ -54,6 +54,15 @@ def add_eval(eval_sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_eval_oracle)
 
 
+def _own_record(out: Path) -> bool:
+    """Whether ``out`` holds an earlier ``partgm bench quality`` record (settings, records, summary)."""
+    try:
+        record = json.loads(out.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and {"settings", "records", "summary"} <= record.keys()
+
+
 def cmd_bench_quality(args: argparse.Namespace) -> None:
     import torch
 
@@ -80,8 +89,9 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     s = replace(s, **changes)
     if args.steps is None:  # 8 ... L: the default grid ends at every free position decoded one by one
         s = replace(s, steps=tuple(sorted({min(x, s.length - 1) for x in s.steps} | {s.length - 1})))
-    claim_out(args, (".png",))
     out = Path(args.out)
+    if not _own_record(out):  # a rerun replaces its own record (and reuses its runs); nothing else
+        claim_out(args, (".png",))
     runs = train_runs(s, Path(args.work) if args.work else out.parent / (out.stem + "-work"))
     records: list[dict] = []
 
