@@ -15,6 +15,10 @@ def distill_config(source: Path, out: Path, overrides: list[str], resume: bool) 
     from partgm.engine.checkpoint import read_run_config
     from partgm.resolve import resolve_config
 
+    data_overrides = [o for o in overrides if o.split("=", 1)[0].strip().startswith("data.")]
+    if data_overrides:
+        raise PartgmError(f"'{data_overrides[0]}': a distillation trains on its source run's data, so data.* "
+                          "cannot be overridden; distil a run trained on the data you want")
     base = to_dict(read_run_config(out if resume else source))
     cfg = resolve_config(None, overrides, base, distill=True)
     if cfg.algo != base["algo"]:

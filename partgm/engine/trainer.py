@@ -379,6 +379,9 @@ class Trainer:
         if resume:
             self.restore()
         if self.step >= tc.steps:
+            if self.cfg.distill is not None:
+                raise PartgmError(f"the distillation already ran its {self.step} steps (distill.rounds x "
+                                  "distill.steps_per_round): raise distill.rounds to continue")
             raise PartgmError(f"the run is already at step {self.step}: raise train.steps above it to continue")
         logger: MetricsLogger | None = None
         if d.is_main:
