@@ -52,10 +52,24 @@ def unit_interval(text: str) -> float:
 
 def positive_ints(text: str) -> list[int]:
     """A comma-separated list of positive integers, e.g. ``32,128,1024``."""
-    values = [positive_int(v.strip()) for v in text.split(",") if v.strip()]
+    return _items(text, positive_int, "positive integers")
+
+
+def _items(text: str, item, what: str) -> list:
+    values = [item(v.strip()) for v in text.split(",") if v.strip()]
     if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got '{text}'")
     return values
+
+
+def nonnegative_floats(text: str) -> list[float]:
+    """A comma-separated list of finite numbers >= 0, e.g. ``0,1.5,3`` (guidance weights)."""
+    return _items(text, nonnegative_float, "numbers >= 0")
+
+
+def refresh_rates(text: str) -> list[int]:
+    """A comma-separated list of refresh rates: integers >= 0 or ``never`` (read as 0), e.g. ``1,2,never``."""
+    return _items(text, lambda v: 0 if v == "never" else nonnegative_int(v), "integers >= 0 or 'never'")
 
 
 class LazyHelp(str):

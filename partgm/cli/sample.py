@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws
+from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws, nonnegative_int
 from partgm.errors import PartgmError
 
 
@@ -82,7 +82,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate text (or images) from a run directory")
     p.add_argument("run_dir")
     add_sampling(p, SamplingDefaults(guidance=True))
-    p.add_argument("--refresh", type=int, metavar="R",
+    p.add_argument("--refresh", type=nonnegative_int, metavar="R",
                    help="cached sampler (approximate, opt-in): re-encode every R steps (1: exact, 0: never)")
     p.add_argument("--compile", action="store_true",
                    help="uniform / binomial: torch.compile the packed forward (bucketed clean widths)")
