@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws, positive_int
+from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws, positive_float, positive_int
+from partgm.errors import PartgmError
 
 
 def cmd_sample_images(args: argparse.Namespace, d) -> None:
@@ -33,6 +34,9 @@ def cmd_vq_train(args: argparse.Namespace) -> None:
 
     cfg = VQVAEConfig(hidden=args.hidden, codebook_size=args.codebook_size, code_dim=args.code_dim,
                       downsample=args.downsample)
+    if args.size % args.downsample:
+        raise PartgmError(f"--size {args.size} is not a multiple of --downsample {args.downsample}: "
+                          f"try --size {max(args.downsample, args.size // args.downsample * args.downsample)}")
     images, _, _ = load_image_folder(args.folder, args.size)
 
     def progress(step: int, losses: dict[str, float]) -> None:
@@ -80,7 +84,7 @@ def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -
     p.add_argument("--code-dim", type=positive_int, default=16)
     p.add_argument("--hidden", type=positive_int, default=64)
     p.add_argument("--steps", type=positive_int, default=2000)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_vq_train)
 
