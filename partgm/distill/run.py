@@ -21,7 +21,7 @@ def distill_config(source: Path, out: Path, overrides: list[str], resume: bool) 
                           "cannot be overridden; distil a run trained on the data you want")
     if not resume and read_run_config(source).distill is not None:
         raise PartgmError(f"'{source}' is a distillation run, not a trained model: distil one of its rounds "
-                          f"({source}/rounds/round-N, plain runs), or pass --resume to continue it in place")
+                          f"({source}/rounds/round-N, plain runs)")
     base = to_dict(read_run_config(out if resume else source))
     cfg = resolve_config(None, overrides, base, distill=True)
     if cfg.algo != base["algo"]:
