@@ -39,6 +39,7 @@ from partgm.engine.checkpoint import (
 from partgm.engine.ema import EMA
 from partgm.engine.lock import RunLock, remove_temporaries
 from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
+from partgm.engine.memory import check_training_fits
 from partgm.engine.optim import build_optimizer, build_scheduler
 from partgm.errors import PartgmError
 from partgm.precision import autocast_for
@@ -246,6 +247,8 @@ class Trainer:
         the stream of training times."""
         tc = self.cfg.train
         _seed_everything(tc.seed)
+        shards = self.dist.world_size if tc.parallel == "fsdp" else 1
+        check_training_fits(self.algorithm, self.cfg.model, torch.device(self.device), shards)
         self.model = self.algorithm.build_model(self.cfg.model).to(self.device)
         if tc.init_from:
             source = load_run(Path(tc.init_from), weights="ema", device=self.device)
