@@ -6,7 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws, positive_float, positive_int
+from partgm.cli.args import (
+    SamplingDefaults,
+    add_device,
+    add_sampling,
+    add_weights,
+    draws,
+    positive_float,
+    positive_int,
+)
 from partgm.errors import PartgmError
 
 

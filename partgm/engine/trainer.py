@@ -38,8 +38,8 @@ from partgm.engine.checkpoint import (
 )
 from partgm.engine.ema import EMA
 from partgm.engine.lock import RunLock, remove_temporaries
-from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
 from partgm.engine.memory import check_training_fits
+from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
 from partgm.engine.optim import build_optimizer, build_scheduler
 from partgm.errors import PartgmError
 from partgm.precision import autocast_for

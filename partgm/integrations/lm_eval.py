@@ -44,6 +44,7 @@ from partgm.errors import PartgmError
 from partgm.integrations import model_arg_bool
 from partgm.samplers import SamplingOptions
 
+
 def _batch_size(value: Any) -> int:
     """lm-eval's ``--batch_size``: a number (``auto`` and ``auto:N`` fall back to 8)."""
     text = str(value)
