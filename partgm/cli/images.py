@@ -14,6 +14,7 @@ from partgm.cli.args import (
     draws,
     positive_float,
     positive_int,
+    seed,
 )
 from partgm.errors import PartgmError
 
@@ -93,7 +94,7 @@ def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -
     p.add_argument("--hidden", type=positive_int, default=64)
     p.add_argument("--steps", type=positive_int, default=2000)
     p.add_argument("--lr", type=positive_float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed, default=0)
     p.set_defaults(func=cmd_vq_train)
 
     e = eval_sub.add_parser(

@@ -31,7 +31,8 @@ class Draws:
     def __post_init__(self) -> None:
         for name in ("num_samples", "batch", "seed"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or (name != "seed" and value < 1):
+            if isinstance(value, bool) or not isinstance(value, int) or (name != "seed" and value < 1) or (
+                    name == "seed" and not -(2**63) <= value < 2**64):
                 raise PartgmError(f"{name} must be a positive integer, got {value!r}" if name != "seed"
                                   else f"seed must be an integer, got {value!r}")
         if self.precision not in PRECISIONS:
