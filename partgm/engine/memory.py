@@ -46,7 +46,7 @@ def check_training_fits(algorithm: Any, model_cfg: Any, device: torch.device, sh
     need, free = n * TRAIN_BYTES_PER_PARAMETER / max(shards, 1), available_bytes(device)
     if free is not None and need > free:
         raise PartgmError(
-            f"the model has {n / 1e6:,.1f}M parameters: training needs about {need / 2**30:,.1f} GiB (weights, "
+            f"the model has {n / 1e6:,.0f}M parameters: training needs about {need / 2**30:,.1f} GiB (weights, "
             f"gradients, Adam and EMA) but {device} has {free / 2**30:,.1f} GiB free: lower model.hidden_size "
-            "or the number of blocks (`partgm presets` lists sizes that fit)")
+            "or the number of blocks (partgm presets lists sizes that fit)")
     return n

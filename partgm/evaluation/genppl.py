@@ -283,7 +283,7 @@ def evaluate_genppl(
     header = read_data_header(run_dir)
     if header.get("grid"):
         raise PartgmError(f"'{run_dir}' is an image run: generative perplexity scores text runs "
-                          "(image runs: partgm eval fid-digits | fid)")
+                          "(image runs: partgm eval fid-digits or fid)")
     draws = draws or Draws(num_samples=32, batch=8, precision="fp32")
     jo = judge_options or JudgeOptions()
     options = draws.options

@@ -1,7 +1,7 @@
 """Issue 11, part 3: every bad input gets a one-line error, through the command line and the Python API.
 
-``BAD_INPUTS`` is the table of docs/errors.md: regenerate that page with
-``PYTHONPATH=. python tests/cli/test_bad_inputs.py > docs/errors.md`` after changing a message.
+``BAD_INPUTS`` is the table of docs/errors.md: regenerate it with
+``PYTHONPATH=.:tests python tests/cli/test_bad_inputs.py`` after changing a message.
 """
 
 from __future__ import annotations
