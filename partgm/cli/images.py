@@ -12,6 +12,7 @@ from partgm.cli.args import (
     add_sampling,
     add_weights,
     draws,
+    image_sampling,
     positive_float,
     positive_int,
     seed,
@@ -23,10 +24,11 @@ def cmd_sample_images(args: argparse.Namespace, d) -> None:
     """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL
     (``d``: the command's ``Draws``)."""
     from partgm.engine import load_run
-    from partgm.run.images import class_list, sample_images, write_image_samples
+    from partgm.run.images import class_list, sample_images, with_image_sampling, write_image_samples
     from partgm.run.layout import SAMPLES
 
     run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
+    d = with_image_sampling(run, d, image_sampling(args))
     labels = class_list(run.data_header, args.classes)
     tokens = sample_images(run, d, labels, args.device)
     o = d.options
@@ -39,21 +41,23 @@ def cmd_sample_images(args: argparse.Namespace, d) -> None:
 
 
 def cmd_vq_train(args: argparse.Namespace) -> None:
-    from partgm.images.vqvae import VQVAEConfig, load_image_folder, save_vqvae, train_vqvae
+    from partgm.images.vq_quality import PREVIEW, train_vqvae_folder
+    from partgm.images.vqvae import VQVAEConfig
 
     cfg = VQVAEConfig(hidden=args.hidden, codebook_size=args.codebook_size, code_dim=args.code_dim,
-                      downsample=args.downsample)
+                      downsample=args.downsample, background=args.background)
     if args.size % args.downsample:
         raise PartgmError(f"--size {args.size} is not a multiple of --downsample {args.downsample}: "
                           f"try --size {max(args.downsample, args.size // args.downsample * args.downsample)}")
-    images, _, _ = load_image_folder(args.folder, args.size)
 
     def progress(step: int, losses: dict[str, float]) -> None:
         if step % 100 == 0 or step == args.steps:
             print(json.dumps({"step": step, **{k: round(v, 5) for k, v in losses.items()}}), flush=True)
 
-    model = train_vqvae(images, cfg, steps=args.steps, lr=args.lr, seed=args.seed, progress=progress)
-    save_vqvae(model, args.out)
+    q = train_vqvae_folder(args.folder, args.out, cfg, args.size, args.steps, args.lr, args.seed, progress)
+    print(f"held-out ({q['val_images']} images): PSNR {q['val_psnr']:.2f} dB, MSE {q['val_mse']:.4f}, loss "
+          f"{q['val_loss']:.4f}, codes used {q['codes_used']}/{cfg.codebook_size} ({q['codes_used_pct']:.1f}%), "
+          f"code perplexity {q['code_perplexity']:.1f}; preview {Path(args.out) / PREVIEW}")
     side = args.size // args.downsample
     print(f"wrote {args.out}: use data.corpus={args.folder} data.tokenizer=vq:{args.out} data.length={side * side}")
 
@@ -62,14 +66,15 @@ def cmd_fid_digits(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_fid_digits
 
     print(json.dumps(evaluate_fid_digits(args.run_dir, draws(args), weights=args.weights, device=args.device,
-                                         out=args.out)))
+                                         out=args.out, sampling=image_sampling(args))))
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_tf_fid
 
     print(json.dumps(evaluate_tf_fid(args.run_dir, args.inception_weights, args.ref_stats, draws(args),
-                                     weights=args.weights, device=args.device, out=args.out)))
+                                     weights=args.weights, device=args.device, out=args.out,
+                                     sampling=image_sampling(args))))
 
 
 def _image_eval_args(e: argparse.ArgumentParser, per_class: int) -> None:
@@ -95,6 +100,8 @@ def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -
     p.add_argument("--steps", type=positive_int, default=2000)
     p.add_argument("--lr", type=positive_float, default=2e-3)
     p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--background", default="white", help="transparency is composited over it: white | black | "
+                   "grey | #RRGGBB (kept in the VQ config: data preparation uses the same)")
     p.set_defaults(func=cmd_vq_train)
 
     e = eval_sub.add_parser(

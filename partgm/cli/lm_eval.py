@@ -95,6 +95,13 @@ def run_lm_eval(argv: list[str]) -> list[Path]:
     commit hash, and git prints ``fatal: not a git repository`` outside one) and its results captured;
     returns the ``RUN/eval/lm-eval/TASK.json`` files written (none when ``run=`` is not a local directory)."""
     check_args(argv)
+    from importlib.util import find_spec
+
+    from partgm.integrations.offline import go_offline_if_unreachable
+
+    installed = "lm_eval" in sys.modules or find_spec("lm_eval") is not None
+    if installed and not {"-h", "--help"} & set(argv):
+        go_offline_if_unreachable()  # before lm-eval imports `datasets`, which reads the offline flags once
     try:
         from partgm.integrations.lm_eval import main
     except ImportError as exc:

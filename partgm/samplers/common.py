@@ -90,13 +90,14 @@ class SamplingOptions:
     """How tokens are chosen. ``steps`` denoising steps (forward passes, for the parallel samplers);
     ``nucleus`` < 1 keeps the smallest set of tokens whose probability reaches it; ``temperature``
     divides the logits; ``guidance`` w > 0 is classifier-free guidance ``(1 + w) cond - w uncond``
-    (class-conditional models), ``constant`` or ramped ``linear``-ly from 0 to w over the steps."""
+    (class-conditional models), ``constant`` or ramped ``linear``-ly from 0 to w over the steps;
+    ``auto``: the sampler's own choice (the image samplers: the authors'; every other sampler: constant)."""
 
     steps: int = 128
     nucleus: float = 1.0
     temperature: float = 1.0
     guidance: float = 0.0
-    guidance_schedule: Literal["constant", "linear"] = "constant"
+    guidance_schedule: Literal["auto", "constant", "linear"] = "auto"
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -109,8 +110,8 @@ class SamplingOptions:
                               "(lower ones overflow the logits; for near-greedy draws use 0.001)")
         if not 0.0 <= self.guidance < math.inf:
             raise PartgmError(f"guidance must be a finite number >= 0, got {self.guidance}")
-        if self.guidance_schedule not in ("constant", "linear"):
-            raise PartgmError(f"guidance_schedule must be constant or linear, got {self.guidance_schedule!r}")
+        if self.guidance_schedule not in ("auto", "constant", "linear"):
+            raise PartgmError(f"guidance_schedule must be auto, constant or linear, got {self.guidance_schedule!r}")
 
     def guidance_at(self, fraction: float) -> float:
         """The guidance weight at ``fraction`` in [0, 1] of the way through sampling."""
