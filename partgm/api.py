@@ -33,7 +33,7 @@ class Model:
     ``partgm.train``, else empty)."""
 
     def __init__(self, run: Any):
-        self.run = run  # the LoadedRun (partgm.engine.checkpoint) this model wraps
+        self.run = run  # the LoadedRun (partgm.run.checkpoint) this model wraps
         self.algorithm, self.network, self.tokenizer, self.cfg = run.algorithm, run.model, run.tokenizer, run.cfg
         self.step, self.weights, self.source = run.step, run.weights, run.source
         eos = run.eos_id
@@ -45,7 +45,7 @@ class Model:
     def load(cls, path: str | Path, *, weights: str = "ema", device: str = "cpu", revision: str | None = None) -> Model:
         """A run directory (it has ``checkpoints/``; ``weights`` ema | raw), else a pretrained directory or
         a Hub repository id (``partgm hub export`` / ``push`` output; its weights are what was exported)."""
-        from partgm.engine.distributed import resolve_device
+        from partgm.devices import resolve_device
         from partgm.run.load import load_model
 
         if not isinstance(path, (str, Path)) or not str(path):
@@ -259,8 +259,8 @@ def evaluate_ppl(
     ppl`` computes it, with ``draws`` times and masks per sequence: ``{"run_dir", "algo", "split",
     "weights", "step", "data", "seed", "ppl", "nelbo", "tokens", "stderr", "ppl_low", "ppl_high", ...}``
     (``ppl`` is a bound for MDLM / PGM with a 95% interval, exact for AR)."""
+    from partgm.devices import resolve_device
     from partgm.engine import evaluate_ppl as ppl
-    from partgm.engine.distributed import resolve_device
     from partgm.evaluation.ppl import load_scoring
 
     device = str(resolve_device(device))

@@ -44,8 +44,8 @@ def bench_frontier(
     ``draws.num_samples`` samples per point (each point's own sampler; ``draws.sampler`` is not read);
     speed: one batch per point, timed round-robin over the points (one warm-up round, ``repeats`` timed
     rounds), so that the machine's drift hits every point alike."""
-    from partgm.engine import load_run
     from partgm.evaluation.genppl import judge_texts, load_judge, mean_entropy
+    from partgm.run.checkpoint import load_run
 
     judge = load_judge(str(judge_dir), device=device, weights=weights)
     env = environment(torch.device(device), resolved_precision(device, draws.precision))

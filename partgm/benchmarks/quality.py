@@ -158,8 +158,8 @@ def measure(s: QualitySettings, runs: dict, on_record=None) -> list[dict]:
     run's excess NELBO (once per run, in every record of it)."""
     from partgm.algorithms.oracle import oracle_denoiser
     from partgm.data.synthetic import process_of
-    from partgm.engine import load_run
     from partgm.evaluation.oracle import excess_nelbo, sample_quality
+    from partgm.run.checkpoint import load_run
 
     env = environment(torch.device(s.device), "fp32")
     process, space, families = process_of(s.corpus), data_space(s), oracle_families(s)

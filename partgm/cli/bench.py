@@ -45,7 +45,7 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
 def _setup(args: argparse.Namespace):
     import torch
 
-    from partgm.engine.distributed import resolve_device
+    from partgm.devices import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,7 +134,7 @@ def cmd_bench_frontier(args: argparse.Namespace) -> None:
     import torch
 
     from partgm.benchmarks.frontier import bench_frontier, plot_frontier
-    from partgm.engine.checkpoint import atomic_write_text
+    from partgm.run.checkpoint import atomic_write_text
 
     if args.threads:
         torch.set_num_threads(args.threads)

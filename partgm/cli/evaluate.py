@@ -20,9 +20,9 @@ from partgm.cli.args import (
 
 def cmd_eval_ppl(args: argparse.Namespace) -> None:
     from partgm.api import evaluate_ppl
-    from partgm.engine.checkpoint import read_data_header
     from partgm.evaluation.ppl import compare_line, compare_ppl, ppl_record_name
     from partgm.fileio import atomic_write_text
+    from partgm.run.checkpoint import read_data_header
     from partgm.run.layout import EVAL
 
     if args.compare:

@@ -23,7 +23,7 @@ from partgm.errors import PartgmError
 def cmd_sample_images(args: argparse.Namespace, d) -> None:
     """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL
     (``d``: the command's ``Draws``)."""
-    from partgm.engine import load_run
+    from partgm.run.checkpoint import load_run
     from partgm.run.images import class_list, sample_images, with_image_sampling, write_image_samples
     from partgm.run.layout import SAMPLES
 

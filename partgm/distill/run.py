@@ -12,8 +12,8 @@ def distill_config(source: Path, out: Path, overrides: list[str], resume: bool) 
     """The distillation run's config: the source run's (or, on resume, OUT's) with ``overrides``;
     ``train.init_from`` is the source and ``train.steps`` covers ``distill.rounds`` rounds."""
     from partgm.config import to_dict
-    from partgm.engine.checkpoint import read_run_config
     from partgm.resolve import resolve_config
+    from partgm.run.checkpoint import read_run_config
 
     data_overrides = [o for o in overrides if o.split("=", 1)[0].strip().startswith("data.")]
     if data_overrides:
@@ -39,7 +39,7 @@ def distill_run(source: Path, out: Path, overrides: list[str] | None = None, res
     from partgm.data import PreparedData
     from partgm.distill.algorithm import SDTTAlgorithm
     from partgm.engine import train
-    from partgm.engine.checkpoint import load_run, read_data_header
+    from partgm.run.checkpoint import load_run, read_data_header
     from partgm.run.layout import check_fresh_or_resume
     from partgm.runs import prepare_data
 

@@ -25,19 +25,7 @@ from partgm.algorithms import Algorithm, TokenSpace, build_algorithm
 from partgm.config import RunConfig, to_dict
 from partgm.engine import distributed
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
-from partgm.engine.checkpoint import (
-    CHECKPOINTS,
-    check_state,
-    list_checkpoints,
-    load_intact_checkpoint,
-    load_run,
-    read_data_header,
-    read_run_config,
-    save_checkpoint,
-    write_run_files,
-)
 from partgm.engine.ema import EMA
-from partgm.engine.lock import RunLock, remove_temporaries
 from partgm.engine.memory import check_training_fits
 from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
 from partgm.engine.optim import build_optimizer, build_scheduler
@@ -54,7 +42,19 @@ from partgm.engine.validation import (  # noqa: F401  (eval_draws, ppl_summary, 
 )
 from partgm.errors import PartgmError
 from partgm.precision import autocast_for
+from partgm.run.checkpoint import (
+    CHECKPOINTS,
+    check_state,
+    list_checkpoints,
+    load_intact_checkpoint,
+    load_run,
+    read_data_header,
+    read_run_config,
+    save_checkpoint,
+    write_run_files,
+)
 from partgm.run.layout import METRICS
+from partgm.run.lock import RunLock, remove_temporaries
 
 
 def _seed_everything(seed: int) -> None:

@@ -120,7 +120,7 @@ class PartgmARJudge(Judge):
         device: str = "cpu",
         max_length: int = DEFAULT_MAX_LENGTH,
     ):
-        from partgm.engine import load_run
+        from partgm.run.checkpoint import load_run
 
         run = load_run(Path(run_dir), weights=weights, device=device)
         if run.cfg.algo != "ar":
@@ -254,7 +254,7 @@ def read_samples(path: str | Path, vocab_size: int | None = None) -> list[dict[s
 
 def _checkpoint_step(run_dir: Path) -> int | None:
     try:
-        from partgm.engine.checkpoint import latest_checkpoint
+        from partgm.run.checkpoint import latest_checkpoint
 
         return int(json.loads((latest_checkpoint(run_dir) / "meta.json").read_text())["step"])
     except (PartgmError, OSError, ValueError, KeyError):
@@ -275,8 +275,8 @@ def evaluate_genppl(
     """Sample ``draws`` from ``run_dir`` (default: 32 samples, 128 steps, batch 8, fp32), or read
     ``samples_file``, score with ``judge``, write ``RUN_DIR/eval/genppl-....json`` (or ``out``) and the
     samples JSONL beside it; return the record."""
-    from partgm.engine.checkpoint import read_data_header, read_run_config
     from partgm.fileio import atomic_write_json, atomic_write_text
+    from partgm.run.checkpoint import read_data_header, read_run_config
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)

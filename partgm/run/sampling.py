@@ -133,7 +133,7 @@ def prompt_positions(run_dir: Path, text: str, at: int | None = None) -> list[tu
     """(position, token id, token text) of each token of ``text`` in the run's tokenizer: placed after BOS
     as ``--prompt`` does, or from position ``at`` as ``--infill AT:TEXT`` does."""
     from partgm.data.tokenizers import Tokenizer
-    from partgm.engine.checkpoint import read_data_header, read_run_config
+    from partgm.run.checkpoint import read_data_header, read_run_config
     from partgm.run.layout import TOKENIZER
 
     run_dir = Path(run_dir)
@@ -162,7 +162,7 @@ def sample_run(
     {"index", "text", "token_ids"} plus what made them: "prompt", "infill", "sampler", "precision",
     "at_eos", "steps", "nucleus", "temperature", "seed", "weights", "step". ``infill``: ``POS:TEXT``
     items; ``at_eos`` as in ``decode_sample``."""
-    from partgm.engine import load_run
+    from partgm.run.checkpoint import load_run
     from partgm.samplers import get_sampler
 
     draws = draws or Draws()

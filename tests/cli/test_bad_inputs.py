@@ -262,8 +262,8 @@ def test_read_only_run_directory_is_one_line(world, tmp_path, capsys, monkeypatc
 
 def test_python_api_refuses_bad_configs_and_options(world) -> None:
     from partgm.config import RunConfig, TrainConfig
-    from partgm.engine import load_run
     from partgm.errors import PartgmError
+    from partgm.run.checkpoint import load_run
     from partgm.samplers import SamplingOptions, generate, make_prompt
 
     with pytest.raises(PartgmError, match="train.keep_last=-1 must be >= 0"):

@@ -27,7 +27,7 @@ from torch import nn
 from partgm.algorithms import Algorithm, TokenSpace, build_algorithm
 from partgm.config import RunConfig, to_dict
 from partgm.data.tokenizers import Tokenizer
-from partgm.engine.distributed import resolve_device
+from partgm.devices import resolve_device
 from partgm.errors import PartgmError
 from partgm.fileio import _fsync_dir, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
 from partgm.resolve import config_from_dict
