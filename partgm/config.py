@@ -58,13 +58,14 @@ class TrainConfig(Checked):
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     warmup_steps: int = 100
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "cosine-tail"] = "constant"  # cosine-tail: the image recipe's
     min_lr_ratio: float = 0.1
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     noise_schedule: str = "loglinear"
     label_dropout: float = 0.1  # class-conditional data only: share of labels replaced by the null class
-    init_from: str = ""  # a run directory whose weights (EMA) start this run
+    init_from: str = ""  # a run directory whose weights start this run
+    init_weights: Literal["ema", "raw"] = "ema"  # which of init_from's weights
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
@@ -102,9 +103,11 @@ class DistillConfig(Checked):
     """SDTT distillation (``partgm distill``): the section of distillation runs only.
 
     Round r trains the student against a teacher taking ``teacher_steps`` ancestral steps of size
-    ``initial_dt * 2**r``; a round lasts ``steps_per_round`` optimizer steps; at its end the teacher
-    becomes the student (``teacher_weights``: its raw or EMA weights). ``swap_ema_on_round``: the
-    student also continues from its EMA weights. ``loss_precision``: dtype of the divergence."""
+    ``initial_dt * teacher_steps**r``; a round lasts ``steps_per_round`` optimizer steps; at its end the
+    teacher becomes the student (``teacher_weights``: its raw or EMA weights). ``swap_ema_on_round``: the
+    student also continues from its EMA weights, and the EMA restarts. ``start_weights``: the source
+    run's weights that teacher and student start from (``raw``: the reference's, with a fresh EMA either
+    way). ``loss_precision``: dtype of the divergence."""
 
     divergence: Literal["reverse-kl", "forward-kl", "mse", "tv", "l1-logprob"] = "reverse-kl"
     teacher_steps: int = 2
@@ -113,10 +116,12 @@ class DistillConfig(Checked):
     rounds: int = 7
     teacher_weights: Literal["raw", "ema"] = "raw"
     swap_ema_on_round: bool = False
+    start_weights: Literal["ema", "raw"] = "ema"
     loss_precision: Literal["fp32", "fp64", "bf16"] = "fp32"
 
     ranges: ClassVar[dict[str, Range]] = {
-        **dict.fromkeys(("teacher_steps", "steps_per_round", "rounds"), AT_LEAST_1),
+        **dict.fromkeys(("steps_per_round", "rounds"), AT_LEAST_1),
+        "teacher_steps": Range(2, says=">= 2 (dt grows by that factor every round)"),
         "initial_dt": Range(0.0, 1.0, low_open=True, high_closed=True),
     }
 

@@ -19,7 +19,7 @@ from partgm.config import (
     to_dict,
 )
 from partgm.errors import PartgmError
-from partgm.models.config import MODEL_FAMILIES, ModelConfig
+from partgm.models.config import LEGACY_MODEL_DEFAULTS, MODEL_FAMILIES, ModelConfig
 from partgm.registry import Registry
 
 # Named model shapes. A preset may give fields of several families: each run takes its family's.
@@ -38,6 +38,12 @@ for _name, _shape in {
         "hidden_size": 256, "n_heads": 4, "n_blocks": 6, "n_encoder_blocks": 3, "n_decoder_blocks": 3,
         "cond_dim": 64, "dropout": 0.0,
     },
+    # The paper's image models (LlamaGen VQ-8 codes: 32x32 = 1,024 per image, 16,384 ids; 1,000 classes).
+    "pgm-image-12-12": {"hidden_size": 1024, "n_heads": 16, "n_encoder_blocks": 12, "n_decoder_blocks": 12,
+                        "cond_dim": 1024},
+    "pgm-image-14-10": {"hidden_size": 1024, "n_heads": 16, "n_encoder_blocks": 14, "n_decoder_blocks": 10,
+                        "cond_dim": 1024},
+    "maskgit-large": {"hidden_size": 1024, "n_heads": 16, "n_blocks": 24, "cond_dim": 1024},
     "cpu-tiny": {
         "hidden_size": 64, "n_heads": 2, "n_blocks": 2, "n_encoder_blocks": 1, "n_decoder_blocks": 1,
         "cond_dim": 32, "dropout": 0.0,
@@ -103,9 +109,12 @@ def resolve_config(
 
 def config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Rebuild a saved (resolved) config, type-checked. Configs written before the per-family model
-    sections hold the fields of every family: the other families' are dropped."""
+    sections hold the fields of every family: the other families' are dropped. A field added since the
+    run was saved takes the value that rebuilds its network (``LEGACY_MODEL_DEFAULTS``)."""
     data = dict(data)
     family = model_config_class(str(data.get("algo", RunConfig.algo)))
     if isinstance(data.get("model"), dict):
-        data["model"] = fit_model_section(data["model"], family, strict=False)
+        model = fit_model_section(data["model"], family, strict=False)
+        own = _family_fields(family)
+        data["model"] = {**{k: v for k, v in LEGACY_MODEL_DEFAULTS.items() if k in own}, **model}
     return load_config(data, family)

@@ -11,7 +11,7 @@ import os
 import sys
 from typing import NoReturn
 
-from partgm.cli import bench, distill, evaluate, hub, images, lm_eval, plot, sample, train
+from partgm.cli import bench, distill, evaluate, ground_truth, hub, images, lm_eval, plot, sample, train
 from partgm.errors import PartgmError
 
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add(sub)
     eval_sub = evaluate.add(sub)
     images.add(sub, eval_sub)
+    ground_truth.add_eval(eval_sub)
     hub.add(sub)
     bench.add(sub)
     lm_eval.add(sub)

@@ -157,7 +157,28 @@ def add_sampling(p: argparse.ArgumentParser, defaults: SamplingDefaults = Sampli
     if d.guidance:
         p.add_argument("--guidance", type=nonnegative_float, default=0.0,
                        help="image runs: classifier-free guidance w (0: none)")
-        p.add_argument("--guidance-schedule", choices=("constant", "linear"), default="constant")
+        p.add_argument("--guidance-schedule", choices=("auto", "constant", "linear"), default="auto",
+                       help="auto: the authors' (ramp w*k/(S-1); MaskGIT's Halton sampler: constant)")
+        a = p.add_argument_group("image runs: the authors' confidence / halton options (samplers/image_schedules.py)")
+        a.add_argument("--schedule", choices=("authors", "partgm"), default="authors", help="tokens per step")
+        a.add_argument("--r-temp", type=nonnegative_float,
+                       help="confidence: Gumbel scale (default 5 for PGM, 4.5 for MaskGIT)")
+        a.add_argument("--sm-temp-min", type=positive_float, default=1.0, help="halton: logit multiplier, first step")
+        a.add_argument("--sm-temp-max", type=positive_float, default=1.0, help="halton: logit multiplier, last step")
+        a.add_argument("--temp-warmup", type=int, default=1, help="halton: steps drawn from softmax(logits * 0.5)")
+        a.add_argument("--top-k", type=int, default=-1, help="draw among the k likeliest ids (-1: off)")
+        a.add_argument("--randomize", action="store_true", help="halton: roll the order by a random offset per sample")
+
+
+def image_sampling(args: argparse.Namespace):
+    """The authors' sampler options (``ImageSampling``) of the image flags ``add_sampling`` declared."""
+    from partgm.samplers.image_schedules import ImageSampling
+
+    if not hasattr(args, "schedule"):
+        return ImageSampling()
+    return ImageSampling(schedule=args.schedule, r_temp=args.r_temp, sm_temp_min=args.sm_temp_min,
+                         sm_temp_max=args.sm_temp_max, temp_warmup=args.temp_warmup, top_k=args.top_k,
+                         randomize=args.randomize)
 
 
 def draws(args: argparse.Namespace, progress: bool = False, sampler=None):
@@ -174,7 +195,7 @@ def draws(args: argparse.Namespace, progress: bool = False, sampler=None):
 
     options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature,
                               guidance=getattr(args, "guidance", 0.0),
-                              guidance_schedule=getattr(args, "guidance_schedule", "constant"), progress=progress)
+                              guidance_schedule=getattr(args, "guidance_schedule", "auto"), progress=progress)
     return Draws(options, sampler if sampler is not None else getattr(args, "sampler", "auto"), args.num_samples,
                  args.batch,
                  args.seed, args.precision)

@@ -17,6 +17,7 @@ from partgm.cli.args import (
     positive_ints,
     unit_interval,
 )
+from partgm.cli.ground_truth import add_bench as add_quality
 from partgm.errors import PartgmError
 
 SMOKE = {"pgm": "cpu-tiny", "mdlm": "cpu-tiny", "ar": "cpu-tiny"}
@@ -232,6 +233,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(pgm_preset="pgm-6-6-d768")  # width and block count of mdlm-small
     p.set_defaults(func=cmd_bench_train)
     _add_images(bench)
+    add_quality(bench)
     p = bench.add_parser("frontier", help="trained models: gen PPL and entropy vs tokens/s, PGM exact vs the "
                                           "encoder cache (refresh r) vs MDLM vs AR")
     p.add_argument("--pgm", required=True, help="PGM run directory")

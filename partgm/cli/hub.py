@@ -51,7 +51,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("ckpt", help="Lightning .ckpt (or a .safetensors of backbone tensors)")
     p.add_argument("out_run_dir")
-    p.add_argument("--algo", choices=("pgm", "mdlm"), required=True)
+    p.add_argument("--algo", choices=("pgm", "mdlm", "pgm-image", "maskgit"), required=True,
+                   help="pgm / mdlm: text .ckpt; pgm-image / maskgit: the image format {iter, model_state_dict, ...}")
     p.add_argument(
         "--allow-pickle",
         action="store_true",

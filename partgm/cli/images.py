@@ -6,17 +6,26 @@ import argparse
 import json
 from pathlib import Path
 
-from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws, positive_int
+from partgm.cli.args import (
+    SamplingDefaults,
+    add_device,
+    add_sampling,
+    add_weights,
+    draws,
+    image_sampling,
+    positive_int,
+)
 
 
 def cmd_sample_images(args: argparse.Namespace, d) -> None:
     """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL
     (``d``: the command's ``Draws``)."""
     from partgm.engine import load_run
-    from partgm.run.images import class_list, sample_images, write_image_samples
+    from partgm.run.images import class_list, sample_images, with_image_sampling, write_image_samples
     from partgm.run.layout import SAMPLES
 
     run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
+    d = with_image_sampling(run, d, image_sampling(args))
     labels = class_list(run.data_header, args.classes)
     tokens = sample_images(run, d, labels, args.device)
     o = d.options
@@ -49,14 +58,15 @@ def cmd_fid_digits(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_fid_digits
 
     print(json.dumps(evaluate_fid_digits(args.run_dir, draws(args), weights=args.weights, device=args.device,
-                                         out=args.out)))
+                                         out=args.out, sampling=image_sampling(args))))
 
 
 def cmd_fid(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_tf_fid
 
     print(json.dumps(evaluate_tf_fid(args.run_dir, args.inception_weights, args.ref_stats, draws(args),
-                                     weights=args.weights, device=args.device, out=args.out)))
+                                     weights=args.weights, device=args.device, out=args.out,
+                                     sampling=image_sampling(args))))
 
 
 def _image_eval_args(e: argparse.ArgumentParser, per_class: int) -> None:

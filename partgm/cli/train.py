@@ -113,7 +113,7 @@ def cmd_presets(args: argparse.Namespace) -> None:
                 continue  # a preset of another network family
             cfg = resolve_config(overrides=[f"preset={name}", f"algo={algo}"])
             with torch.device("meta"):
-                model = get_algorithm(algo, vocab, vocab - 1).build_model(cfg.model)
+                model = get_algorithm(algo, vocab, vocab - 1, length=cfg.data.length).build_model(cfg.model)
             n = sum(p.numel() for p in model.parameters())
             print(f"{name:16s} {algo:16s} {family.__name__:16s} {n / 1e6:8.1f}M parameters")
 

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from partgm.config import to_dict
+from partgm.convert.images import IMAGE_ALGOS, convert_image_checkpoint, is_image_checkpoint
 from partgm.convert.infer import infer_model_config, tensor_shape
 from partgm.convert.pickles import get_hparam, load_reference_checkpoint, plain_tree, reference_model_config
 from partgm.convert.reference_names import (
@@ -135,6 +136,9 @@ def convert_checkpoint(
     rows minus the trailing [MASK] row)."""
     from partgm.algorithms import TokenSpace, build_algorithm
 
+    if algo in IMAGE_ALGOS:  # the authors' image format: {iter, global_epoch, model_state_dict, ...}
+        return convert_image_checkpoint(ckpt_path, out_run_dir, algo, length, n_heads,
+                                        "none" if tokenizer == "gpt2" else tokenizer, swap_query_mode)
     if algo not in SUPPORTED_ALGOS:
         raise PartgmError(f"--algo must be one of {', '.join(SUPPORTED_ALGOS)}, not '{algo}'")
     if weights not in ("ema", "raw"):
@@ -143,6 +147,8 @@ def convert_checkpoint(
     if out_run_dir.exists() and any(out_run_dir.iterdir()):
         raise PartgmError(f"output directory '{out_run_dir}' is not empty")
     ckpt = load_reference_checkpoint(ckpt_path, allow_pickle)
+    if is_image_checkpoint(ckpt):
+        raise PartgmError(f"'{ckpt_path}' is an image checkpoint of the authors: use --algo pgm-image or maskgit")
     if not isinstance(ckpt["state_dict"], Mapping):
         raise PartgmError("the checkpoint's state_dict is not a mapping of tensors")
     raw, ignored = backbone_state(ckpt["state_dict"])

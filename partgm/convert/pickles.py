@@ -86,7 +86,7 @@ def load_reference_checkpoint(path: str | Path, allow_pickle: bool = False) -> d
         raise PartgmError(f"cannot read '{path}': {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     if not isinstance(ckpt, Mapping):
         raise PartgmError(f"'{path}' holds a {type(ckpt).__name__}, not a checkpoint dict")
-    if "state_dict" not in ckpt:
+    if "state_dict" not in ckpt and "model_state_dict" not in ckpt:  # model_state_dict: the image format
         if all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             return {"state_dict": dict(ckpt)}
         raise PartgmError(f"'{path}' has no state_dict (keys: {', '.join(map(str, list(ckpt)[:6]))})")

@@ -123,6 +123,10 @@ def prepare_dataset(
     The directory is built under a temporary name and renamed at the end, so an interrupted run leaves
     nothing half-written behind.
     """
+    from partgm.data.synthetic import is_synthetic, prepare_synthetic
+
+    if is_synthetic(corpus):  # drawn from a known process; the tokenizer is the identity over its ids
+        return prepare_synthetic(corpus, length, val_fraction, cache_dir, publish_dataset, _reusable, FORMAT_VERSION)
     if length < 3:
         raise PartgmError(f"length={length} is too short (BOS, at least one token, EOS)")
     if not 0.0 < val_fraction < 1.0:

@@ -45,7 +45,8 @@ class SDTTAlgorithm(Algorithm):
         self.samplers = base.samplers
         self.exact_likelihood = base.exact_likelihood
         self.teacher = teacher.eval().requires_grad_(False)
-        self.rounds = DistillRounds(config.initial_dt, config.steps_per_round, config.rounds)
+        self.rounds = DistillRounds(config.initial_dt, config.steps_per_round, config.rounds,
+                                    growth=config.teacher_steps)  # dt *= k each round, as the reference
 
     @classmethod
     def from_config(cls, cfg: RunConfig, space: Any) -> Algorithm:
@@ -105,12 +106,14 @@ class SDTTAlgorithm(Algorithm):
     # --- training-engine hooks -----------------------------------------------------------------------
     @torch.no_grad()
     def after_optimizer_step(self, trainer: Any, step: int) -> None:
-        """At a round's end: the student optionally continues from its EMA weights, the teacher becomes
-        the student (raw or EMA weights), and the student is exported as ``RUN/rounds/round-N``."""
+        """At a round's end: the student optionally continues from its EMA weights (and the EMA restarts
+        from them, as the reference's ``use_ema_on_growth``), the teacher becomes the student (raw or EMA
+        weights), and the student is exported as ``RUN/rounds/round-N``."""
         if not self.rounds.advance(step):
             return
         if self.config.swap_ema_on_round:
             trainer.ema.copy_to(trainer.model)
+            trainer.ema.reset(trainer.model)
         if self.config.teacher_weights == "ema":
             self.teacher.load_state_dict(trainer.ema.model_state_dict(trainer.model))
         else:

@@ -20,6 +20,7 @@ def distill_config(source: Path, out: Path, overrides: list[str], resume: bool) 
     if cfg.algo != base["algo"]:
         raise PartgmError(f"a distilled run keeps its teacher's algorithm '{base['algo']}', not '{cfg.algo}'")
     cfg.train.init_from = str(source)
+    cfg.train.init_weights = cfg.distill.start_weights
     cfg.train.steps = cfg.distill.rounds * cfg.distill.steps_per_round
     return cfg
 
@@ -44,5 +45,5 @@ def distill_run(source: Path, out: Path, overrides: list[str] | None = None, res
     if base.sampler_family not in ("masked", "partition") or data.header.get("grid"):
         raise PartgmError(f"SDTT distils masked and partition text models, not '{cfg.algo}'")
     # On resume the teacher's weights come from the checkpoint; a fresh network is enough here.
-    teacher = base.build_model(cfg.model) if resume else load_run(source, weights="ema").model
+    teacher = base.build_model(cfg.model) if resume else load_run(source, weights=cfg.distill.start_weights).model
     return train(cfg, data, out, resume=resume, algorithm=SDTTAlgorithm(base, cfg.distill, teacher))

@@ -30,6 +30,13 @@ class EMA:
         self.num_updates += 1
 
     @torch.no_grad()
+    def reset(self, model: nn.Module) -> None:
+        """Start again from ``model``'s weights, with the warm-up of a fresh average."""
+        for name, p in model.named_parameters():
+            self.shadow[name].copy_(p.detach().float())
+        self.num_updates = 0
+
+    @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
         for name, p in model.named_parameters():
             p.copy_(self.shadow[name])

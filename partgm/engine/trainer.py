@@ -242,13 +242,13 @@ class Trainer:
 
     # --- stages ---------------------------------------------------------------------------------------
     def build(self) -> None:
-        """Fresh model (or ``train.init_from``'s weights), optimizer, scheduler, EMA, batch sampler and
+        """Fresh model (or ``train.init_from``'s ``init_weights``), optimizer, scheduler, EMA, batch sampler and
         the stream of training times."""
         tc = self.cfg.train
         _seed_everything(tc.seed)
         self.model = self.algorithm.build_model(self.cfg.model).to(self.device)
         if tc.init_from:
-            source = load_run(Path(tc.init_from), weights="ema", device=self.device)
+            source = load_run(Path(tc.init_from), weights=tc.init_weights, device=self.device)
             check_state(self.model.state_dict(), source.model.state_dict())
             self.model.load_state_dict(source.model.state_dict())
         # FSDP2 shards the parameters in place: before the optimizer and the EMA are built on them

@@ -40,14 +40,20 @@ def digits_classifier_for(data: Any) -> tuple[Any, Path]:
     return model, path
 
 
-def _sample_run(run_dir: str | Path, draws: Draws, weights: str, device: str):
-    """(run, token grids [N, L], their labels [N] or None, the protocol fields of the record)."""
+def _sample_run(run_dir: str | Path, draws: Draws, weights: str, device: str, sampling: Any = None):
+    """(run, token grids [N, L], their labels [N] or None, the protocol fields of the record).
+    ``sampling``: the authors' sampler options (``ImageSampling``; None: their defaults)."""
+    from dataclasses import asdict
+
     from partgm.engine import load_run
-    from partgm.run.images import class_list, sample_images
+    from partgm.run.images import class_list, sample_images, with_image_sampling
+    from partgm.samplers.image_schedules import ImageSampling
 
     run = load_run(Path(run_dir), weights=weights, device=device)
     if not run.data_header.get("grid"):
         raise PartgmError(f"run '{run_dir}' was not trained on image data")
+    sampling = sampling or ImageSampling()
+    draws = with_image_sampling(run, draws, sampling)
     labels = class_list(run.data_header, None)
     tokens = sample_images(run, draws, labels, device)
     n = draws.num_samples
@@ -56,7 +62,8 @@ def _sample_run(run_dir: str | Path, draws: Draws, weights: str, device: str):
     protocol = {"run_dir": str(run_dir), "algo": run.cfg.algo, "step": run.step, "weights": weights,
                 "sampler": draws.sampler_name, "steps": o.steps, "guidance": o.guidance,
                 "guidance_schedule": o.guidance_schedule, "temperature": o.temperature, "nucleus": o.nucleus,
-                "precision": resolved_precision(device, draws.precision), "seed": draws.seed}
+                "precision": resolved_precision(device, draws.precision), "seed": draws.seed,
+                "sampler_options": asdict(sampling)}
     return run, tokens, sample_labels, protocol
 
 
@@ -70,7 +77,7 @@ def _write(record: dict[str, Any], out: str | Path | None, run_dir: str | Path, 
 
 def evaluate_fid_digits(
     run_dir: str | Path, draws: Draws | None = None, *, weights: str = "ema", device: str = "cpu",
-    out: str | Path | None = None,
+    out: str | Path | None = None, sampling: Any = None,
 ) -> dict[str, Any]:
     """Class accuracy of ``draws.num_samples`` conditional samples per digit (default 100 at 32 steps, by
     the cached classifier) and FID-digits (Frechet distance of its penultimate features, samples vs the
@@ -80,7 +87,7 @@ def evaluate_fid_digits(
     from partgm.images.fid import fid_record
 
     draws = draws or default_draws(100)
-    run, tokens, labels, protocol = _sample_run(run_dir, draws, weights, device)
+    run, tokens, labels, protocol = _sample_run(run_dir, draws, weights, device, sampling)
     if (run.data_header.get("image") or {}).get("kind") != "digits":
         raise PartgmError(f"run '{run_dir}' was not trained on the digits: use `partgm eval fid`")
     data = PreparedData.load(run.data_header["path"])
@@ -106,7 +113,7 @@ def evaluate_fid_digits(
 
 def evaluate_tf_fid(
     run_dir: str | Path, inception_weights: str | Path, ref_stats: str | Path, draws: Draws | None = None, *,
-    weights: str = "ema", device: str = "cpu", out: str | Path | None = None,
+    weights: str = "ema", device: str = "cpu", out: str | Path | None = None, sampling: Any = None,
 ) -> dict[str, Any]:
     """ImageNet-protocol FID (``tf_inception_fid``) of decoded samples (``draws``: default 50 per class at
     32 steps) against ``ref_stats``. The weights and statistics files are checked before any sampling."""
@@ -117,7 +124,7 @@ def evaluate_tf_fid(
         if not Path(path).is_file():
             raise PartgmError(f"{what} file {path} not found (nothing is downloaded)")
     draws = draws or default_draws(50)
-    run, tokens, _, protocol = _sample_run(run_dir, draws, weights, device)
+    run, tokens, _, protocol = _sample_run(run_dir, draws, weights, device, sampling)
     pixels = torch.from_numpy(decode_images(run.data_header, tokens))
     if pixels.dim() == 3:
         pixels = pixels[..., None].expand(-1, -1, -1, 3)

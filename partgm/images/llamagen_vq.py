@@ -200,9 +200,28 @@ class LlamaGenVQ(nn.Module):
         return self.decoder(self.post_quant_conv(z_q)).clamp(-1, 1)
 
 
-def load_llamagen_vq(path: str | Path, config: LlamaGenVQConfig = LlamaGenVQConfig()) -> LlamaGenVQ:
+def config_from_state(state: dict[str, torch.Tensor]) -> LlamaGenVQConfig:
+    """The architecture a LlamaGen VQ state dict was built with, read from its shapes: ``ch`` (the first
+    conv), ``ch_mult`` (each encoder level's output channels / ch: VQ-8 (1, 2, 2, 4), VQ-16
+    (1, 1, 2, 2, 4)), res blocks per level, ``z_channels`` and the codebook's size and dim."""
+    def shape(key: str) -> tuple[int, ...]:
+        if key not in state:
+            raise PartgmError(f"not a LlamaGen VQ state dict: '{key}' is missing")
+        return tuple(state[key].shape)
+
+    ch = shape("encoder.conv_in.weight")[0]
+    n_levels = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.conv_blocks."))
+    n_res = 1 + max(int(k.split(".")[4]) for k in state if k.startswith("encoder.conv_blocks.0.res."))
+    mult = tuple(shape(f"encoder.conv_blocks.{i}.res.0.conv2.weight")[0] // ch for i in range(n_levels))
+    size, dim = shape("quantize.embedding.weight")
+    return LlamaGenVQConfig(codebook_size=size, codebook_embed_dim=dim, ch=ch, ch_mult=mult,
+                            z_channels=shape("encoder.conv_out.weight")[0], num_res_blocks=n_res)
+
+
+def load_llamagen_vq(path: str | Path, config: LlamaGenVQConfig | None = None) -> LlamaGenVQ:
     """Load a LlamaGen VQ checkpoint (``torch.save`` of a dict whose ``"model"`` is the state dict; read
-    with ``weights_only=True``, allowing the ``argparse.Namespace`` of training args) into eval mode."""
+    with ``weights_only=True``, allowing the ``argparse.Namespace`` of training args) into eval mode.
+    ``config`` None: read from the state dict (``config_from_state``: VQ-8 and VQ-16 alike)."""
     path = Path(path)
     if not path.is_file():
         raise PartgmError(f"LlamaGen VQ checkpoint {path} does not exist")
@@ -214,6 +233,8 @@ def load_llamagen_vq(path: str | Path, config: LlamaGenVQConfig = LlamaGenVQConf
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict):
         raise PartgmError(f"LlamaGen VQ checkpoint {path} has no 'model' state dict")
     state = {k: v for k, v in ckpt["model"].items() if k not in _TRAINING_ONLY_KEYS}
+    if config is None:
+        config = config_from_state(state)
     expected = (config.codebook_size, config.codebook_embed_dim)
     codebook = state.get("quantize.embedding.weight")
     if codebook is not None and tuple(codebook.shape) != expected:

@@ -63,10 +63,30 @@ class PartitionConfig(ModelConfig):
     # mlp4: the reference's Linear-SiLU-Linear (4H); mlp4-gelu: partgm's earlier GELU-tanh variant.
     swap_projection: Literal["linear", "mlp4", "mlp4-gelu"] = "linear"
     attention_layout: Literal["auto", "dense", "blocks", "flex", "padded"] = "auto"
+    # image grids only (models/image_layout.py): the authors' [registers, BOS, codes] with 1-D positions
+    # and the raw class embedding, or partgm's earlier codes-only 2-D grid layout
+    image_layout: Literal["authors", "grid2d"] = "authors"
 
     ranges: ClassVar[dict[str, Range]] = {
         **ModelConfig.ranges, "n_encoder_blocks": AT_LEAST_1, "n_decoder_blocks": AT_LEAST_1,
     }
 
 
-MODEL_FAMILIES: tuple[type[ModelConfig], ...] = (DiTConfig, PartitionConfig)
+@dataclass
+class MaskGITConfig(DiTConfig):
+    """``maskgit``'s network: ``reference`` (``models.maskgit``; its objective is the reference's too:
+    Bernoulli arccos masking, cross-entropy on every position) or ``dit`` (MDLM's DiT with 2-D RoPE, the
+    exact-count masking and the loss on masked tokens only: partgm's earlier MaskGIT). ``registers``:
+    learned tokens appended after the codes (reference network only; theirs: 1). ``cond_dim`` is unused
+    by the reference network (its conditioning has the hidden width)."""
+
+    network: Literal["reference", "dit"] = "reference"
+    registers: int = 1
+
+    ranges: ClassVar[dict[str, Range]] = {**DiTConfig.ranges, "registers": Range(0, says=">= 0")}
+
+
+MODEL_FAMILIES: tuple[type[ModelConfig], ...] = (DiTConfig, PartitionConfig, MaskGITConfig)
+
+# Model fields added after runs were saved without them: the value that rebuilds those runs' networks.
+LEGACY_MODEL_DEFAULTS = {"image_layout": "grid2d", "network": "dit"}

@@ -1,12 +1,10 @@
 """The Partition Transformer: predicts every token from the tokens of the *other* group only.
 
-Tokens carry a group id in {0, 1}. The encoder lets a token attend to its own group; the GroupSwap
-layer builds, for each query position, a query that does not depend on the token there and attends to
-the other group's encoder outputs; the decoder refines those queries with cross-attention only.
-So the logits at position i never depend on x_i nor on any token of i's group.
+Tokens carry a group id in {0, 1}. The encoder lets a token attend to its own group; GroupSwap builds per
+query position a query independent of the token there, attending to the other group's encoder outputs; the
+decoder refines it with cross-attention only. So the logits at i never depend on i's group.
 
-Two entry points share every weight and every line of the computation:
-- ``forward(x, groups)``: training, all L positions of each sequence, both groups.
+Two entry points share every weight and line: ``forward(x, groups)``: training, all L positions, both groups;
 - ``forward_packed(clean_tokens, clean_positions, query_positions, clean_valid)``: sampling, the
   encoder reads only the clean tokens (group 0) and the decoder only the positions to decode (group 1).
 """
@@ -23,6 +21,8 @@ from torch import nn
 
 from partgm.models.config import PartitionConfig
 from partgm.models.group_attention import flex_available
+from partgm.models.group_summary import other_group_summary, query_processor
+from partgm.models.image_layout import PREFIX, ClassConditioning, RegisterPrefix
 from partgm.models.layers import (
     MLP,
     AdaLNModulation,
@@ -69,41 +69,6 @@ class Queries:
     groups: torch.Tensor | None = None
     mask: Mask | None = None
     unsort: torch.Tensor | None = None
-
-
-def other_group_summary(
-    h: torch.Tensor, key_group: torch.Tensor, key_valid: torch.Tensor | None, query_group: torch.Tensor, kind: str
-) -> torch.Tensor:
-    """Per query, the mean or logsumexp over the encoder outputs of the *other* group (0 if it is empty).
-
-    h [B, Lk, H], key_group [B, Lk], key_valid [B, Lk] or None, query_group [B, Lq] -> [B, Lq, H].
-    """
-    summaries = []
-    for g in (0, 1):
-        member = key_group == g
-        if key_valid is not None:
-            member = member & key_valid
-        count = member.sum(dim=1)[:, None]  # [B, 1]
-        if kind == "mean":
-            summary = (h * member[..., None].to(h.dtype)).sum(dim=1) / count.clamp(min=1).to(h.dtype)
-        else:
-            summary = h.masked_fill(~member[..., None], float("-inf")).logsumexp(dim=1)
-            summary = torch.where(count > 0, summary, torch.zeros_like(summary))
-        summaries.append(summary)
-    stacked = torch.stack(summaries, dim=1)  # [B, 2, H]
-    other = (1 - query_group.long())[..., None].expand(-1, -1, h.shape[-1])
-    return stacked.gather(1, other)
-
-
-def query_processor(kind: str, hidden: int) -> nn.Module:
-    """GroupSwap's query projection: ``linear``; ``mlp4``, the reference's Linear-SiLU-Linear of width 4H
-    (parameters ``0.*`` and ``2.*``, as the reference names them); ``mlp4-gelu``, partgm's earlier
-    Linear-GELU-tanh-Linear (``MLP``: ``fc.*`` and ``proj.*``)."""
-    if kind == "linear":
-        return nn.Linear(hidden, hidden)
-    if kind == "mlp4":
-        return nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.SiLU(), nn.Linear(4 * hidden, hidden))
-    return MLP(hidden, 4)
 
 
 class GroupSwap(nn.Module):
@@ -213,7 +178,8 @@ class Prepared:
 
 
 class PartitionTransformer(nn.Module):
-    """Encoder (same-group self-attention) -> GroupSwap -> decoder (cross-attention) -> logits over N ids."""
+    """Encoder (same-group self-attention) -> GroupSwap -> decoder (cross-attention) -> logits over N ids.
+    On a ``grid`` with ``image_layout`` authors it reads ``[registers, BOS, codes]`` (``models.image_layout``)."""
 
     def __init__(
         self, cfg: PartitionConfig, vocab_size: int, num_classes: int = 0, grid: tuple[int, int] | None = None
@@ -222,9 +188,12 @@ class PartitionTransformer(nn.Module):
         self.cfg = cfg
         self.attention_layout = cfg.attention_layout
         hidden = cfg.hidden_size
-        self.vocab_embed = TokenEmbedding(vocab_size, hidden)
-        self.cond = Conditioning(cfg.cond_dim, num_classes)
-        self.positions = build_positions(hidden // cfg.n_heads, cfg.rope_base, grid)
+        authors = grid is not None and cfg.image_layout == "authors"
+        # authors: the token table also holds the reference's mask id (N, unused) and BOS (N + 1)
+        self.vocab_embed = TokenEmbedding(vocab_size + 2 if authors else vocab_size, hidden)
+        self.prefix = RegisterPrefix(hidden, vocab_size + 1) if authors else None
+        self.cond = (ClassConditioning if authors else Conditioning)(cfg.cond_dim, num_classes)
+        self.positions = build_positions(hidden // cfg.n_heads, cfg.rope_base, None if authors else grid)
         self.encoder = nn.ModuleList(
             DiTBlock(hidden, cfg.n_heads, cfg.cond_dim, cfg.mlp_ratio, cfg.dropout, cfg.attention_dropout)
             for _ in range(cfg.n_encoder_blocks)
@@ -242,13 +211,19 @@ class PartitionTransformer(nn.Module):
         b, length = x.shape
         groups = groups.long()
         c = self.prepare(b, x.device, labels, precompute=False)
-        layout = self.layout_for(x)
+        layout, inputs = self.layout_for(x), x
+        if self.prefix is not None:  # [B, L + 3, H] embeddings; the prefix's logits are dropped below
+            inputs, groups = self.prefix.training_inputs(self.vocab_embed, x, groups)
+            length += PREFIX
         if layout != "dense":
-            return self._forward_group_blocks(x, groups, c, layout)
-        positions = torch.arange(length, device=x.device).expand(b, length)
-        same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
-        encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
-        return self._run(Keys(x, positions, groups, mask=encoder_mask), Queries(positions, groups, AttentionMask(~same)), c)
+            logits = self._forward_group_blocks(inputs, groups, c, layout)
+        else:
+            positions = torch.arange(length, device=x.device).expand(b, length)
+            same = (groups[:, :, None] == groups[:, None, :])[:, None]  # [B, 1, L, L]
+            encoder_mask = AttentionMask(same, every_query_has_key=True)  # a token always sees itself
+            keys = Keys(inputs, positions, groups, mask=encoder_mask)
+            logits = self._run(keys, Queries(positions, groups, AttentionMask(~same)), c)
+        return logits if self.prefix is None else logits[:, PREFIX:]
 
     def layout_for(self, x: torch.Tensor) -> str:
         """The training-mode attention layout for x [B, L]: ``attention_layout`` with ``auto`` resolved."""
@@ -271,7 +246,8 @@ class PartitionTransformer(nn.Module):
         else:
             masks = [GroupAttention(sorted_groups, cross, backend=layout, flex_sort=False) for cross in (False, True)]
         unsort = torch.argsort(order, dim=1)
-        keys = Keys(x.gather(1, order), order, sorted_groups, mask=masks[0])
+        index = order if x.dim() == 2 else order[..., None].expand(-1, -1, x.shape[-1])  # ids or embeddings
+        keys = Keys(x.gather(1, index), order, sorted_groups, mask=masks[0])
         return self._run(keys, Queries(order, sorted_groups, masks[1], unsort), c)
 
     def prepare(
@@ -306,13 +282,16 @@ class PartitionTransformer(nn.Module):
         False on padding, None when nothing is padded), query_positions [B, Lq] -> logits [B, Lq, N]
         for the positions to decode. Equal to ``forward`` with groups clean = 0, to-decode = 1.
         ``prepared``: ``prepare(B, device, labels)`` computed once for many calls (then labels is unused)."""
-        b, lc = clean_tokens.shape
-        zeros = torch.zeros(b, lc, dtype=torch.long, device=clean_tokens.device)
+        b, inputs = clean_tokens.shape[0], clean_tokens
+        if self.prefix is not None:  # group 0's register and BOS before the clean codes
+            inputs, clean_positions, clean_valid, query_positions = self.prefix.packed_inputs(
+                self.vocab_embed, clean_tokens, clean_positions, clean_valid, query_positions)
+        zeros = torch.zeros(clean_positions.shape, dtype=torch.long, device=clean_tokens.device)
         ones = torch.ones_like(query_positions)
         key_mask = None if clean_valid is None else AttentionMask(clean_valid[:, None, None, :])  # [B, 1, 1, Lc]
         if prepared is None:
             prepared = self._memoized_prepare(b, clean_tokens.device, labels)
-        keys = Keys(clean_tokens, clean_positions, zeros, clean_valid, key_mask)
+        keys = Keys(inputs, clean_positions, zeros, clean_valid, key_mask)
         return self._run(keys, Queries(query_positions, ones, key_mask), prepared)
 
     @contextmanager
@@ -369,7 +348,7 @@ class PartitionTransformer(nn.Module):
         """The encoder on tokens [B, Lk] -> outputs [B, Lk, H]. With ``caches`` (one per block) the tokens
         also attend the keys/values already in them (``mask`` then covers cached + new keys), and theirs
         are appended (the approximate encoder cache of ``samplers.cached``)."""
-        h = self.vocab_embed(tokens)
+        h = tokens if tokens.dim() == 3 else self.vocab_embed(tokens)
         for i, (block, modulation) in enumerate(zip(self.encoder, prepared.encoder)):
             h = block(h, modulation, rope, mask=mask, cache=None if caches is None else caches[i])
         return h

@@ -60,6 +60,19 @@ def sample_images(run: Any, draws: Any, labels: list[int] | None, device: str = 
     return torch.cat(out)
 
 
+def with_image_sampling(run: Any, draws: Any, settings: Any) -> Any:
+    """``draws`` with its sampler configured by the authors' options ``settings`` (``ImageSampling``) when
+    they differ from the defaults; unchanged otherwise."""
+    from dataclasses import replace
+
+    from partgm.samplers.image_schedules import ImageSampling
+    from partgm.samplers.images import image_sampler
+
+    if settings == ImageSampling():
+        return draws
+    return replace(draws, sampler=image_sampler(run.algorithm, draws.sampler_name, settings))
+
+
 def class_list(header: dict[str, Any], classes: list[int] | None) -> list[int] | None:
     """The classes to sample: ``classes`` (checked) or all of a class-conditional run; None otherwise."""
     n = int(header.get("num_classes") or 0)

@@ -53,11 +53,13 @@ def write_run_directory(
     tokenizer: Any | None = None,
     step: int = 0,
     extra_header: dict[str, Any] | None = None,
+    space: Any | None = None,
 ) -> Path:
     """Write a run directory that ``partgm.engine.load_run`` reads: config.json, data.json,
     tokenizer.json (when given) and one checkpoint ``step_XXXXXXXX`` holding ``weights`` as the raw and
     ``ema_weights`` (default: the same tensors) as the EMA weights. The run has no optimizer state, so
-    it can be sampled and evaluated, not resumed. ``weights`` must load into the model the config builds."""
+    it can be sampled and evaluated, not resumed. ``weights`` must load into the model the config builds.
+    ``space``: the ``TokenSpace`` (default: from the sizes; image runs pass theirs, ``bos_id`` None)."""
     from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.engine.checkpoint import check_state, save_checkpoint
     from partgm.fileio import atomic_write_json
@@ -65,7 +67,7 @@ def write_run_directory(
     run_dir = Path(run_dir)
     if (run_dir / layout.CHECKPOINTS).exists() or (run_dir / layout.CONFIG).exists():
         raise PartgmError(f"'{run_dir}' already holds a run; pick a new directory")
-    algorithm = build_algorithm(cfg, TokenSpace(vocab_size, cfg.data.length, bos_id))
+    algorithm = build_algorithm(cfg, space or TokenSpace(vocab_size, cfg.data.length, bos_id))
     with torch.device("meta"):
         expected = algorithm.build_model(cfg.model).state_dict()
     check_state(expected, weights)
@@ -77,8 +79,8 @@ def write_run_directory(
         "path": "",
         "tokenizer": cfg.data.tokenizer,
         "vocab_size": int(vocab_size),
-        "bos_id": int(bos_id),
-        "eos_id": int(eos_id),
+        "bos_id": None if bos_id is None else int(bos_id),
+        "eos_id": None if eos_id is None else int(eos_id),
         "length": int(cfg.data.length),
         **(extra_header or {}),
     }

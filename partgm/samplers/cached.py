@@ -85,6 +85,9 @@ class CachedSampler(UniformSampler):
     def sample(self, algorithm, model, prompt, options, generator):
         if algorithm.sampler_family != self.family or not hasattr(model, "encode"):
             raise PartgmError(f"the cached sampler is for PGM models (partition family), not '{algorithm.name}'")
+        if getattr(model, "prefix", None) is not None:
+            raise PartgmError("the cached sampler does not support the authors' image layout "
+                              "(model.image_layout=authors); use --sampler uniform or halton")
         if options.guidance > 0.0 and prompt.labels is not None:
             raise PartgmError("the cached sampler has no classifier-free guidance; use --sampler uniform")
         plan: DecodePlan = self.plan(algorithm, prompt, options, generator)

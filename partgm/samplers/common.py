@@ -85,13 +85,14 @@ class SamplingOptions:
     """How tokens are chosen. ``steps`` denoising steps (forward passes, for the parallel samplers);
     ``nucleus`` < 1 keeps the smallest set of tokens whose probability reaches it; ``temperature``
     divides the logits; ``guidance`` w > 0 is classifier-free guidance ``(1 + w) cond - w uncond``
-    (class-conditional models), ``constant`` or ramped ``linear``-ly from 0 to w over the steps."""
+    (class-conditional models), ``constant`` or ramped ``linear``-ly from 0 to w over the steps;
+    ``auto``: the sampler's own choice (the image samplers: the authors'; every other sampler: constant)."""
 
     steps: int = 128
     nucleus: float = 1.0
     temperature: float = 1.0
     guidance: float = 0.0
-    guidance_schedule: Literal["constant", "linear"] = "constant"
+    guidance_schedule: Literal["auto", "constant", "linear"] = "auto"
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -103,8 +104,8 @@ class SamplingOptions:
             raise PartgmError(f"temperature must be positive, got {self.temperature}")
         if not self.guidance >= 0.0:
             raise PartgmError(f"guidance must be >= 0, got {self.guidance}")
-        if self.guidance_schedule not in ("constant", "linear"):
-            raise PartgmError(f"guidance_schedule must be constant or linear, got {self.guidance_schedule!r}")
+        if self.guidance_schedule not in ("auto", "constant", "linear"):
+            raise PartgmError(f"guidance_schedule must be auto, constant or linear, got {self.guidance_schedule!r}")
 
     def guidance_at(self, fraction: float) -> float:
         """The guidance weight at ``fraction`` in [0, 1] of the way through sampling."""

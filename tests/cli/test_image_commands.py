@@ -37,6 +37,11 @@ def test_sample_writes_a_grid_per_class_and_codes(digits_run, capsys):
         assert img.size[1] == 2 * (8 * 4 + 1) + 1  # two rows of 8x8 images upscaled 4x, 1-pixel gaps
     assert main(["sample", str(digits_run), "--class", "10"]) == 2
     assert "outside 0..9" in capsys.readouterr().err
+    # the authors' sampler options
+    assert main(["sample", str(digits_run), "--steps", "4", "--num-samples", "1", "--class", "3", "--top-k", "2",
+                 "--randomize", "--sm-temp-min", "0.5", "--out", str(digits_run / "authors")]) == 0
+    assert main(["sample", str(digits_run), "--sampler", "uniform", "--top-k", "2"]) == 2
+    assert "apply to confidence and halton" in capsys.readouterr().err
 
 
 def test_fid_digits_record_names_its_protocol(digits_run):
@@ -45,6 +50,12 @@ def test_fid_digits_record_names_its_protocol(digits_run):
     record = json.loads(out.read_text())
     assert record["metric"] == "FID-digits" and np.isfinite(record["value"]) and 0 <= record["class_accuracy"] <= 1
     assert record["n_samples"] == 30 and "digits classifier" in record["feature_extractor"]
+    assert record["sampler_options"]["schedule"] == "authors" and record["guidance_schedule"] == "auto"
+    before = digits_run / "fid-before.json"  # partgm's earlier sampler numbers
+    assert main(["eval", "fid-digits", str(digits_run), "--num-per-class", "1", "--steps", "4", "--sampler", "halton",
+                 "--schedule", "partgm", "--temp-warmup", "0", "--guidance-schedule", "constant",
+                 "--out", str(before)]) == 0
+    assert json.loads(before.read_text())["sampler_options"]["schedule"] == "partgm"
     assert "training split" in record["reference"] and record["resize"].startswith("none")
     assert list((digits_run.parent / "cache").glob("digits-classifier-*.safetensors"))  # cached beside the data
 

@@ -114,6 +114,31 @@ def test_round_switch_copies_the_chosen_weights(teacher_weights, swap):
     assert _equal(sdtt.teacher.state_dict(), expected) and _equal(student.state_dict(), expected if swap else raw)
 
 
+def test_swap_resets_the_ema_and_dt_grows_by_the_teacher_steps():
+    algorithm, student, teacher = tiny(MDLMAlgorithm)
+    sdtt = SDTTAlgorithm(algorithm, DistillConfig(steps_per_round=2, teacher_steps=3, swap_ema_on_round=True),
+                         copy.deepcopy(teacher))
+    ema = EMA(student, 0.5)
+    for _ in range(3):
+        ema.update(student)
+    randomize_(student, seed=5)
+    trainer = SimpleNamespace(model=student, ema=ema, dist=SimpleNamespace(is_main=False))
+    sdtt.after_optimizer_step(trainer, 2)
+    assert sdtt.rounds.dt == 3 / 1024  # initial_dt * k**round, the reference's growth
+    assert ema.num_updates == 0 and _equal(ema.model_state_dict(student), student.state_dict())
+
+
+def test_start_weights_raw_inits_teacher_and_student_from_raw(tmp_path):
+    from partgm.distill.run import distill_config
+
+    run = tmp_path / "src"
+    cfg = resolve_config(overrides=["algo=mdlm", "preset=cpu-tiny"])
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(to_dict(cfg)))
+    assert distill_config(run, tmp_path / "out", [], False).train.init_weights == "ema"
+    assert distill_config(run, tmp_path / "out", ["distill.start_weights=raw"], False).train.init_weights == "raw"
+
+
 def test_distill_section_only_in_distill_runs_and_validated():
     plain = resolve_config(overrides=["algo=mdlm"])
     assert plain.distill is None and "distill" not in to_dict(plain) and config_from_dict(to_dict(plain)).distill is None
@@ -123,7 +148,8 @@ def test_distill_section_only_in_distill_runs_and_validated():
     assert config_from_dict(older).distill == DistillConfig(rounds=3)
     with pytest.raises(PartgmError, match="distill.rounds"):
         resolve_config(overrides=["distill.rounds=2"])  # not a distillation run
-    for bad in ("distill.rounds=0", "distill.initial_dt=0", "distill.divergence=kl", "distill.teacher_steps=0"):
+    for bad in ("distill.rounds=0", "distill.initial_dt=0", "distill.divergence=kl", "distill.teacher_steps=0",
+                "distill.teacher_steps=1", "distill.start_weights=best"):
         with pytest.raises(PartgmError, match=bad.split("=")[0]):
             resolve_config(overrides=[bad], distill=True)
 

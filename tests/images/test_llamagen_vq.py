@@ -74,10 +74,26 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(PartgmError, match=r"unexpected \['extra.weight'\]"):
         load_llamagen_vq(_save(tmp_path, dict(state, **{"extra.weight": torch.zeros(1)})), SMALL)
     with pytest.raises(PartgmError, match=r"codebook .* is \[64, 8\], expected \[16384, 8\]"):
-        load_llamagen_vq(_save(tmp_path, state))
+        load_llamagen_vq(_save(tmp_path, state), LlamaGenVQConfig())
+    with pytest.raises(PartgmError, match="'encoder.conv_in.weight' is missing"):
+        load_llamagen_vq(_save(tmp_path, missing))  # the architecture is read from the state dict
     torch.save({"state_dict": state}, tmp_path / "other.pt")
     with pytest.raises(PartgmError, match="no 'model' state dict"):
         load_llamagen_vq(tmp_path / "other.pt", SMALL)
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(PartgmError, match="cannot read"):
         load_llamagen_vq(tmp_path / "junk.pt", SMALL)
+
+
+def test_architecture_is_read_from_the_state_dict(tmp_path):
+    """VQ-16's five levels (ch_mult 1, 1, 2, 2, 4: four halvings) load without naming a config, as VQ-8's."""
+    from partgm.images.llamagen_vq import config_from_state
+
+    vq16 = LlamaGenVQConfig(codebook_size=64, codebook_embed_dim=8, ch=32, ch_mult=(1, 1, 2, 2, 4), z_channels=16)
+    for cfg in (SMALL, vq16):
+        model = LlamaGenVQ(cfg)
+        assert config_from_state(model.state_dict()) == cfg
+        loaded = load_llamagen_vq(_save(tmp_path, model.state_dict(), f"{len(cfg.ch_mult)}.pt"))
+        assert loaded.config.downsample == 2 ** (len(cfg.ch_mult) - 1)
+    assert load_llamagen_vq(_save(tmp_path, LlamaGenVQ(vq16).state_dict())).encode(
+        torch.zeros(1, 3, 32, 32)).shape == (1, 2, 2)

@@ -8,11 +8,12 @@ from torch import nn
 
 from partgm.algorithms import ALGORITHMS, get_algorithm
 from partgm.algorithms.base import Algorithm, TokenSpace
-from partgm.images.halton import arccos_schedule, halton_order
+from partgm.images.halton import halton_order
 from partgm.models import randomize_
 from partgm.models.config import DiTConfig, PartitionConfig
 from partgm.samplers import SamplingOptions, generate, get_sampler, make_prompt, sampler_names
 from partgm.samplers.common import denoiser_logits
+from partgm.samplers.image_schedules import confidence_revealed, halton_revealed, step_counts
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,7 +48,11 @@ def test_every_position_decoded_once_on_the_arccos_schedule(family, name, steps)
     prompt = make_prompt(3, 64, None)
     out = generate(algorithm, nn.Identity(), prompt, SamplingOptions(steps=steps), name, torch.Generator().manual_seed(0))
     assert bool((out > 0).all())  # every position decoded
-    counts = [n for n in arccos_schedule(steps, 64) if n]
+    if name == "halton":
+        revealed = halton_revealed(steps, 64)
+    else:
+        revealed = confidence_revealed(steps, 64, "pgm-image" if family in ("partition", "pgm-image") else "maskgit")
+    counts = [n for n in step_counts(revealed) if n]
     for row in out:  # decoded once: each step decoded exactly its share
         assert torch.bincount(row, minlength=len(counts) + 1)[1:].tolist() == counts
     if name == "halton" or family == "partition":
@@ -84,15 +89,16 @@ def test_default_samplers_are_declared_by_the_algorithm():
 def _tiny(algo: str):
     space = {"num_classes": 3, "grid": (4, 4)}
     algorithm = get_algorithm(algo, 8, None, length=16, **space)
-    if algorithm.model_config is DiTConfig:
-        cfg = DiTConfig(hidden_size=32, n_heads=2, n_blocks=1, cond_dim=32, dropout=0.0)
+    if issubclass(algorithm.model_config, DiTConfig):
+        cfg = algorithm.model_config(hidden_size=32, n_heads=2, n_blocks=1, cond_dim=32, dropout=0.0)
     else:
         cfg = PartitionConfig(hidden_size=32, n_heads=2, n_encoder_blocks=1, n_decoder_blocks=1, cond_dim=32,
                               dropout=0.0)
     # random weights everywhere: the zero-initialised output layer would make every class alike
     model = randomize_(algorithm.build_model(cfg), std=0.1)
     with torch.no_grad():  # strong classes, so that a label visibly changes the samples
-        model.cond.class_embedding.weight.mul_(50)
+        table = model.cls_emb if hasattr(model, "cls_emb") else model.cond.class_embedding
+        table.weight.mul_(50)
     return algorithm, model.eval()
 
 

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny(algo: str, vocab: int = VOCAB, seed: int = 0):
     """(algorithm, randomised cpu-tiny model in eval mode)."""
     cfg = resolve_config(overrides=[f"algo={algo}", "preset=cpu-tiny"])
-    algorithm = get_algorithm(algo, vocab_size=vocab, bos_id=vocab - 1)
+    algorithm = get_algorithm(algo, vocab_size=vocab, bos_id=vocab - 1, length=LENGTH)  # MaskGIT: positions
     return algorithm, randomize_(algorithm.build_model(cfg.model), std=0.1, seed=seed).eval()
 
 

@@ -1,5 +1,7 @@
 #!/bin/bash
 # How the files in this folder were made (2 shared CPU cores, one thread per process, run from the repo root).
+# Made before issue 19 (the grid2d PGM layout, the DiT MaskGIT, partgm's earlier sampler numbers); with
+# today's code those are model.image_layout=grid2d / model.network=dit: see benchmarks/images_before_after.sh.
 set -e
 COMMON="data.corpus=digits data.val_fraction=0.1 model.hidden_size=96 model.n_heads=4 model.cond_dim=96 model.dropout=0.0
  train.steps=1500 train.global_batch=32 train.lr=1e-3 train.warmup_steps=50 train.ema_decay=0.999 train.eval_every=500
