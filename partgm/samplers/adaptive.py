@@ -44,7 +44,9 @@ from partgm.samplers.cost import PlanWidths
 
 class AdaptiveSampler(Sampler):
     """The shared loop (module docstring); subclasses give ``ranked_passes``. ``last_widths``: the
-    (clean_width, query_width) of each network call of the last ``sample`` (``len``: calls per sequence)."""
+    (clean_width, query_width) of each network call of the last ``sample`` (``len``: calls per sequence,
+    as every row of the batch takes part in each call); ``call_counts``: the calls of every ``sample`` so
+    far (a benchmark clears it)."""
 
     family = "masked"
     knob = ""
@@ -52,6 +54,7 @@ class AdaptiveSampler(Sampler):
     def __init__(self, bound: float):
         self.bound = bound
         self.last_widths: PlanWidths = []
+        self.call_counts: list[int] = []
 
     def ranked_passes(self, probs: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """probs [B, W, N] float64 weights, valid [B, W] -> (score [B, W]: higher is decoded first,
@@ -89,6 +92,7 @@ class AdaptiveSampler(Sampler):
             clean.scatter_(1, where, torch.ones_like(keep))
             n_clean = [n + c for n, c in zip(n_clean, keep.sum(dim=1).tolist())]
             k += 1
+        self.call_counts.append(k)
         return tokens[:, :length]
 
 
