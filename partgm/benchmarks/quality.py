@@ -144,8 +144,9 @@ def sampler_points(algo: str, s: QualitySettings) -> list[tuple[str, object, lis
         return [(label, sampler, steps) for _, label, sampler in frontier_settings(list(s.refresh))] + extra + adaptive
     if algo == "ar":
         return [("kv-cache", "ancestral", [s.length - 1])]
-    if algo == "oracle":
-        return [(f"{name} ({family})", name, steps) for name, family in oracle_families(s).items()]
+    if algo == "oracle":  # the adaptive rules on the exact denoiser: what parallel decoding alone costs
+        return [(f"{name} ({family})", name, steps) for name, family in oracle_families(s).items()] + [
+            (f"{label} (partition)", sampler, steps) for label, sampler, steps in adaptive]
     return [(name, name, steps) for name in curves[algo]] + (adaptive if algo in ("mdlm", "mdlm-complement") else [])
 
 
@@ -179,7 +180,7 @@ def measure(s: QualitySettings, runs: dict, on_record=None) -> list[dict]:
                 nelbo = excess_nelbo(run.algorithm, run.model, process, s.nelbo_draws, s.sample_batch, seed, s.device)
             for label, sampler, steps_list in sampler_points(algo, s):
                 algorithm, model = (run.algorithm, run.model) if run is not None else oracle_denoiser(
-                    process, space, families[sampler])
+                    process, space, families.get(getattr(sampler, "name", sampler), "partition"))
                 for steps in steps_list:
                     calls = sampler.call_counts if isinstance(sampler, AdaptiveSampler) else None
                     if calls is not None:

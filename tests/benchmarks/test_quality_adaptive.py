@@ -23,6 +23,7 @@ def test_bench_quality_adaptive_points(tmp_path):
         assert points[(algo, "eb 1e+09")]["network_calls_per_seq"] == 1
         assert points[(algo, "threshold 1")]["steps"] == 9  # uncapped
     assert points[("pgm", "uniform (exact)")]["network_calls_per_seq"] is None
+    assert points[("oracle", "threshold 1 (partition)")]["network_calls_per_seq"] == 8  # the exact denoiser too
     with pytest.raises(SystemExit) as error:
         main(["bench", "quality", "--thresholds", "0", "--out", str(out)])
     assert error.value.code == 2
