@@ -106,3 +106,20 @@ def test_opt_in_never_default_and_flag_errors():
         ThresholdSampler(0.0)
     with pytest.raises(PartgmError, match="entropy"):
         EntropyBoundSampler(-1.0)
+
+
+def test_sample_command_takes_the_knobs(tmp_path, capsys):
+    from tiny_runs import make_run, word_tokenizer
+
+    from partgm.cli import main
+
+    tok = word_tokenizer(tmp_path / "tok")
+    for algo in ALGOS:
+        run = tmp_path / algo
+        make_run(run, algo, tok, length=12)
+        for flags in (["--threshold", "0.5"], ["--sampler", "eb", "--entropy-bound", "0.3"]):
+            out = tmp_path / f"{algo}-{flags[-1]}.jsonl"
+            assert main(["sample", str(run), *flags, "--num-samples", "2", "--batch", "2", "--out", str(out)]) == 0
+            assert '"sampler": "' + ("threshold" if "0.5" in flags else "eb") in out.read_text()
+    assert main(["sample", str(tmp_path / "pgm"), "--sampler", "uniform", "--threshold", "0.5"]) == 2
+    assert "--threshold is an option of the threshold sampler" in capsys.readouterr().err
