@@ -239,28 +239,12 @@ def evaluate_ppl(
     ppl`` computes it, with ``draws`` times and masks per sequence: ``{"run_dir", "algo", "split",
     "weights", "step", "data", "seed", "ppl", "nelbo", "tokens", "stderr", "ppl_low", "ppl_high", ...}``
     (``ppl`` is a bound for MDLM / PGM with a 95% interval, exact for AR)."""
-    from partgm.data import PreparedData
     from partgm.engine import evaluate_ppl as ppl
-    from partgm.engine import load_run
     from partgm.engine.distributed import resolve_device
+    from partgm.evaluation.ppl import load_scoring
 
-    if split not in ("val", "train"):
-        raise PartgmError(f"split must be val or train, not '{split}'")
     device = str(resolve_device(device))
-    run = load_run(Path(path), weights=weights, device=device)
-    data_path = data or run.data_header.get("path")
-    if not data_path:
-        raise PartgmError(f"run directory '{path}' records no prepared data: pass --data DIR")
-    prepared = PreparedData.load(data_path)
-    if prepared.vocab_size != run.algorithm.vocab_size:
-        raise PartgmError(
-            f"data vocab {prepared.vocab_size} does not match the checkpoint's {run.algorithm.vocab_size}"
-        )
-    if prepared.length != run.cfg.data.length:
-        raise PartgmError(f"data '{data_path}' has sequences of length {prepared.length}, the model was trained "
-                          f"on {run.cfg.data.length}: prepare the data with data.length={run.cfg.data.length}")
-    rows = prepared.val if split == "val" else prepared.train
-    result = ppl(run.algorithm, run.model, rows, batch, device, seed, max_batches,
-                 val_labels=prepared.labels.get(split), draws=draws)
+    run, prepared, rows, labels = load_scoring(path, split, data, weights, device)
+    result = ppl(run.algorithm, run.model, rows, batch, device, seed, max_batches, val_labels=labels, draws=draws)
     return {"run_dir": str(path), "algo": run.cfg.algo, "split": split, "weights": weights, "step": run.step,
             "data": str(prepared.path), "seed": seed, **result}

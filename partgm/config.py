@@ -34,6 +34,7 @@ class DataConfig(Checked):
     length: int = 128  # sequence length L, including BOS and EOS
     val_fraction: float = 0.02
     cache_dir: str = "data_cache"
+    split_documents: str = "none"  # text: none | blank-lines | chars:N (cut each document before the split)
 
     ranges: ClassVar[dict[str, Range]] = {
         "length": Range(4, says="at least 4 (BOS, two tokens, EOS)"),

@@ -24,5 +24,6 @@ def prepare_data(cfg: RunConfig, progress: bool = True) -> tuple[RunConfig, Any]
         )
         return replace(cfg, data=d), data
     return cfg, prepare_dataset(
-        d.corpus, d.tokenizer, d.length, d.val_fraction, d.cache_dir, seed=cfg.train.seed, progress=progress
+        d.corpus, d.tokenizer, d.length, d.val_fraction, d.cache_dir, seed=cfg.train.seed, progress=progress,
+        split_documents=d.split_documents,
     )

@@ -65,13 +65,31 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add(sub)
     plot.add(sub)
     train.add_quickstart(sub)
+    _add_threads_option(parser)
     return parser
+
+
+def _add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N`` on every (leaf) subcommand that has none of its own: torch's CPU threads
+    (``partgm.threads``; default: the free cores)."""
+    from partgm.cli.args import positive_int
+
+    for q in _parsers(parser):
+        leaf = not any(isinstance(a, argparse._SubParsersAction) for a in q._actions)
+        if q is not parser and leaf and q.prefix_chars == "-" and "--threads" not in q._option_string_actions:
+            q.add_argument("--threads", type=positive_int, default=argparse.SUPPRESS,
+                           help="CPU threads for torch (default: the free cores, or OMP_NUM_THREADS)")
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         load_plugins()  # before parsing: the help names the plugins' algorithms, samplers and presets too
         args = build_parser().parse_args(argv)
+        threads = getattr(args, "threads", None) or None  # bench's own --threads: 0 is its default
+        if threads or argv is None:  # the default only for the console script itself, not in-process callers
+            from partgm.threads import set_threads
+
+            set_threads(threads)
         args.func(args)
     except PartgmError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,15 +20,24 @@ from partgm.cli.args import (
 def cmd_eval_ppl(args: argparse.Namespace) -> None:
     from partgm.api import evaluate_ppl
     from partgm.engine.checkpoint import read_data_header
+    from partgm.evaluation.ppl import compare_line, compare_ppl, ppl_record_name
     from partgm.fileio import atomic_write_text
     from partgm.run.layout import EVAL
 
+    if args.compare:
+        result = compare_ppl(args.run_dir, args.compare, split=args.split, data=args.data, batch=args.batch,
+                             max_batches=args.max_batches, seed=args.seed, weights=args.weights,
+                             device=args.device, draws=args.draws)
+        name = f"compare-{Path(args.compare).name}-{args.split}-d{args.draws}-s{args.seed}.json"
+        atomic_write_text(Path(args.run_dir) / EVAL / name, json.dumps(result, indent=2))
+        print(compare_line(result))
+        return print(json.dumps(result))
     result = evaluate_ppl(args.run_dir, split=args.split, data=args.data, batch=args.batch,
                           max_batches=args.max_batches, seed=args.seed, weights=args.weights, device=args.device,
                           draws=args.draws)
     run_data = read_data_header(Path(args.run_dir)).get("path") or ""
     own = Path(result["data"]).resolve() == Path(run_data).resolve()
-    name = f"ppl-{args.split}.json" if own else f"ppl-{args.split}-{Path(result['data']).name}.json"
+    name = ppl_record_name(result, own, args.max_batches)
     atomic_write_text(Path(args.run_dir) / EVAL / name, json.dumps(result, indent=2))
     print(ppl_line(result))
     print(json.dumps(result))
@@ -94,6 +103,8 @@ def add(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     e.add_argument("--seed", type=int, default=0)
     add_weights(e)
     add_device(e)
+    e.add_argument("--compare", metavar="OTHER_RUN", help="paired comparison: score OTHER_RUN on the same "
+                   "sequences with the same draws; the NELBO difference with its 95%% interval")
     e.set_defaults(func=cmd_eval_ppl)
 
     e = eval_sub.add_parser(

@@ -38,18 +38,20 @@ def cmd_sample_images(args: argparse.Namespace, d) -> None:
 
 
 def cmd_vq_train(args: argparse.Namespace) -> None:
-    from partgm.images.vqvae import VQVAEConfig, load_image_folder, save_vqvae, train_vqvae
+    from partgm.images.vq_quality import PREVIEW, train_vqvae_folder
+    from partgm.images.vqvae import VQVAEConfig
 
     cfg = VQVAEConfig(hidden=args.hidden, codebook_size=args.codebook_size, code_dim=args.code_dim,
-                      downsample=args.downsample)
-    images, _, _ = load_image_folder(args.folder, args.size)
+                      downsample=args.downsample, background=args.background)
 
     def progress(step: int, losses: dict[str, float]) -> None:
         if step % 100 == 0 or step == args.steps:
             print(json.dumps({"step": step, **{k: round(v, 5) for k, v in losses.items()}}), flush=True)
 
-    model = train_vqvae(images, cfg, steps=args.steps, lr=args.lr, seed=args.seed, progress=progress)
-    save_vqvae(model, args.out)
+    q = train_vqvae_folder(args.folder, args.out, cfg, args.size, args.steps, args.lr, args.seed, progress)
+    print(f"held-out ({q['val_images']} images): PSNR {q['val_psnr']:.2f} dB, MSE {q['val_mse']:.4f}, loss "
+          f"{q['val_loss']:.4f}, codes used {q['codes_used']}/{cfg.codebook_size} ({q['codes_used_pct']:.1f}%), "
+          f"code perplexity {q['code_perplexity']:.1f}; preview {Path(args.out) / PREVIEW}")
     side = args.size // args.downsample
     print(f"wrote {args.out}: use data.corpus={args.folder} data.tokenizer=vq:{args.out} data.length={side * side}")
 
@@ -92,6 +94,8 @@ def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -
     p.add_argument("--steps", type=positive_int, default=2000)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--background", default="white", help="transparency is composited over it: white | black | "
+                   "grey | #RRGGBB (kept in the VQ config: data preparation uses the same)")
     p.set_defaults(func=cmd_vq_train)
 
     e = eval_sub.add_parser(

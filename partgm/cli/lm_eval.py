@@ -58,6 +58,13 @@ def run_lm_eval(argv: list[str]) -> list[Path]:
     """Run lm-eval's command line on ``argv`` with git's commit lookup silenced (lm-eval asks git for a
     commit hash, and git prints ``fatal: not a git repository`` outside one) and its results captured;
     returns the ``RUN/eval/lm-eval/TASK.json`` files written (none when ``run=`` is not a local directory)."""
+    from importlib.util import find_spec
+
+    from partgm.integrations.offline import go_offline_if_unreachable
+
+    installed = "lm_eval" in sys.modules or find_spec("lm_eval") is not None
+    if installed and not {"-h", "--help"} & set(argv):
+        go_offline_if_unreachable()  # before lm-eval imports `datasets`, which reads the offline flags once
     try:
         from partgm.integrations.lm_eval import main
     except ImportError as exc:

@@ -3,6 +3,7 @@
 A corpus spec is ``kjv``; ``openwebtext`` (from the local Hugging Face cache) or ``openwebtext:PATH``
 (a local directory of jsonl / parquet / arrow files with a ``text`` field); or a path to a ``.txt`` file
 (one document), a ``.jsonl`` file (one document per line, in its ``text`` field) or a directory of them.
+``data.split_documents`` cuts documents further (blank lines, or a size in characters): docs/data.md.
 """
 
 from __future__ import annotations
@@ -27,9 +28,13 @@ _OWT = "openwebtext"
 _CHOICES = f"kjv, {_OWT}, {_OWT}:PATH, or a path to a .txt / .jsonl file or a directory of them"
 
 
-def iter_documents(corpus: str) -> Iterator[str]:
-    """The corpus's non-empty documents in a stable order. A missing corpus fails at once; an empty
-    one or a malformed file fails while iterating."""
+def iter_documents(corpus: str, split: str = "none") -> Iterator[str]:
+    """The corpus's non-empty documents in a stable order, each cut further by ``split`` (``none`` |
+    ``blank-lines`` | ``chars:N``; ``split_document``). A missing corpus fails at once; an empty one or a
+    malformed file fails while iterating."""
+    if split != "none":
+        kind, size = parse_split_spec(split)
+        return _non_empty((p for doc in iter_documents(corpus) for p in split_document(doc, kind, size)), corpus)
     if corpus == "kjv":
         docs = _kjv_documents(_kjv_db())
     elif corpus == _OWT or corpus.startswith(_OWT + ":"):
@@ -43,6 +48,39 @@ def iter_documents(corpus: str) -> Iterator[str]:
 
 def load_documents(corpus: str) -> list[str]:
     return list(iter_documents(corpus))
+
+
+_SPLIT_HELP = "none, blank-lines or chars:N (N >= 1)"
+
+
+def parse_split_spec(spec: str) -> tuple[str, int]:
+    """``data.split_documents`` -> (kind, size): ``none`` / ``blank-lines`` (size 0) or ``chars:N``."""
+    if spec in ("none", "blank-lines"):
+        return spec, 0
+    kind, _, size = str(spec).partition(":")
+    if kind == "chars" and size.isdigit() and int(size) >= 1:
+        return kind, int(size)
+    raise PartgmError(f"data.split_documents='{spec}' is not one of {_SPLIT_HELP}")
+
+
+def split_document(text: str, kind: str, size: int = 0) -> list[str]:
+    """Cut one document: ``blank-lines`` at every run of blank lines (paragraphs); ``chars`` into pieces of at
+    most ``size`` characters, each ending at the last whitespace of its window when that is in its second
+    half (so words are rarely cut); ``none`` leaves it whole. Empty pieces are dropped."""
+    if kind == "none":
+        return [text]
+    if kind == "blank-lines":
+        return [p for p in re.split(r"\r?\n[ \t\r\f\v]*\n\s*", text) if p.strip()]
+    pieces, start = [], 0
+    while start < len(text):
+        end = min(start + size, len(text))
+        if end < len(text):
+            cut = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+            if cut > start + size // 2:
+                end = cut + 1
+        pieces.append(text[start:end])
+        start = end
+    return [p for p in pieces if p.strip()]
 
 
 def corpus_fingerprint(corpus: str) -> str:

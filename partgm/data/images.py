@@ -140,7 +140,8 @@ def _load_folder(folder: str, tokenizer: str, length: int, progress: bool):
 
     side = _folder_grid(length)
     vq, codebook_size, downsample = load_image_tokenizer(tokenizer)
-    images, labels, class_names = load_image_folder(folder, side * downsample)
+    background = getattr(getattr(vq, "cfg", None), "background", "white")  # as the VQ-VAE was trained
+    images, labels, class_names = load_image_folder(folder, side * downsample, background)
     with torch.no_grad():
         codes = torch.cat([vq.encode(chunk).reshape(len(chunk), -1) for chunk in images.split(64)])
     if codes.shape[1] != length:

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from itertools import chain, islice
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import IO, Any
 import numpy as np
 from tqdm import tqdm
 
-from partgm.data.corpora import corpus_fingerprint, iter_documents
+from partgm.data.corpora import corpus_fingerprint, iter_documents, parse_split_spec
 from partgm.data.tokenizers import Tokenizer, load_tokenizer, tokenizer_fingerprint
 from partgm.errors import PartgmError
 from partgm.fileio import remove_dead_temporaries
@@ -69,7 +69,9 @@ class PreparedData:
 
     @classmethod
     def load(cls, path: str | Path) -> PreparedData:
-        """Open a prepared dataset, checking that its files are complete."""
+        """Open a prepared dataset, checking that its files are complete: their sizes, their checksums
+        (``header["checksums"]``; datasets written before them are checked by size only) and the range
+        of their token ids and labels."""
         path = Path(path)
         header_file = path / "header.json"
         if not header_file.is_file():
@@ -106,7 +108,45 @@ class PreparedData:
                 if found != rows[split] * 8:
                     raise PartgmError(f"'{file}' is missing or truncated; delete '{path}' and prepare again")
                 labels[split] = np.memmap(file, dtype=np.int64, mode="r", shape=(rows[split],))
+        _check_checksums(path, header.get("checksums"))
+        _check_ranges(path, header, arrays, labels)
         return cls(path, header, arrays["train"], arrays["val"], labels)
+
+
+def file_checksum(file: Path) -> str:
+    """sha256 hex digest of a file, read in 16 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_checksums(path: Path, checksums: dict[str, str] | None) -> None:
+    for name, expected in (checksums or {}).items():
+        file = path / name
+        if not file.is_file() or file_checksum(file) != expected:
+            raise PartgmError(f"'{file}' does not match the checksum in its header.json (changed or corrupt"
+                              f" since it was prepared); delete '{path}' and prepare the data again")
+
+
+def _check_ranges(
+    path: Path, header: dict[str, Any], arrays: dict[str, np.memmap], labels: dict[str, np.memmap]
+) -> None:
+    """Token ids in [0, vocab_size) and labels in [0, num_classes): a clear error here, not an index error
+    deep inside a loss."""
+    vocab, classes = int(header["vocab_size"]), int(header.get("num_classes") or 0)
+    for split in SPLITS:
+        top = int(arrays[split].max()) if arrays[split].size else 0
+        if top >= vocab:
+            raise PartgmError(f"'{path / f'{split}.bin'}' holds token id {top}, outside the vocabulary of"
+                              f" {vocab} in its header; delete '{path}' and prepare the data again")
+        if split in labels and labels[split].size:
+            low, high = int(labels[split].min()), int(labels[split].max())
+            if low < 0 or high >= classes:
+                raise PartgmError(f"'{path / f'{split}.labels.bin'}' holds label {low if low < 0 else high},"
+                                  f" outside 0..{classes - 1} ({classes} classes in its header); delete"
+                                  f" '{path}' and prepare the data again")
 
 
 def prepare_dataset(
@@ -117,8 +157,11 @@ def prepare_dataset(
     cache_dir: str | Path,
     seed: int = 0,
     progress: bool = True,
+    split_documents: str = "none",
 ) -> PreparedData:
     """Tokenize ``corpus`` into ``cache_dir/<slug>-<hash12>``, or reuse that directory if already complete.
+    ``split_documents`` cuts each document further (``none`` | ``blank-lines`` | ``chars:N``, see
+    ``partgm.data.corpora.split_document``) before the train / validation split.
 
     The directory is built under a temporary name and renamed at the end, so an interrupted run leaves
     nothing half-written behind.
@@ -131,18 +174,24 @@ def prepare_dataset(
         raise PartgmError(f"length={length} is too short (BOS, at least one token, EOS)")
     if not 0.0 < val_fraction < 1.0:
         raise PartgmError(f"val_fraction={val_fraction} must be in (0, 1)")
-    key = _input_hash(corpus, tokenizer, length, val_fraction, seed)
+    parse_split_spec(split_documents)
+    key = _input_hash(corpus, tokenizer, length, val_fraction, seed, split_documents)
     cache_dir = Path(cache_dir)
     out = cache_dir / f"{_slug(corpus, tokenizer, length)}-{key[:12]}"
     existing = _reusable(out, key)
     if existing is not None:
         return existing
 
-    docs = tqdm(iter_documents(corpus), desc="reading corpus", unit="doc", disable=not progress)
+    def documents() -> Iterator[str]:
+        return iter_documents(corpus, split_documents)
+
+    docs = tqdm(documents(), desc="reading corpus", unit="doc", disable=not progress)
     n_docs = sum(1 for _ in docs)
     if n_docs < 2:
         raise PartgmError(
-            f"corpus '{corpus}' has {n_docs} document(s); a train/validation split needs at least 2"
+            f"corpus '{corpus}' has {n_docs} document(s); the train/validation split is by document and needs"
+            " at least 2: give more files, or cut the text with data.split_documents=blank-lines or"
+            " data.split_documents=chars:N (docs/data.md)"
         )
     is_val = _val_mask(n_docs, val_fraction, seed)
 
@@ -150,9 +199,10 @@ def prepare_dataset(
         "format_version": FORMAT_VERSION,
         "input_hash": key,
         "corpus": corpus,
-        **_build(tmp, corpus, tokenizer, length, is_val, progress),
+        **_build(tmp, documents, tokenizer, length, is_val, progress, corpus),
         "val_fraction": val_fraction,
         "seed": seed,
+        "split_documents": split_documents,
     })
 
 
@@ -170,6 +220,7 @@ def publish_dataset(
     tmp.mkdir()
     try:
         header = build(tmp)
+        header["checksums"] = {f.name: file_checksum(f) for f in sorted(tmp.glob("*.bin"))}
         (tmp / "header.json").write_text(json.dumps(header, indent=2) + "\n")
         try:
             os.rename(tmp, out)
@@ -181,7 +232,9 @@ def publish_dataset(
     return PreparedData.load(out)
 
 
-def _input_hash(corpus: str, tokenizer: str, length: int, val_fraction: float, seed: int) -> str:
+def _input_hash(
+    corpus: str, tokenizer: str, length: int, val_fraction: float, seed: int, split_documents: str
+) -> str:
     inputs = {
         "format_version": FORMAT_VERSION,
         "corpus": corpus_fingerprint(corpus),
@@ -189,6 +242,7 @@ def _input_hash(corpus: str, tokenizer: str, length: int, val_fraction: float, s
         "length": length,
         "val_fraction": val_fraction,
         "seed": seed,
+        **({"split_documents": split_documents} if split_documents != "none" else {}),
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
@@ -205,23 +259,28 @@ def _reusable(out: Path, key: str) -> PreparedData | None:
         data = PreparedData.load(out)
     except PartgmError:
         return None
-    return data if data.header.get("input_hash") == key else None
+    # a cache written before checksums were stored: rebuilt (it cannot be verified)
+    return data if data.header.get("input_hash") == key and "checksums" in data.header else None
 
 
 def _val_mask(n_docs: int, val_fraction: float, seed: int) -> np.ndarray:
-    """A seeded choice of ``max(1, round(val_fraction * n_docs))`` validation documents, leaving at least one
-    for training."""
-    n_val = min(max(1, round(val_fraction * n_docs)), n_docs - 1)
+    """A seeded choice of ``max(1, round(val_fraction * n_docs))`` validation documents; a fraction that
+    leaves no training document is an error."""
+    n_val = max(1, round(val_fraction * n_docs))
+    if n_val >= n_docs:
+        raise PartgmError(f"data.val_fraction={val_fraction} puts {n_val} of the {n_docs} documents (or images)"
+                          " in the validation split and leaves none for training: lower it")
     mask = np.zeros(n_docs, dtype=bool)
     mask[np.random.default_rng(seed).permutation(n_docs)[:n_val]] = True
     return mask
 
 
 def _build(
-    tmp: Path, corpus: str, spec: str, length: int, is_val: np.ndarray, progress: bool
+    tmp: Path, documents: Callable[[], Iterator[str]], spec: str, length: int, is_val: np.ndarray,
+    progress: bool, corpus: str,
 ) -> dict[str, Any]:
-    """Write the tokenizer and both splits into ``tmp``; return their part of the header."""
-    train_texts = (doc for doc, val in zip(iter_documents(corpus), is_val) if not val)
+    """Write the tokenizer and both splits of ``documents()`` into ``tmp``; return their part of the header."""
+    train_texts = (doc for doc, val in zip(documents(), is_val) if not val)
     tok = load_tokenizer(spec, data_dir=tmp, corpus_texts=train_texts)
     tok.save(tmp)
     dtype = np.dtype(np.uint16 if tok.vocab_size <= 2**16 else np.uint32)
@@ -230,7 +289,7 @@ def _build(
             split: _RowWriter(stack.enter_context(open(tmp / f"{split}.bin", "wb")), length, tok, dtype)
             for split in SPLITS
         }
-        docs = zip(iter_documents(corpus), is_val)
+        docs = zip(documents(), is_val)
         with tqdm(total=len(is_val), desc="tokenizing", unit="doc", disable=not progress) as bar:
             while batch := list(islice(docs, _BATCH_DOCS)):
                 encoded = tok.encode_batch([text for text, _ in batch])
@@ -241,7 +300,9 @@ def _build(
         if writer.rows == 0:
             raise PartgmError(
                 f"corpus '{corpus}' is too small for length {length}: its {split} split has {writer.tokens}"
-                f" tokens, fewer than the {length - 2} one row needs"
+                f" tokens in {writer.documents} document(s), fewer than the {length - 2} one row needs; give more"
+                f" text, a shorter data.length, a {'larger' if split == 'val' else 'smaller'} data.val_fraction"
+                " or another data.split_documents (docs/data.md)"
             )
     return {
         "tokenizer": spec,

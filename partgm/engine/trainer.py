@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from partgm.algorithms import Algorithm, Batch, TokenSpace, build_algorithm
+from partgm.algorithms import Algorithm, TokenSpace, build_algorithm
 from partgm.config import RunConfig, to_dict
 from partgm.engine import distributed
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
@@ -40,126 +40,20 @@ from partgm.engine.ema import EMA
 from partgm.engine.lock import RunLock, remove_temporaries
 from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
 from partgm.engine.optim import build_optimizer, build_scheduler
+from partgm.engine.validation import (  # noqa: F401  (eval_draws, ppl_summary, sequence_nelbos: re-exported)
+    _MASK,
+    _NOISE,
+    derive_seed,
+    eval_draws,
+    evaluate_ppl,
+    ppl_summary,
+    read_batch,
+    sequence_nelbos,
+    validation_record,
+)
 from partgm.errors import PartgmError
 from partgm.precision import autocast_for
 from partgm.run.layout import METRICS
-from partgm.schedules import MIN_TRAIN_TIME
-
-_NOISE, _MASK, _EVAL = 1, 2, 3  # streams derived from the run seed
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed 63-bit seed from integer keys (numpy SeedSequence)."""
-    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def _rows(array: Any, index: np.ndarray | slice, device: torch.device) -> torch.Tensor:
-    """Rows ``index`` of a [rows, L] uint16/uint32 array (or memmap) -> long tensor [rows, L]."""
-    return torch.from_numpy(np.array(array[index], dtype=np.int64)).to(device)
-
-
-def read_batch(tokens: Any, labels: Any | None, index: np.ndarray | slice, device: torch.device) -> Batch:
-    """A ``Batch`` of rows ``index`` of a token array [rows, L] and, when given, a label array [rows]."""
-    return Batch(_rows(tokens, index, device), None if labels is None else _rows(labels, index, device))
-
-
-def eval_draws(seed: int, row: int, draws: int, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The evaluation randomness of sequence ``row`` of a split, from (seed, row) alone (so it does not
-    depend on the batch size nor on the number of processes): ``draws`` stratified times
-    ``u_k = (u + k) / K`` with one random offset u per sequence, mapped like training times (float32 [K]),
-    and the uniforms that decide each draw's mask (float32 [K, length]). On the CPU."""
-    gen = torch.Generator().manual_seed(derive_seed(seed, _EVAL, row))
-    u = (torch.rand((), generator=gen, dtype=torch.float64) + torch.arange(draws, dtype=torch.float64)) / draws
-    return ((1.0 - MIN_TRAIN_TIME) * u + MIN_TRAIN_TIME).float(), torch.rand(draws, length, generator=gen)
-
-
-def ppl_summary(values: torch.Tensor, counts: torch.Tensor, exact: bool) -> dict[str, Any]:
-    """Perplexity with its error bar from per-sequence NELBO sums ``values`` [N, K] (K draws each) over
-    ``counts`` [N] scored tokens per sequence.
-
-    ``nelbo`` = sum over sequences of the mean over draws / tokens; ``stderr`` its Monte-Carlo standard
-    error: from the spread of each sequence's K draws when K >= 2 (conservative for stratified draws),
-    from the spread between sequences when K = 1 (an upper bound: it also holds the data's own spread),
-    0 for exact likelihoods. ``ppl_low`` / ``ppl_high``: the 95% interval ``exp(nelbo -+ 1.96 stderr)``.
-    """
-    n, k = values.shape
-    tokens = int(counts.sum())
-    nelbo = float(values.sum()) / (k * tokens)
-    if exact:
-        stderr, kind = 0.0, "exact"
-    elif k >= 2:
-        stderr, kind = math.sqrt(float(values.var(dim=1).sum()) / k) / tokens, "within-sequence"
-    elif n >= 2:
-        stderr, kind = math.sqrt(float(values[:, 0].var()) * n) / tokens, "between-sequence"
-    else:
-        stderr, kind = math.nan, "none"
-    low = high = None
-    if not math.isnan(stderr):
-        low, high = math.exp(nelbo - 1.96 * stderr), math.exp(nelbo + 1.96 * stderr)
-    return {"ppl": math.exp(nelbo), "nelbo": nelbo, "tokens": tokens, "sequences": n, "draws": k,
-            "stderr": None if math.isnan(stderr) else stderr, "stderr_kind": kind, "ppl_low": low, "ppl_high": high}
-
-
-@torch.no_grad()
-def evaluate_ppl(
-    algorithm: Algorithm,
-    model: nn.Module,
-    val_array: Any,
-    batch_size: int,
-    device: str | torch.device,
-    seed: int = 0,
-    max_batches: int = 0,
-    precision: str = "fp32",
-    val_labels: Any | None = None,
-    draws: int = 1,
-) -> dict[str, Any]:
-    """Perplexity bound ``exp(sum NELBO / tokens)`` over the rows of ``val_array`` [rows, L] (and their
-    ``val_labels`` [rows] for class-conditional data), with ``draws`` times and masks per sequence
-    (``eval_draws``: seeded per sequence, so the result does not depend on ``batch_size``).
-
-    Batch b holds rows ``[b * batch_size, (b + 1) * batch_size)``. Under DDP rank r takes batches
-    r, r + W, ... and the float64 per-sequence sums are all-reduced. ``max_batches`` 0: every row.
-    Returns ``ppl_summary``'s dict: ppl, nelbo, tokens, sequences, draws, stderr, ppl_low, ppl_high, ...
-    """
-    if batch_size < 1 or draws < 1 or max_batches < 0:
-        raise PartgmError("evaluation needs batch size >= 1, draws >= 1 and max batches >= 0")
-    device = torch.device(device)
-    rank, world = distributed.rank_and_world()
-    n = len(val_array)
-    if n == 0:
-        raise PartgmError("the evaluation split is empty")
-    if max_batches > 0:
-        n = min(n, max_batches * batch_size)
-    draws = 1 if algorithm.exact_likelihood else draws
-    values = torch.zeros(n, draws, dtype=torch.float64, device=device)  # per-sequence NELBO sums
-    counts = torch.zeros(n, dtype=torch.float64, device=device)  # scored tokens per sequence
-    was_training = model.training
-    model.eval()
-    n_batches = math.ceil(n / batch_size)
-    lockstep = distributed.is_sharded(model)  # FSDP2: every rank runs as many forwards (collectives)
-    for b in range(rank, math.ceil(n_batches / world) * world if lockstep else n_batches, world):
-        filler = b >= n_batches  # a lockstep filler: computed, not counted
-        rows = range(min(batch_size, n)) if filler else range(b * batch_size, min((b + 1) * batch_size, n))
-        batch = read_batch(val_array, val_labels, slice(rows.start, rows.stop), device)
-        times, uniforms = zip(*(eval_draws(seed, r, draws, batch.tokens.shape[1]) for r in rows))
-        times, uniforms = torch.stack(times).to(device), torch.stack(uniforms).to(device)  # [B, K], [B, K, L]
-        for k in range(draws):
-            with autocast_for(device, precision):
-                sums, per_sequence = algorithm.validation_terms(model, batch, times[:, k], uniforms[:, k])
-            if not filler:
-                values[rows.start : rows.stop, k] = sums.double()
-        if not filler:
-            counts[rows.start : rows.stop] = per_sequence
-    model.train(was_training)
-    values, counts = distributed.all_reduce_sum(values).cpu(), distributed.all_reduce_sum(counts).cpu()
-    return ppl_summary(values, counts, algorithm.exact_likelihood)
-
-
-def validation_record(result: dict[str, Any]) -> dict[str, Any]:
-    """The metrics.jsonl fields of an ``evaluate_ppl`` result: val_ppl, val_nelbo, val_tokens and the
-    error bar (val_stderr, val_ppl_low, val_ppl_high, val_draws)."""
-    keys = ("ppl", "nelbo", "tokens", "stderr", "ppl_low", "ppl_high", "draws")
-    return {f"val_{k}": result[k] for k in keys}
 
 
 def _seed_everything(seed: int) -> None:
@@ -416,16 +310,18 @@ class Trainer:
                 bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 if logger:
                     logger.log(record)
-            if _due(step, tc.eval_every, tc.steps) and len(self.data.val):
+            evaluated = _due(step, tc.eval_every, tc.steps) and len(self.data.val)
+            if evaluated:
                 with throughput.paused():
                     record = self.evaluate()
                 final.update(record)
                 if logger:
                     logger.log(record)
-                    self.say(self.eval_summary(final))
-            if _due(step, tc.save_every, tc.steps):
+            if _due(step, tc.save_every, tc.steps):  # before the summary: nothing after it can lose the step
                 with throughput.paused():
                     self.save(time.perf_counter() - t0)
+            if evaluated and logger:
+                self.say(self.eval_summary(final))
         bar.close()
         if logger:
             logger.close()
@@ -451,6 +347,7 @@ class Trainer:
             f"{tc.global_batch * length:,} tokens/step, data {rows['train']:,} train rows "
             f"({rows['train'] * length:,} tokens, vocab {self.data.vocab_size:,}) + {rows['val']:,} "
             f"val rows, steps {self.step} -> {tc.steps}, run dir {self.run_dir}"
+            + (f", {torch.get_num_threads()} CPU thread(s)" if self.device.type == "cpu" else "")
         )
 
     def eval_summary(self, final: dict[str, Any]) -> str:
@@ -459,8 +356,10 @@ class Trainer:
         loss = f"{final['loss']:.4f}" if "loss" in final else "-"
         speed = f"{final['tokens_per_s']:,.0f}" if "tokens_per_s" in final else "-"
         interval = ""
-        if not self.algorithm.exact_likelihood and "val_ppl_low" in final:
+        if not self.algorithm.exact_likelihood and final.get("val_ppl_low") is not None:
             interval = f" [95%: {final['val_ppl_low']:.2f}-{final['val_ppl_high']:.2f}, {final['val_draws']} draw(s)]"
+        elif not self.algorithm.exact_likelihood and "val_ppl" in final:
+            interval = " [no error bar: one validation sequence, one draw]"
         return (f"step {final['step']}/{self.cfg.train.steps}: train loss {loss}, val PPL {final['val_ppl']:.2f}"
                 f"{interval} ({kind}, EMA weights), {speed} tokens/s")
 

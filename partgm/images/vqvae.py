@@ -24,6 +24,7 @@ from torch import nn
 
 from partgm.errors import PartgmError
 from partgm.fileio import atomic_write_bytes, atomic_write_json
+from partgm.images.pixels import parse_background, read_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
@@ -37,10 +38,12 @@ class VQVAEConfig:
     downsample: int = 4  # 4 or 8: the token grid is (H / downsample, W / downsample)
     beta: float = 0.25  # commitment loss weight
     l2_norm: bool = False  # compare l2-normalised codes and encodings (cosine nearest code)
+    background: str = "white"  # transparency is composited over it (pixels.parse_background), here and in data
 
     def __post_init__(self) -> None:
         if self.downsample not in (4, 8):
             raise PartgmError(f"VQ-VAE downsample must be 4 or 8, got {self.downsample}")
+        parse_background(self.background)
 
 
 class VectorQuantizer(nn.Module):
@@ -142,11 +145,15 @@ def train_vqvae(
     seed: int = 0,
     batch_size: int = 64,
     progress: Callable[[int, dict[str, float]], None] | None = None,
+    validate: Callable[[VQVAE], dict[str, float]] | None = None,
+    eval_every: int = 100,
 ) -> VQVAE:
     """Train a VQ-VAE with Adam on ``images`` ``[N, C, H, W]`` in [-1, 1]; returns it in eval mode.
 
     The codebook starts from encodings of random training images (fewer dead codes than a uniform
-    start). ``progress(step, losses)`` is called after every step."""
+    start). ``progress(step, losses)`` is called after every step; every ``eval_every`` steps and at the
+    last one, ``losses`` also holds ``validate(model)``'s fields (the model in eval mode meanwhile), e.g.
+    ``vq_quality.evaluate_vqvae`` on held-out images."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = VQVAE(cfg)
@@ -163,7 +170,11 @@ def train_vqvae(
         losses["loss"].backward()
         opt.step()
         if progress is not None:
-            progress(step, {k: v.item() for k, v in losses.items()})
+            record = {k: v.item() for k, v in losses.items()}
+            if validate is not None and (step == steps or (eval_every > 0 and step % eval_every == 0)):
+                record.update(validate(model.eval()))
+                model.train()
+            progress(step, record)
     return model.eval()
 
 
@@ -199,20 +210,12 @@ def load_vqvae(directory: str | Path) -> VQVAE:
     return model.eval()
 
 
-def _read_image(path: Path, size: int) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-            return np.asarray(img, dtype=np.float32)
-    except (UnidentifiedImageError, OSError) as e:
-        raise PartgmError(f"cannot read image {path}: {e}") from None
-
-
-def load_image_folder(path: str | Path, size: int) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+def load_image_folder(
+    path: str | Path, size: int, background: str = "white"
+) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
     """Images of ``path/<class_name>/*.{png,jpg,jpeg}`` (labels = sorted class index) or, without
-    subfolders, of ``path/*.{png,jpg,jpeg}`` (no labels), resized to ``size x size`` (bicubic).
+    subfolders, of ``path/*.{png,jpg,jpeg}`` (no labels), of any PIL mode (transparency composited over
+    ``background``, see ``partgm.images.pixels``), resized to ``size x size`` (bicubic).
 
     Returns images float ``[N, 3, size, size]`` in [-1, 1], labels long ``[N]`` or None, and the class
     names (empty for a flat folder)."""
@@ -230,7 +233,8 @@ def load_image_folder(path: str | Path, size: int) -> tuple[torch.Tensor, torch.
         files = [(f, -1) for f in image_files(root)]
     if not files:
         raise PartgmError(f"no .png/.jpg images in {root} or its class subfolders")
-    pixels = np.stack([_read_image(f, size) for f, _ in files])
+    rgb = parse_background(background)
+    pixels = np.stack([read_image(f, size, rgb) for f, _ in files])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2) / 127.5 - 1
     labels = torch.tensor([label for _, label in files], dtype=torch.long) if class_names else None
     return images, labels, class_names

@@ -139,11 +139,22 @@ class PartgmLM(LM):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """lm-eval's command line with the ``partgm`` model registered (``partgm lm-eval ARGS``)."""
+    """lm-eval's command line with the ``partgm`` model registered (``partgm lm-eval ARGS``). Without the
+    Hub (``partgm.integrations.offline``) a task data set missing from the cache fails at once, clearly."""
     from lm_eval.__main__ import cli_evaluate
 
-    sys.argv = ["lm_eval", *(sys.argv[1:] if argv is None else argv)]
-    cli_evaluate()
+    from partgm.integrations.offline import go_offline_if_unreachable, offline_error
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    offline = None if any(a in ("-h", "--help") for a in args) else go_offline_if_unreachable()
+    sys.argv = ["lm_eval", *args]
+    try:
+        cli_evaluate()
+    except Exception as exc:
+        error = offline_error(exc, offline) if offline else None
+        if error is None:
+            raise
+        raise error from None
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from partgm.engine import load_run
 from partgm.errors import PartgmError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-FIXTURES = Path(__file__).parent / "fixtures" / "authors_images"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "authors_images"
 K, CLASSES = 12, 3
 
 
