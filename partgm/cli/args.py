@@ -163,6 +163,14 @@ def add_sampling(p: argparse.ArgumentParser, defaults: SamplingDefaults = Sampli
     if d.sampler:
         p.add_argument("--sampler", default="auto", help=LazyHelp(
             lambda: f"auto (the algorithm's default) or one of its family's: {_names('samplers')}"))
+        p.add_argument("--threshold", type=unit_interval, metavar="TAU", help=(
+            "threshold sampler (PGM, MDLM; approximate, opt-in): each step commits every position whose max "
+            "probability exceeds TAU (at least ceil(left / steps left)); lower TAU: fewer network calls, "
+            "more error from decoding positions together; 1: one token per step when --steps >= length"))
+        p.add_argument("--entropy-bound", type=nonnegative_float, metavar="GAMMA", help=(
+            "eb sampler (PGM, MDLM; approximate, opt-in): each step commits the lowest-entropy positions "
+            "while the entropies before sum under GAMMA nats; larger GAMMA: fewer calls, more error; 0: one "
+            "token per step when --steps >= length"))
     p.add_argument("--nucleus", type=unit_interval, default=1.0, help="top-p; 1.0 disables")
     p.add_argument("--temperature", type=positive_float, default=1.0, help="divides the logits; 1.0 disables")
     add_precision(p, d.precisions, d.precision)
@@ -200,9 +208,15 @@ def image_sampling(args: argparse.Namespace):
 
 def draws(args: argparse.Namespace, progress: bool = False, sampler=None):
     """The one ``Draws`` (with its ``SamplingOptions``) of the flags ``add_sampling`` declared; ``sampler``
-    replaces ``--sampler`` (a configured ``Sampler``)."""
+    replaces ``--sampler`` (a configured ``Sampler``). ``--sampler`` with ``--threshold`` /
+    ``--entropy-bound`` / ``--refresh`` / ``--compile`` (where the command has them) is configured here."""
     from partgm.run.sampling import Draws
     from partgm.samplers import SamplingOptions
+    from partgm.samplers.cached import sampler_choice
+
+    if sampler is None and getattr(args, "sampler", None) is not None:
+        sampler = sampler_choice(args.sampler, getattr(args, "refresh", None), getattr(args, "compile", False),
+                                 args.threshold, args.entropy_bound)
 
     options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature,
                               guidance=getattr(args, "guidance", 0.0),

@@ -130,6 +130,14 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {plot_train_bench(records, out.with_suffix('.png'))}")
 
 
+def _floats(text: str) -> list[float]:
+    """A comma-separated list of numbers (empty: none)."""
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PartgmError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def cmd_bench_frontier(args: argparse.Namespace) -> None:
     import torch
 
@@ -146,11 +154,13 @@ def cmd_bench_frontier(args: argparse.Namespace) -> None:
     def on_record(record: dict) -> None:
         records.append(record)
         atomic_write_text(out, json.dumps(records, indent=2))
-        print(f"{record['variant']:28s} {record['tokens_per_s']:9,.0f} tok/s  gen PPL {record['gen_ppl']:8.2f}  "
+        calls = record["network_calls_per_seq"]
+        print(f"{record['variant']:28s} {record['tokens_per_s']:9,.0f} tok/s  "
+              f"{'-' if calls is None else f'{calls:.1f}':>6s} calls/seq  gen PPL {record['gen_ppl']:8.2f}  "
               f"entropy {record['entropy']:.3f}  [run {record['run_id']}, load {record['load_1m']:.1f}]", flush=True)
 
     bench_frontier(runs, Path(args.judge or args.ar), draws(args), refresh, args.weights, args.device, args.repeats,
-                   on_record)
+                   on_record, _floats(args.thresholds), _floats(args.entropy_bounds), args.adaptive_steps)
     print(f"wrote {out} and {plot_frontier(records, out.with_suffix('.png'))}")
 
 
@@ -233,6 +243,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", help="judge: an AR run directory or a transformers model (default --ar)")
     add_sampling(p, SamplingDefaults(num_samples=32, batch=8, sampler=False))
     p.add_argument("--refresh", type=refresh_rates, default="1,2,4,8,never", help="refresh rates of the cached sampler")
+    p.add_argument("--thresholds", default="0.99,0.9,0.7",
+                   help="threshold sampler points (PGM and MDLM; approximate): max-probability thresholds")
+    p.add_argument("--entropy-bounds", default="0.1,1",
+                   help="eb sampler points (PGM and MDLM; approximate): entropy bounds in nats")
+    p.add_argument("--adaptive-steps", type=nonnegative_int, default=0,
+                   help="cap on the adaptive samplers' network calls (0: the length, no cap)")
     add_weights(p)
     add_device(p)
     p.add_argument("--repeats", type=positive_int, default=3, help="timed round-robin rounds (one batch per point)")

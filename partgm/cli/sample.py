@@ -50,9 +50,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.fileio import atomic_write_text
     from partgm.run.images import is_image_run
     from partgm.run.sampling import sample_run
-    from partgm.samplers.cached import sampler_choice
 
-    d = draws(args, progress=True, sampler=sampler_choice(args.sampler, args.refresh, args.compile))
+    d = draws(args, progress=True)
     image = is_image_run(args.run_dir)
     _check_flags(args, image)
     if image:

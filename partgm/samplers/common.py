@@ -282,6 +282,25 @@ def progress(plan: DecodePlan, options: SamplingOptions, desc: str) -> Iterator[
         bar.update(options.steps - bar.n)
 
 
+def remaining_queries(
+    clean: torch.Tensor, n_clean: list[int]
+) -> tuple[tuple[torch.Tensor, torch.Tensor | None], torch.Tensor, torch.Tensor]:
+    """clean [B, L] bool with ``n_clean`` (host counts per row) -> (packed: clean positions [B, C]
+    right-padded with 0 and their valid [B, C] or None, query [B, W]: every position not clean yet,
+    padded with 0, query_valid [B, W]); C = max clean, W = L - min clean."""
+    length = clean.shape[1]
+    order = (~clean).to(torch.int8).argsort(dim=1, stable=True)  # [B, L]: clean first
+    width_clean, width_free = max(n_clean), length - min(n_clean)
+    slots = torch.arange(length, device=clean.device)
+    n_clean_t = torch.tensor(n_clean, device=clean.device)
+    clean_valid = None if min(n_clean) == width_clean else slots[:width_clean] < n_clean_t[:, None]
+    ranks = (n_clean_t[:, None] + slots[:width_free]).clamp(max=length - 1)  # [B, W]
+    query_valid = slots[:width_free] < (length - n_clean_t)[:, None]
+    query = order.gather(1, ranks).masked_fill(~query_valid, 0)
+    packed = order[:, :width_clean]
+    return (packed if clean_valid is None else packed.masked_fill(~clean_valid, 0), clean_valid), query, query_valid
+
+
 def with_spare_column(tokens: torch.Tensor) -> torch.Tensor:
     """[B, L] -> [B, L + 1]: a copy with a spare last column for ``DecodeStep.write``."""
     return F.pad(tokens, (0, 1))
