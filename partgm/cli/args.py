@@ -28,6 +28,17 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+SEEDS = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+
+
+def seed(text: str) -> int:
+    """A generator seed: an integer torch accepts."""
+    value = _number(text, int)
+    if not SEEDS[0] <= value <= SEEDS[1]:
+        raise argparse.ArgumentTypeError(f"must be an integer in [-2**63, 2**64 - 1], got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _number(text, float)
     if not value > 0 or value == float("inf"):
@@ -52,10 +63,24 @@ def unit_interval(text: str) -> float:
 
 def positive_ints(text: str) -> list[int]:
     """A comma-separated list of positive integers, e.g. ``32,128,1024``."""
-    values = [positive_int(v.strip()) for v in text.split(",") if v.strip()]
+    return _items(text, positive_int, "positive integers")
+
+
+def _items(text: str, item, what: str) -> list:
+    values = [item(v.strip()) for v in text.split(",") if v.strip()]
     if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got '{text}'")
     return values
+
+
+def nonnegative_floats(text: str) -> list[float]:
+    """A comma-separated list of finite numbers >= 0, e.g. ``0,1.5,3`` (guidance weights)."""
+    return _items(text, nonnegative_float, "numbers >= 0")
+
+
+def refresh_rates(text: str) -> list[int]:
+    """A comma-separated list of refresh rates: integers >= 0 or ``never`` (read as 0), e.g. ``1,2,never``."""
+    return _items(text, lambda v: 0 if v == "never" else nonnegative_int(v), "integers >= 0 or 'never'")
 
 
 class LazyHelp(str):
@@ -153,7 +178,7 @@ def add_sampling(p: argparse.ArgumentParser, defaults: SamplingDefaults = Sampli
     p.add_argument(d.num_flag, dest="num_samples", type=positive_int, default=d.num_samples,
                    help=f"{what} (default {d.num_samples})")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"samples per forward pass (default {d.batch})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the one generator every draw uses")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the one generator every draw uses")
     if d.guidance:
         p.add_argument("--guidance", type=nonnegative_float, default=0.0,
                        help="image runs: classifier-free guidance w (0: none)")

@@ -12,9 +12,11 @@ from partgm.cli.args import (
     add_sampling,
     add_weights,
     draws,
+    nonnegative_floats,
     nonnegative_int,
     positive_int,
     positive_ints,
+    refresh_rates,
     unit_interval,
 )
 from partgm.cli.ground_truth import add_bench as add_quality
@@ -145,7 +147,7 @@ def cmd_bench_frontier(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = {algo: Path(path) for algo, path in (("pgm", args.pgm), ("mdlm", args.mdlm), ("ar", args.ar)) if path}
-    refresh = [0 if r.strip() == "never" else int(r) for r in args.refresh.split(",") if r.strip()]
+    refresh = args.refresh
     out = Path(args.out)
     records: list[dict] = []
 
@@ -190,8 +192,7 @@ def cmd_bench_images(args: argparse.Namespace) -> None:
               f"w={record['guidance']:g}  {record['latency_s_mean']:.3f}s  {record['images_per_s']:.2f} images/s",
               flush=True)
 
-    bench_images(sizes, variants, [int(s) for s in args.steps.split(",")],
-                 [float(w) for w in args.guidance.split(",")], args.batch, args.device, args.warmup, args.repeats,
+    bench_images(sizes, variants, args.steps, args.guidance, args.batch, args.device, args.warmup, args.repeats,
                  on_record=on_record)
     print(f"wrote {out} and {plot_image_bench(records, out.with_suffix('.png'))}")
 
@@ -202,8 +203,8 @@ def _add_images(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", default="digits", help="comma-separated: digits, paper")
     p.add_argument("--variants", default="maskgit/confidence,maskgit/halton,pgm-image/halton,pgm-image/confidence",
                    help="comma-separated algo/sampler")
-    p.add_argument("--steps", default="32,64")
-    p.add_argument("--guidance", default="0,3", help="comma-separated guidance weights (0: none)")
+    p.add_argument("--steps", type=positive_ints, default="32,64", help="comma-separated steps grid")
+    p.add_argument("--guidance", type=nonnegative_floats, default="0,3", help="comma-separated guidance weights (0: none)")
     p.add_argument("--batch", type=positive_int, default=32)
     add_device(p, "auto")
     p.add_argument("--warmup", type=nonnegative_int, default=1)
@@ -241,7 +242,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ar", help="AR run directory (sampled, and the default judge)")
     p.add_argument("--judge", help="judge: an AR run directory or a transformers model (default --ar)")
     add_sampling(p, SamplingDefaults(num_samples=32, batch=8, sampler=False))
-    p.add_argument("--refresh", default="1,2,4,8,never", help="refresh rates of the cached sampler")
+    p.add_argument("--refresh", type=refresh_rates, default="1,2,4,8,never", help="refresh rates of the cached sampler")
     p.add_argument("--thresholds", default="0.99,0.9,0.7",
                    help="threshold sampler points (PGM and MDLM; approximate): max-probability thresholds")
     p.add_argument("--entropy-bounds", default="0.1,1",

@@ -14,6 +14,7 @@ from partgm.cli.args import (
     draws,
     nonnegative_int,
     positive_int,
+    seed,
 )
 
 
@@ -100,7 +101,7 @@ def add(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     e.add_argument("--max-batches", type=nonnegative_int, default=0, help="0: the whole split")
     e.add_argument("--draws", type=positive_int, default=1,
                    help="times and masks per sequence: more draws, a smaller error bar (see docs/evaluation.md)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed, default=0)
     add_weights(e)
     add_device(e)
     e.add_argument("--compare", metavar="OTHER_RUN", help="paired comparison: score OTHER_RUN on the same "
@@ -176,6 +177,6 @@ def add(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
                 default="none",
                 help="headline accuracy from raw scores or scores per scored token (both are reported)",
             )
-            e.add_argument("--seed", type=int, default=0)
+            e.add_argument("--seed", type=seed, default=0)
         e.set_defaults(func=cmd_task)
     return eval_sub

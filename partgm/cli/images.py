@@ -13,8 +13,11 @@ from partgm.cli.args import (
     add_weights,
     draws,
     image_sampling,
+    positive_float,
     positive_int,
+    seed,
 )
+from partgm.errors import PartgmError
 
 
 def cmd_sample_images(args: argparse.Namespace, d) -> None:
@@ -43,6 +46,9 @@ def cmd_vq_train(args: argparse.Namespace) -> None:
 
     cfg = VQVAEConfig(hidden=args.hidden, codebook_size=args.codebook_size, code_dim=args.code_dim,
                       downsample=args.downsample, background=args.background)
+    if args.size % args.downsample:
+        raise PartgmError(f"--size {args.size} is not a multiple of --downsample {args.downsample}: "
+                          f"try --size {max(args.downsample, args.size // args.downsample * args.downsample)}")
 
     def progress(step: int, losses: dict[str, float]) -> None:
         if step % 100 == 0 or step == args.steps:
@@ -92,8 +98,8 @@ def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -
     p.add_argument("--code-dim", type=positive_int, default=16)
     p.add_argument("--hidden", type=positive_int, default=64)
     p.add_argument("--steps", type=positive_int, default=2000)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--background", default="white", help="transparency is composited over it: white | black | "
                    "grey | #RRGGBB (kept in the VQ config: data preparation uses the same)")
     p.set_defaults(func=cmd_vq_train)

@@ -26,6 +26,7 @@ from partgm.config import RunConfig, to_dict
 from partgm.engine import distributed
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
 from partgm.engine.ema import EMA
+from partgm.engine.memory import check_training_fits
 from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
 from partgm.engine.optim import build_optimizer, build_scheduler
 from partgm.engine.validation import (  # noqa: F401  (eval_draws, ppl_summary, sequence_nelbos: re-exported)
@@ -140,6 +141,8 @@ class Trainer:
         the stream of training times."""
         tc = self.cfg.train
         _seed_everything(tc.seed)
+        shards = self.dist.world_size if tc.parallel == "fsdp" else 1
+        check_training_fits(self.algorithm, self.cfg.model, torch.device(self.device), shards)
         self.model = self.algorithm.build_model(self.cfg.model).to(self.device)
         if tc.init_from:
             source = load_run(Path(tc.init_from), weights=tc.init_weights, device=self.device)
@@ -273,6 +276,9 @@ class Trainer:
         if resume:
             self.restore()
         if self.step >= tc.steps:
+            if self.cfg.distill is not None:
+                raise PartgmError(f"the distillation already ran its {self.step} steps (distill.rounds x "
+                                  "distill.steps_per_round): raise distill.rounds to continue")
             raise PartgmError(f"the run is already at step {self.step}: raise train.steps above it to continue")
         logger: MetricsLogger | None = None
         if d.is_main:

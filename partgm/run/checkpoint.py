@@ -140,6 +140,8 @@ def weight_names(path: Path) -> list[str]:
 def read_run_config(run_dir: Path) -> RunConfig:
     """The RunConfig saved in ``RUN/config.json`` (``migrate_config``-ed against its newest checkpoint)."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise PartgmError(f"'{run_dir}' is a file, not a run directory: give the directory that holds config.json")
     if not run_dir.is_dir():
         raise PartgmError(f"run directory '{run_dir}' does not exist")
     if not (run_dir / CONFIG).is_file():

@@ -136,6 +136,9 @@ def save_pretrained(
         model_or_run = load_run(Path(model_or_run), weights=weights, device="cpu")
     if isinstance(model_or_run, LoadedRun):
         run = model_or_run
+        if run.data_header.get("grid"):
+            raise PartgmError(f"'{run.source}' is an image run: a pretrained directory holds text models only; "
+                              "copy the run directory itself to share it")
         cfg, algorithm, model = run.cfg, run.algorithm, run.model
         tokenizer = run.tokenizer if tokenizer is None else tokenizer
         step = run.step if step is None else step

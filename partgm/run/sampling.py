@@ -29,8 +29,12 @@ class Draws:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1 or self.batch < 1:
-            raise PartgmError("the number of samples and the batch size must be positive")
+        for name in ("num_samples", "batch", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or (name != "seed" and value < 1) or (
+                    name == "seed" and not -(2**63) <= value < 2**64):
+                raise PartgmError(f"{name} must be a positive integer, got {value!r}" if name != "seed"
+                                  else f"seed must be an integer, got {value!r}")
         if self.precision not in PRECISIONS:
             raise PartgmError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

@@ -5,6 +5,7 @@ Shapes: B batch, L sequence length, V vocabulary, S steps, W the widest step of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +18,10 @@ from partgm.errors import PartgmError
 from partgm.schedules import NoiseSchedule
 
 FINAL_TIME = 1e-5  # the last time of the grid linspace(1, FINAL_TIME, T + 1), as in MDLM
+
+
+# Below this the logits / temperature overflow float32 (and bf16) for ordinary logits.
+MIN_TEMPERATURE = 1e-3
 
 
 @dataclass
@@ -100,10 +105,11 @@ class SamplingOptions:
             raise PartgmError(f"steps must be a positive integer, got {self.steps!r}")
         if not 0.0 < self.nucleus <= 1.0:
             raise PartgmError(f"nucleus must be in (0, 1], got {self.nucleus}")
-        if not self.temperature > 0.0:
-            raise PartgmError(f"temperature must be positive, got {self.temperature}")
-        if not self.guidance >= 0.0:
-            raise PartgmError(f"guidance must be >= 0, got {self.guidance}")
+        if not MIN_TEMPERATURE <= self.temperature < math.inf:
+            raise PartgmError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {self.temperature} "
+                              "(lower ones overflow the logits; for near-greedy draws use 0.001)")
+        if not 0.0 <= self.guidance < math.inf:
+            raise PartgmError(f"guidance must be a finite number >= 0, got {self.guidance}")
         if self.guidance_schedule not in ("auto", "constant", "linear"):
             raise PartgmError(f"guidance_schedule must be auto, constant or linear, got {self.guidance_schedule!r}")
 
