@@ -78,6 +78,11 @@ def nonnegative_floats(text: str) -> list[float]:
     return _items(text, nonnegative_float, "numbers >= 0")
 
 
+def unit_floats(text: str) -> list[float]:
+    """A comma-separated list of numbers in (0, 1], e.g. ``0.99,0.9,0.7`` (sampler thresholds)."""
+    return _items(text, unit_interval, "numbers in (0, 1]")
+
+
 def refresh_rates(text: str) -> list[int]:
     """A comma-separated list of refresh rates: integers >= 0 or ``never`` (read as 0), e.g. ``1,2,never``."""
     return _items(text, lambda v: 0 if v == "never" else nonnegative_int(v), "integers >= 0 or 'never'")

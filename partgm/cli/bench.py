@@ -17,6 +17,7 @@ from partgm.cli.args import (
     positive_int,
     positive_ints,
     refresh_rates,
+    unit_floats,
     unit_interval,
 )
 from partgm.cli.ground_truth import add_bench as add_quality
@@ -130,13 +131,6 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {plot_train_bench(records, out.with_suffix('.png'))}")
 
 
-def _floats(text: str) -> list[float]:
-    """A comma-separated list of numbers (empty: none)."""
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise PartgmError(f"expected comma-separated numbers, got {text!r}") from None
-
 
 def cmd_bench_frontier(args: argparse.Namespace) -> None:
     import torch
@@ -160,7 +154,7 @@ def cmd_bench_frontier(args: argparse.Namespace) -> None:
               f"entropy {record['entropy']:.3f}  [run {record['run_id']}, load {record['load_1m']:.1f}]", flush=True)
 
     bench_frontier(runs, Path(args.judge or args.ar), draws(args), refresh, args.weights, args.device, args.repeats,
-                   on_record, _floats(args.thresholds), _floats(args.entropy_bounds), args.adaptive_steps)
+                   on_record, args.thresholds, args.entropy_bounds, args.adaptive_steps)
     print(f"wrote {out} and {plot_frontier(records, out.with_suffix('.png'))}")
 
 
@@ -243,9 +237,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", help="judge: an AR run directory or a transformers model (default --ar)")
     add_sampling(p, SamplingDefaults(num_samples=32, batch=8, sampler=False))
     p.add_argument("--refresh", type=refresh_rates, default="1,2,4,8,never", help="refresh rates of the cached sampler")
-    p.add_argument("--thresholds", default="0.99,0.9,0.7",
+    p.add_argument("--thresholds", type=unit_floats, default="0.99,0.9,0.7",
                    help="threshold sampler points (PGM and MDLM; approximate): max-probability thresholds")
-    p.add_argument("--entropy-bounds", default="0.1,1",
+    p.add_argument("--entropy-bounds", type=nonnegative_floats, default="0.1,1",
                    help="eb sampler points (PGM and MDLM; approximate): entropy bounds in nats")
     p.add_argument("--adaptive-steps", type=nonnegative_int, default=0,
                    help="cap on the adaptive samplers' network calls (0: the length, no cap)")

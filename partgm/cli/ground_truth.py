@@ -8,7 +8,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from partgm.cli.args import nonnegative_float, nonnegative_int, positive_int, positive_ints, seed
+from partgm.cli.args import (
+    nonnegative_float,
+    nonnegative_floats,
+    nonnegative_int,
+    positive_int,
+    positive_ints,
+    seed,
+    unit_floats,
+)
 
 
 def cmd_eval_oracle(args: argparse.Namespace) -> None:
@@ -66,7 +74,8 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
         "seeds": tuple(range(args.seeds)) if args.seeds else None, "steps": tuple(args.steps) if args.steps else None,
         "num_samples": args.num_samples, "nelbo_draws": args.nelbo_draws, "device": args.device,
         "guidance": args.guidance, "all_samplers": args.all_samplers or None,
-        "thresholds": args.thresholds, "entropy_bounds": args.entropy_bounds,
+        "thresholds": tuple(args.thresholds) if args.thresholds else None,
+        "entropy_bounds": tuple(args.entropy_bounds) if args.entropy_bounds else None,
     }.items() if v is not None}
     if args.algos:
         changes["algos"] = tuple(a.strip() for a in args.algos.split(","))
@@ -104,23 +113,6 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {png}")
 
 
-def _floats(text: str, ok, what: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if not values or not all(ok(v) for v in values):
-        raise argparse.ArgumentTypeError(f"each must be {what}, got {text!r}")
-    return values
-
-
-def _unit_floats(text: str) -> tuple[float, ...]:
-    return _floats(text, lambda v: 0.0 < v <= 1.0, "in (0, 1]")
-
-
-def _nonnegative_floats(text: str) -> tuple[float, ...]:
-    return _floats(text, lambda v: 0.0 <= v < float("inf"), ">= 0")
-
 
 def add_bench(bench: argparse._SubParsersAction) -> None:
     """Adds ``partgm bench quality``."""
@@ -134,9 +126,9 @@ def add_bench(bench: argparse._SubParsersAction) -> None:
                    "(the default for an hmm-image corpus)")
     p.add_argument("--all-samplers", action="store_true", help="text: also PGM binomial / confidence / halton "
                    "and MDLM ancestral / confidence / halton (and the exact denoiser under each)")
-    p.add_argument("--thresholds", type=_unit_floats, help="PGM and MDLM threshold sampler points (approximate; "
+    p.add_argument("--thresholds", type=unit_floats, help="PGM and MDLM threshold sampler points (approximate; "
                    "comma-separated max-probability thresholds in (0, 1]), each with no cap on its calls")
-    p.add_argument("--entropy-bounds", type=_nonnegative_floats, help="PGM and MDLM eb sampler points "
+    p.add_argument("--entropy-bounds", type=nonnegative_floats, help="PGM and MDLM eb sampler points "
                    "(approximate; comma-separated entropy bounds in nats), each with no cap on its calls")
     p.add_argument("--guidance", type=nonnegative_float, help="classifier-free guidance (hmm-image corpora)")
     p.add_argument("--budget", type=positive_int, help="training FLOPs, in MDLM steps (default 3000)")
