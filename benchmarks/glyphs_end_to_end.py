@@ -75,9 +75,9 @@ def check(code: int, what: str) -> None:
 
 
 def evaluate(run_dir: Path, out: Path, label: str, scale: dict, classifier, real: torch.Tensor) -> list[dict]:
-    from partgm.engine import load_run
     from partgm.images.digits_classifier import class_accuracy, digits_fid
     from partgm.images.grid import save_image_grid
+    from partgm.run.checkpoint import load_run
     from partgm.run.images import decode_images, sample_images
     from partgm.run.sampling import Draws
     from partgm.samplers import SamplingOptions

@@ -12,7 +12,8 @@
 #                r=1 == uniform, no host sync in the training step (FakeTensor)
 #   sample-6-6   batch 32, L 1024, 32 and 128 steps, bf16 autocast: PGM 6/6 d1024 uniform vs MDLM reference
 #                and best: ONE invocation, one run_id, with FLOPs and the matmul peak
-#   sample-8-8   PGM 8/8 vs MDLM best, 128 steps (its own run_id)
+#   sample-8-8   PGM 8/8 vs MDLM best, 128 steps (its own run_id), and the adaptive threshold sampler
+#                (tau 0.9, approximate) of both at its 128-call cap: the cost of querying every remaining position
 #   train        training tokens/s, batch 32, L 1024: PGM 6/6 d768 (flex and dense layouts) vs MDLM small
 #   compile      PGM 6/6 d1024 uniform vs uniform-compile (torch.compile, clean widths bucketed by 256), 32
 #                steps: last, because compiling may not fit the time left (then it is recorded as a timeout)
@@ -63,7 +64,7 @@ else
   TRAIN_SIZE=(--batch 32 --length 1024 --warmup 2 --repeats 5)
   TRAIN_ALGOS=pgm/flex,pgm/dense,mdlm
   COMPILE_VARIANTS=pgm/uniform,pgm/uniform-compile
-  LIMITS=(20 90 180 60 90 80)  # 520 s in all: under 9 minutes
+  LIMITS=(15 90 180 75 90 80)  # 530 s in all: under 9 minutes
 fi
 
 part env "${LIMITS[0]}" "$PY" -c "
@@ -77,7 +78,7 @@ part sample-6-6 "${LIMITS[2]}" "$PY" -m partgm.cli bench sample "${SIZE[@]}" "${
   --pgm-preset pgm-6-6-d1024 --variants pgm/uniform,mdlm/reference,mdlm/best \
   --out "$PREFIX-sample-6-6.json"
 part sample-8-8 "${LIMITS[3]}" "$PY" -m partgm.cli bench sample "${SIZE[@]}" --steps "$STEPS_8_8" \
-  --pgm-preset pgm-8-8 --variants pgm/uniform,mdlm/best --out "$PREFIX-sample-8-8.json"
+  --pgm-preset pgm-8-8 --variants pgm/uniform,mdlm/best,pgm/threshold,mdlm/threshold --out "$PREFIX-sample-8-8.json"
 part train "${LIMITS[4]}" "$PY" -m partgm.cli bench train "${TRAIN_SIZE[@]}" --algos "$TRAIN_ALGOS" \
   --out "$PREFIX-train.json"
 part compile "${LIMITS[5]}" "$PY" -m partgm.cli bench sample "${SIZE[@]}" --steps "$COMPILE_STEPS" \

@@ -33,7 +33,7 @@ class Model:
     ``partgm.train``, else empty)."""
 
     def __init__(self, run: Any):
-        self.run = run  # the LoadedRun (partgm.engine.checkpoint) this model wraps
+        self.run = run  # the LoadedRun (partgm.run.checkpoint) this model wraps
         self.algorithm, self.network, self.tokenizer, self.cfg = run.algorithm, run.model, run.tokenizer, run.cfg
         self.step, self.weights, self.source = run.step, run.weights, run.source
         eos = run.eos_id
@@ -45,9 +45,11 @@ class Model:
     def load(cls, path: str | Path, *, weights: str = "ema", device: str = "cpu", revision: str | None = None) -> Model:
         """A run directory (it has ``checkpoints/``; ``weights`` ema | raw), else a pretrained directory or
         a Hub repository id (``partgm hub export`` / ``push`` output; its weights are what was exported)."""
-        from partgm.engine.distributed import resolve_device
+        from partgm.devices import resolve_device
         from partgm.run.load import load_model
 
+        if not isinstance(path, (str, Path)) or not str(path):
+            raise PartgmError(f"partgm.load needs a run directory, a pretrained directory or a Hub id, not {path!r}")
         return cls(load_model(path, weights=weights, device=str(resolve_device(device)), revision=revision))
 
     from_pretrained = load
@@ -111,10 +113,12 @@ class Model:
         from partgm.samplers import SamplingOptions
 
         tok = self._tokenizer()
+        if prompt is not None and not isinstance(prompt, str):
+            raise PartgmError(f"prompt must be a string or None, not {type(prompt).__name__} {prompt!r}")
+        infill = _check_infill(infill)
         options = SamplingOptions(steps=steps, nucleus=nucleus, temperature=temperature)
-        draws = Draws(options, sampler, num_samples, batch or num_samples, seed)
-        return sample_texts(self.run, draws, prompt, place_texts(dict(infill or {}), tok), length=length,
-                            at_eos=at_eos)
+        draws = Draws(options, sampler, num_samples, num_samples if batch is None else batch, seed)
+        return sample_texts(self.run, draws, prompt, place_texts(infill, tok), length=length, at_eos=at_eos)
 
     def generate_text(self, prompt: str | None = None, **kwargs: Any) -> list[str]:
         """The texts of ``generate`` (same arguments): one string per sample, without BOS."""
@@ -171,7 +175,10 @@ class Model:
     def score(self, texts: str | Sequence[str], *, mc_samples: int = 32, seed: int = 0, batch: int = 8) -> list[float]:
         """NLL in nats of each text's tokens given BOS: exact for AR, a Monte-Carlo NELBO (upper bound) for
         MDLM / PGM (see ``score_pairs``). Texts must fit the trained length with BOS."""
-        texts = [texts] if isinstance(texts, str) else list(texts)
+        texts = [texts] if isinstance(texts, str) else list(texts) if isinstance(texts, Sequence) else [texts]
+        bad = next((t for t in texts if not isinstance(t, str)), None)
+        if bad is not None or not texts:
+            raise PartgmError(f"score needs a text or a list of texts, not {bad!r}" if texts else "score needs texts")
         return [n for n, _ in self.score_pairs([("", t) for t in texts], mc_samples=mc_samples, seed=seed,
                                                batch=batch)]
 
@@ -179,6 +186,19 @@ class Model:
         if self.eos_id is None:
             raise PartgmError(f"'{self.source}' records no EOS id to pad with")
         return int(self.eos_id)
+
+
+def _check_infill(infill: Mapping[int, str] | None) -> dict[int, str]:
+    """``infill`` as {position: text}, positions non-negative ints and texts strings (else PartgmError)."""
+    if infill is None:
+        return {}
+    if not isinstance(infill, Mapping):
+        raise PartgmError(f"infill must be a dict {{position: text}}, not {type(infill).__name__}")
+    for pos, text in infill.items():
+        if isinstance(pos, bool) or not isinstance(pos, int) or pos < 0 or not isinstance(text, str):
+            raise PartgmError(f"infill {{{pos!r}: {text!r}}}: positions are integers >= 0 and texts strings, "
+                              "e.g. infill={40: 'the LORD'}")
+    return dict(infill)
 
 
 def load(path: str | Path, *, weights: str = "ema", device: str = "cpu", revision: str | None = None) -> Model:
@@ -239,8 +259,8 @@ def evaluate_ppl(
     ppl`` computes it, with ``draws`` times and masks per sequence: ``{"run_dir", "algo", "split",
     "weights", "step", "data", "seed", "ppl", "nelbo", "tokens", "stderr", "ppl_low", "ppl_high", ...}``
     (``ppl`` is a bound for MDLM / PGM with a 95% interval, exact for AR)."""
+    from partgm.devices import resolve_device
     from partgm.engine import evaluate_ppl as ppl
-    from partgm.engine.distributed import resolve_device
     from partgm.evaluation.ppl import load_scoring
 
     device = str(resolve_device(device))

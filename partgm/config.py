@@ -126,6 +126,15 @@ class DistillConfig(Checked):
         "initial_dt": Range(0.0, 1.0, low_open=True, high_closed=True),
     }
 
+    def check(self, where: str) -> None:
+        super().check(where)
+        last = self.teacher_steps * self.initial_dt * 2.0 ** (self.rounds - 1)  # the last student's step
+        if last > 1.0:
+            raise PartgmError(
+                f"{where}.initial_dt={self.initial_dt:g} with teacher_steps={self.teacher_steps} and "
+                f"rounds={self.rounds} gives the last student a step of {last:g} > 1 (less than one sampling "
+                f"step): lower {where}.initial_dt or {where}.rounds")
+
 
 @dataclass
 class RunConfig:

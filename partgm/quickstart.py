@@ -21,8 +21,8 @@ QUICKSTART_CONFIG = Path(__file__).parent / "configs" / "quickstart.yaml"
 
 def quickstart(run_dir: Path, steps: int = 0, num_samples: int = 4) -> None:
     from partgm.engine import train
-    from partgm.engine.checkpoint import list_checkpoints
     from partgm.engine.metrics import read_metrics
+    from partgm.run.checkpoint import list_checkpoints
 
     start = time.time()
     cfg = resolve_config(QUICKSTART_CONFIG)

@@ -94,6 +94,13 @@ class Context:
         return order.masked_fill(~valid, 0), None if bool(valid.all()) else valid
 
 
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """logits [B, L, V], targets [B, L] -> negative log-likelihood [B, L] in float32. Over the rows of
+    logits as they lie (classes last): a transposed input would copy all B x L x V logits first."""
+    flat = torch.nn.functional.cross_entropy(logits.float().flatten(0, -2), targets.flatten(), reduction="none")
+    return flat.view_as(targets)
+
+
 class Algorithm:
     """Base class. Subclasses set ``name``, ``model_config`` (the family config class of their network),
     ``sampler_family`` (the kind of denoiser they are, where samplers are looked up) and ``samplers``
@@ -188,7 +195,7 @@ class Algorithm:
         x = batch.tokens
         positions = torch.arange(x.shape[1], device=x.device).expand_as(x)
         logits = self.logits(model, Context(x, ~masked, batch.labels), positions)
-        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), x, reduction="none")
+        nll = token_nll(logits, x)
         return torch.where(masked, self.schedule.loss_weight(t)[:, None] * nll, torch.zeros_like(nll))
 
     def null_labels(self, batch_size: int, device: torch.device | str) -> torch.Tensor | None:

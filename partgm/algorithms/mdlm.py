@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from partgm.algorithms.base import Algorithm, Batch, Context
+from partgm.algorithms.base import Algorithm, Batch, Context, token_nll
 from partgm.models import DiT
 from partgm.models.config import DiTConfig
 from partgm.schedules import MIN_TRAIN_TIME
-
-
-def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """logits [B, L, V], targets [B, L] -> negative log-likelihood [B, L] in float32."""
-    return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
 
 
 class MDLMAlgorithm(Algorithm):
@@ -23,7 +17,7 @@ class MDLMAlgorithm(Algorithm):
     name = "mdlm"
     model_config = DiTConfig
     sampler_family = "masked"
-    samplers = ("ancestral", "fast-ancestral", "confidence", "halton")
+    samplers = ("ancestral", "fast-ancestral", "threshold", "eb", "confidence", "halton")
 
     @property
     def mask_id(self) -> int:

@@ -21,7 +21,7 @@ class PGMAlgorithm(Algorithm):
     name = "pgm"
     model_config = PartitionConfig
     sampler_family = "partition"
-    samplers = ("uniform", "binomial", "naive", "cached", "confidence", "halton")
+    samplers = ("uniform", "binomial", "naive", "cached", "threshold", "eb", "confidence", "halton")
 
     def build_model(self, model_cfg: PartitionConfig) -> nn.Module:
         return PartitionTransformer(model_cfg, self.vocab_size, num_classes=self.space.num_classes,

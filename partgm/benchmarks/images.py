@@ -36,7 +36,7 @@ def bench_images(
 
     from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.benchmarks.timing import environment, time_call
-    from partgm.engine.distributed import resolve_device
+    from partgm.devices import resolve_device
     from partgm.models import randomize_
     from partgm.resolve import resolve_config
     from partgm.samplers import SamplingOptions, generate, make_prompt
@@ -82,7 +82,7 @@ def plot_image_bench(records: list[dict], out_png: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from partgm.engine.checkpoint import atomic_write_bytes
+    from partgm.run.checkpoint import atomic_write_bytes
 
     sizes = sorted({r["size"] for r in records})
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.2), squeeze=False)

@@ -1,6 +1,7 @@
 """``partgm bench quality``: PGM, MDLM and AR trained on a synthetic corpus at equal training FLOPs, then
 the quality-speed frontier against the truth: excess sample NLL (``evaluation.oracle``) vs sampling
-tokens/s for every sampler and step count, the PGM encoder cache at each refresh, and the exact
+tokens/s for every sampler and step count, the PGM encoder cache at each refresh, the adaptive
+``threshold`` / ``eb`` samplers of PGM and MDLM at each bound (network calls recorded), and the exact
 denoiser's curve (the ceiling no trained model can pass with that sampler); several training seeds,
 an interval on every point (across seeds: Student t; within a seed: the Monte-Carlo interval).
 """
@@ -17,6 +18,7 @@ import torch
 
 from partgm.benchmarks.frontier import frontier_settings
 from partgm.benchmarks.timing import environment, machine_load
+from partgm.samplers.adaptive import AdaptiveSampler, EntropyBoundSampler, ThresholdSampler
 
 # two-sided 97.5% Student t quantiles by degrees of freedom (intervals across training seeds)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -39,6 +41,8 @@ class QualitySettings:
     seeds: tuple = (0, 1, 2)
     steps: tuple = (8, 16, 32, 63)
     refresh: tuple = (1, 2, 4, 8, 0)
+    thresholds: tuple = ()  # PGM and MDLM ``threshold`` sampler points (approximate), each uncapped
+    entropy_bounds: tuple = ()  # PGM and MDLM ``eb`` sampler points (approximate), each uncapped
     num_samples: int = 256
     sample_batch: int = 128
     nelbo_draws: int = 256
@@ -133,14 +137,17 @@ def sampler_points(algo: str, s: QualitySettings) -> list[tuple[str, object, lis
     if s.all_samplers:  # the samplers the parallel text families share
         curves.update({"mdlm": ["fast-ancestral", "ancestral", "confidence", "halton"],
                        "mdlm-complement": ["fast-ancestral", "ancestral", "confidence", "halton"]})
+    adaptive = [(f"threshold {t:g}", ThresholdSampler(t), [s.length]) for t in s.thresholds]
+    adaptive += [(f"eb {g:g}", EntropyBoundSampler(g), [s.length]) for g in s.entropy_bounds]  # steps L: no cap
     if algo == "pgm":
         extra = [(name, name, steps) for name in ("binomial", "confidence", "halton")] if s.all_samplers else []
-        return [(label, sampler, steps) for _, label, sampler in frontier_settings(list(s.refresh))] + extra
+        return [(label, sampler, steps) for _, label, sampler in frontier_settings(list(s.refresh))] + extra + adaptive
     if algo == "ar":
         return [("kv-cache", "ancestral", [s.length - 1])]
-    if algo == "oracle":
-        return [(f"{name} ({family})", name, steps) for name, family in oracle_families(s).items()]
-    return [(name, name, steps) for name in curves[algo]]
+    if algo == "oracle":  # the adaptive rules on the exact denoiser: what parallel decoding alone costs
+        return [(f"{name} ({family})", name, steps) for name, family in oracle_families(s).items()] + [
+            (f"{label} (partition)", sampler, steps) for label, sampler, steps in adaptive]
+    return [(name, name, steps) for name in curves[algo]] + (adaptive if algo in ("mdlm", "mdlm-complement") else [])
 
 
 def oracle_families(s: QualitySettings) -> dict[str, str]:
@@ -158,8 +165,8 @@ def measure(s: QualitySettings, runs: dict, on_record=None) -> list[dict]:
     run's excess NELBO (once per run, in every record of it)."""
     from partgm.algorithms.oracle import oracle_denoiser
     from partgm.data.synthetic import process_of
-    from partgm.engine import load_run
     from partgm.evaluation.oracle import excess_nelbo, sample_quality
+    from partgm.run.checkpoint import load_run
 
     env = environment(torch.device(s.device), "fp32")
     process, space, families = process_of(s.corpus), data_space(s), oracle_families(s)
@@ -173,13 +180,17 @@ def measure(s: QualitySettings, runs: dict, on_record=None) -> list[dict]:
                 nelbo = excess_nelbo(run.algorithm, run.model, process, s.nelbo_draws, s.sample_batch, seed, s.device)
             for label, sampler, steps_list in sampler_points(algo, s):
                 algorithm, model = (run.algorithm, run.model) if run is not None else oracle_denoiser(
-                    process, space, families[sampler])
+                    process, space, families.get(getattr(sampler, "name", sampler), "partition"))
                 for steps in steps_list:
+                    calls = sampler.call_counts if isinstance(sampler, AdaptiveSampler) else None
+                    if calls is not None:
+                        calls.clear()
                     q = sample_quality(algorithm, model, process, sampler, steps, s.num_samples, s.sample_batch,
                                        seed, s.guidance, s.device)
                     record = {"bench": "quality", "algo": algo, "variant": label, "seed": seed, "steps": steps,
                               "corpus": s.corpus, "length": s.length, "preset": s.presets.get(algo, "exact"),
-                              **q, "excess_nelbo": nelbo, **(info or {}), **env, **machine_load()}
+                              **q, "excess_nelbo": nelbo, **(info or {}), **env, **machine_load(),
+                              "network_calls_per_seq": float(np.mean(calls)) if calls else None}
                     records.append(record)
                     if on_record is not None:
                         on_record(record)
@@ -198,6 +209,8 @@ def summarize(records: list[dict]) -> list[dict]:
         for key in ("excess_nll", "bigram_tv_excess", "unigram_tv_excess"):
             point[key] = _across([r[key]["mean"] for r in rows], rows[0][key]["ci95"])
         point["tokens_per_s"] = _across([r["tokens_per_s"] for r in rows], float("nan"))
+        calls = [r["network_calls_per_seq"] for r in rows if r.get("network_calls_per_seq") is not None]
+        point["network_calls_per_seq"] = float(np.mean(calls)) if calls else None
         point["invalid_fraction"] = float(np.mean([r["invalid_samples"] / r["num_samples"] for r in rows]))
         nelbos = [r["excess_nelbo"]["mean"] for r in rows if r.get("excess_nelbo")]
         if nelbos:

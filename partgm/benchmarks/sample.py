@@ -13,6 +13,7 @@ from partgm.models import randomize_
 from partgm.precision import autocast_for
 from partgm.resolve import resolve_config
 from partgm.samplers import SamplingOptions, generate, get_sampler, make_prompt
+from partgm.samplers.adaptive import AdaptiveSampler, ThresholdSampler
 from partgm.samplers.cost import Workload
 from partgm.samplers.partition import CompiledPacked, UniformSampler
 
@@ -25,6 +26,10 @@ SAMPLE_VARIANTS: dict[tuple[str, str], object] = {
     ("mdlm", "reference"): "ancestral",
     ("mdlm", "best"): "fast-ancestral",
     ("ar", "kv-cache"): "ancestral",
+    # approximate, opt-in (``samplers.adaptive``): ``steps`` caps their calls; on random weights no position
+    # passes tau 0.9, so they run at the cap, each call querying every remaining position (the cost side)
+    ("pgm", "threshold"): lambda: ThresholdSampler(0.9),
+    ("mdlm", "threshold"): lambda: ThresholdSampler(0.9),
 }
 
 
@@ -82,6 +87,8 @@ def bench_sample(
                 **sample_flops(sampler, Workload(model.cfg, batch, length, steps, algorithm.vocab_size)),
                 **peaks[hidden],
             }
+            if isinstance(sampler, AdaptiveSampler):
+                record["network_calls_per_seq"] = len(sampler.last_widths)
             record.update(efficiency(record))
             records.append(record)
             if on_record is not None:

@@ -29,6 +29,17 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+SEEDS = (-(2**63), 2**64 - 1)  # what torch.Generator.manual_seed takes
+
+
+def seed(text: str) -> int:
+    """A generator seed: an integer torch accepts."""
+    value = _number(text, int)
+    if not SEEDS[0] <= value <= SEEDS[1]:
+        raise argparse.ArgumentTypeError(f"must be an integer in [-2**63, 2**64 - 1], got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _number(text, float)
     if not value > 0 or value == float("inf"):
@@ -53,10 +64,29 @@ def unit_interval(text: str) -> float:
 
 def positive_ints(text: str) -> list[int]:
     """A comma-separated list of positive integers, e.g. ``32,128,1024``."""
-    values = [positive_int(v.strip()) for v in text.split(",") if v.strip()]
+    return _items(text, positive_int, "positive integers")
+
+
+def _items(text: str, item, what: str) -> list:
+    values = [item(v.strip()) for v in text.split(",") if v.strip()]
     if not values:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got '{text}'")
     return values
+
+
+def nonnegative_floats(text: str) -> list[float]:
+    """A comma-separated list of finite numbers >= 0, e.g. ``0,1.5,3`` (guidance weights)."""
+    return _items(text, nonnegative_float, "numbers >= 0")
+
+
+def unit_floats(text: str) -> list[float]:
+    """A comma-separated list of numbers in (0, 1], e.g. ``0.99,0.9,0.7`` (sampler thresholds)."""
+    return _items(text, unit_interval, "numbers in (0, 1]")
+
+
+def refresh_rates(text: str) -> list[int]:
+    """A comma-separated list of refresh rates: integers >= 0 or ``never`` (read as 0), e.g. ``1,2,never``."""
+    return _items(text, lambda v: 0 if v == "never" else nonnegative_int(v), "integers >= 0 or 'never'")
 
 
 class LazyHelp(str):
@@ -139,6 +169,14 @@ def add_sampling(p: argparse.ArgumentParser, defaults: SamplingDefaults = Sampli
     if d.sampler:
         p.add_argument("--sampler", default="auto", help=LazyHelp(
             lambda: f"auto (the algorithm's default) or one of its family's: {_names('samplers')}"))
+        p.add_argument("--threshold", type=unit_interval, metavar="TAU", help=(
+            "threshold sampler (PGM, MDLM; approximate, opt-in): each step commits every position whose max "
+            "probability exceeds TAU (at least ceil(left / steps left)); lower TAU: fewer network calls, "
+            "more error from decoding positions together; 1: one token per step when --steps >= length"))
+        p.add_argument("--entropy-bound", type=nonnegative_float, metavar="GAMMA", help=(
+            "eb sampler (PGM, MDLM; approximate, opt-in): each step commits the lowest-entropy positions "
+            "while the entropies before sum under GAMMA nats; larger GAMMA: fewer calls, more error; 0: one "
+            "token per step when --steps >= length"))
     p.add_argument("--nucleus", type=unit_interval, default=1.0, help="top-p; 1.0 disables")
     p.add_argument("--temperature", type=positive_float, default=1.0, help="divides the logits; 1.0 disables")
     add_precision(p, d.precisions, d.precision)
@@ -146,7 +184,7 @@ def add_sampling(p: argparse.ArgumentParser, defaults: SamplingDefaults = Sampli
     p.add_argument(d.num_flag, dest="num_samples", type=positive_int, default=d.num_samples,
                    help=f"{what} (default {d.num_samples})")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"samples per forward pass (default {d.batch})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the one generator every draw uses")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the one generator every draw uses")
     if d.guidance:
         p.add_argument("--guidance", type=nonnegative_float, default=0.0,
                        help="image runs: classifier-free guidance w (0: none)")
@@ -176,9 +214,15 @@ def image_sampling(args: argparse.Namespace):
 
 def draws(args: argparse.Namespace, progress: bool = False, sampler=None):
     """The one ``Draws`` (with its ``SamplingOptions``) of the flags ``add_sampling`` declared; ``sampler``
-    replaces ``--sampler`` (a configured ``Sampler``)."""
+    replaces ``--sampler`` (a configured ``Sampler``). ``--sampler`` with ``--threshold`` /
+    ``--entropy-bound`` / ``--refresh`` / ``--compile`` (where the command has them) is configured here."""
     from partgm.run.sampling import Draws
     from partgm.samplers import SamplingOptions
+    from partgm.samplers.cached import sampler_choice
+
+    if sampler is None and getattr(args, "sampler", None) is not None:
+        sampler = sampler_choice(args.sampler, getattr(args, "refresh", None), getattr(args, "compile", False),
+                                 args.threshold, args.entropy_bound)
 
     options = SamplingOptions(steps=args.steps, nucleus=args.nucleus, temperature=args.temperature,
                               guidance=getattr(args, "guidance", 0.0),

@@ -14,9 +14,12 @@ from partgm.cli.args import (
     add_weights,
     claim_out,
     draws,
+    nonnegative_floats,
     nonnegative_int,
     positive_int,
     positive_ints,
+    refresh_rates,
+    unit_floats,
     unit_interval,
 )
 from partgm.cli.ground_truth import add_bench as add_quality
@@ -47,7 +50,7 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
 def _setup(args: argparse.Namespace):
     import torch
 
-    from partgm.engine.distributed import resolve_device
+    from partgm.devices import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,16 +139,17 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {plot_train_bench(records, out.with_suffix('.png'))}")
 
 
+
 def cmd_bench_frontier(args: argparse.Namespace) -> None:
     import torch
 
     from partgm.benchmarks.frontier import bench_frontier, plot_frontier
-    from partgm.engine.checkpoint import atomic_write_text
+    from partgm.run.checkpoint import atomic_write_text
 
     if args.threads:
         torch.set_num_threads(args.threads)
     runs = {algo: Path(path) for algo, path in (("pgm", args.pgm), ("mdlm", args.mdlm), ("ar", args.ar)) if path}
-    refresh = [0 if r.strip() == "never" else int(r) for r in args.refresh.split(",") if r.strip()]
+    refresh = args.refresh
     claim_out(args, (".png",))
     out = Path(args.out)
     records: list[dict] = []
@@ -153,11 +157,13 @@ def cmd_bench_frontier(args: argparse.Namespace) -> None:
     def on_record(record: dict) -> None:
         records.append(record)
         atomic_write_text(out, json.dumps(records, indent=2))
-        print(f"{record['variant']:28s} {record['tokens_per_s']:9,.0f} tok/s  gen PPL {record['gen_ppl']:8.2f}  "
+        calls = record["network_calls_per_seq"]
+        print(f"{record['variant']:28s} {record['tokens_per_s']:9,.0f} tok/s  "
+              f"{'-' if calls is None else f'{calls:.1f}':>6s} calls/seq  gen PPL {record['gen_ppl']:8.2f}  "
               f"entropy {record['entropy']:.3f}  [run {record['run_id']}, load {record['load_1m']:.1f}]", flush=True)
 
     bench_frontier(runs, Path(args.judge or args.ar), draws(args), refresh, args.weights, args.device, args.repeats,
-                   on_record)
+                   on_record, args.thresholds, args.entropy_bounds, args.adaptive_steps)
     print(f"wrote {out} and {plot_frontier(records, out.with_suffix('.png'))}")
 
 
@@ -190,8 +196,7 @@ def cmd_bench_images(args: argparse.Namespace) -> None:
               f"w={record['guidance']:g}  {record['latency_s_mean']:.3f}s  {record['images_per_s']:.2f} images/s",
               flush=True)
 
-    bench_images(sizes, variants, [int(s) for s in args.steps.split(",")],
-                 [float(w) for w in args.guidance.split(",")], args.batch, args.device, args.warmup, args.repeats,
+    bench_images(sizes, variants, args.steps, args.guidance, args.batch, args.device, args.warmup, args.repeats,
                  on_record=on_record)
     print(f"wrote {out} and {plot_image_bench(records, out.with_suffix('.png'))}")
 
@@ -202,8 +207,8 @@ def _add_images(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--sizes", default="digits", help="comma-separated: digits, paper")
     p.add_argument("--variants", default="maskgit/confidence,maskgit/halton,pgm-image/halton,pgm-image/confidence",
                    help="comma-separated algo/sampler")
-    p.add_argument("--steps", default="32,64")
-    p.add_argument("--guidance", default="0,3", help="comma-separated guidance weights (0: none)")
+    p.add_argument("--steps", type=positive_ints, default="32,64", help="comma-separated steps grid")
+    p.add_argument("--guidance", type=nonnegative_floats, default="0,3", help="comma-separated guidance weights (0: none)")
     p.add_argument("--batch", type=positive_int, default=32)
     add_device(p, "auto")
     p.add_argument("--warmup", type=nonnegative_int, default=1)
@@ -242,7 +247,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ar", help="AR run directory (sampled, and the default judge)")
     p.add_argument("--judge", help="judge: an AR run directory or a transformers model (default --ar)")
     add_sampling(p, SamplingDefaults(num_samples=32, batch=8, sampler=False))
-    p.add_argument("--refresh", default="1,2,4,8,never", help="refresh rates of the cached sampler")
+    p.add_argument("--refresh", type=refresh_rates, default="1,2,4,8,never", help="refresh rates of the cached sampler")
+    p.add_argument("--thresholds", type=unit_floats, default="0.99,0.9,0.7",
+                   help="threshold sampler points (PGM and MDLM; approximate): max-probability thresholds")
+    p.add_argument("--entropy-bounds", type=nonnegative_floats, default="0.1,1",
+                   help="eb sampler points (PGM and MDLM; approximate): entropy bounds in nats")
+    p.add_argument("--adaptive-steps", type=nonnegative_int, default=0,
+                   help="cap on the adaptive samplers' network calls (0: the length, no cap)")
     add_weights(p)
     add_device(p)
     p.add_argument("--repeats", type=positive_int, default=3, help="timed round-robin rounds (one batch per point)")

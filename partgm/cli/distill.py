@@ -12,7 +12,16 @@ class _RunDirThenOverrides(argparse.Action):
     RUN_DIR is taken, so the overrides written after ``--run-dir OUT`` are collected here."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        namespace.run_dir_out, namespace.trailing_overrides = values[0], list(values[1:])
+        namespace.run_dir_out = values[0]
+        namespace.trailing_overrides = getattr(namespace, "trailing_overrides", []) + list(values[1:])
+
+
+class _ResumeThenOverrides(argparse.Action):
+    """``--resume [OVERRIDES...]``: the overrides written after ``--resume`` are collected too."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.resume = True
+        namespace.trailing_overrides = getattr(namespace, "trailing_overrides", []) + list(values)
 
 
 def cmd_distill(args: argparse.Namespace) -> None:
@@ -31,7 +40,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run-dir", dest="run_dir_out", required=True, nargs="+", action=_RunDirThenOverrides,
                    metavar="OUT", help="the distillation run directory (overrides may follow it)")
-    p.add_argument("--resume", action="store_true", help="continue the distillation in --run-dir")
+    p.add_argument("--resume", nargs="*", action=_ResumeThenOverrides, default=False, metavar="OVERRIDES",
+                   help="continue the distillation in --run-dir (overrides may follow it)")
     p.add_argument(
         "run_dir_and_overrides", nargs="+", metavar="RUN_DIR [OVERRIDES]",
         help="the trained run (teacher and student start from its EMA weights), then dotted overrides, "

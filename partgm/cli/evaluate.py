@@ -16,14 +16,15 @@ from partgm.cli.args import (
     draws,
     nonnegative_int,
     positive_int,
+    seed,
 )
 
 
 def cmd_eval_ppl(args: argparse.Namespace) -> None:
     from partgm.api import evaluate_ppl
-    from partgm.engine.checkpoint import read_data_header
     from partgm.evaluation.ppl import compare_line, compare_ppl, ppl_record_name
     from partgm.fileio import atomic_write_text
+    from partgm.run.checkpoint import read_data_header
     from partgm.run.layout import EVAL
 
     if args.compare:
@@ -104,7 +105,7 @@ def add(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     e.add_argument("--max-batches", type=nonnegative_int, default=0, help="0: the whole split")
     e.add_argument("--draws", type=positive_int, default=1,
                    help="times and masks per sequence: more draws, a smaller error bar (see docs/evaluation.md)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed, default=0)
     add_weights(e)
     add_device(e)
     e.add_argument("--compare", metavar="OTHER_RUN", help="paired comparison: score OTHER_RUN on the same "
@@ -182,6 +183,6 @@ def add(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
                 default="none",
                 help="headline accuracy from raw scores or scores per scored token (both are reported)",
             )
-            e.add_argument("--seed", type=int, default=0)
+            e.add_argument("--seed", type=seed, default=0)
         e.set_defaults(func=cmd_task)
     return eval_sub

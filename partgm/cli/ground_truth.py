@@ -8,7 +8,17 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from partgm.cli.args import add_overwrite, claim_out, nonnegative_int, positive_int, positive_ints
+from partgm.cli.args import (
+    add_overwrite,
+    claim_out,
+    nonnegative_float,
+    nonnegative_floats,
+    nonnegative_int,
+    positive_int,
+    positive_ints,
+    seed,
+    unit_floats,
+)
 
 
 def cmd_eval_oracle(args: argparse.Namespace) -> None:
@@ -40,13 +50,13 @@ def add_eval(eval_sub: argparse._SubParsersAction) -> None:
     e.add_argument("--num-samples", type=positive_int, default=256)
     e.add_argument("--batch", type=positive_int, default=64)
     e.add_argument("--nelbo-draws", type=nonnegative_int, default=256, help="fresh draws for (a); 0: skip")
-    e.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance (class-conditional)")
+    e.add_argument("--guidance", type=nonnegative_float, default=0.0, help="classifier-free guidance (class-conditional)")
     e.add_argument("--family", default="partition", help="process file only: the sampler family the exact "
                    "denoiser presents itself in (partition, masked, maskgit, pgm-image)")
     e.add_argument("--length", type=positive_int, default=64, help="process file only: the row length")
     e.add_argument("--ceiling", action="store_true", help="a run: also the exact denoiser's numbers with the same "
                    "sampler and steps (the best any model can do with that sampler)")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--seed", type=seed, default=0)
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
     e.add_argument("--device", default="cpu")
     e.add_argument("--out", help="output JSON (default: printed)")
@@ -77,6 +87,8 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
         "seeds": tuple(range(args.seeds)) if args.seeds else None, "steps": tuple(args.steps) if args.steps else None,
         "num_samples": args.num_samples, "nelbo_draws": args.nelbo_draws, "device": args.device,
         "guidance": args.guidance, "all_samplers": args.all_samplers or None,
+        "thresholds": tuple(args.thresholds) if args.thresholds else None,
+        "entropy_bounds": tuple(args.entropy_bounds) if args.entropy_bounds else None,
     }.items() if v is not None}
     if args.algos:
         changes["algos"] = tuple(a.strip() for a in args.algos.split(","))
@@ -116,6 +128,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {png}")
 
 
+
 def add_bench(bench: argparse._SubParsersAction) -> None:
     """Adds ``partgm bench quality``."""
     p = bench.add_parser("quality", help="PGM vs MDLM vs AR at equal training FLOPs on a known process: "
@@ -128,7 +141,11 @@ def add_bench(bench: argparse._SubParsersAction) -> None:
                    "(the default for an hmm-image corpus)")
     p.add_argument("--all-samplers", action="store_true", help="text: also PGM binomial / confidence / halton "
                    "and MDLM ancestral / confidence / halton (and the exact denoiser under each)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance (hmm-image corpora)")
+    p.add_argument("--thresholds", type=unit_floats, help="PGM and MDLM threshold sampler points (approximate; "
+                   "comma-separated max-probability thresholds in (0, 1]), each with no cap on its calls")
+    p.add_argument("--entropy-bounds", type=nonnegative_floats, help="PGM and MDLM eb sampler points "
+                   "(approximate; comma-separated entropy bounds in nats), each with no cap on its calls")
+    p.add_argument("--guidance", type=nonnegative_float, help="classifier-free guidance (hmm-image corpora)")
     p.add_argument("--budget", type=positive_int, help="training FLOPs, in MDLM steps (default 3000)")
     p.add_argument("--batch", type=positive_int, help="training batch")
     p.add_argument("--seeds", type=positive_int, help="training seeds 0..N-1 (default 3)")

@@ -15,15 +15,18 @@ from partgm.cli.args import (
     claim_out,
     draws,
     image_sampling,
+    positive_float,
     positive_int,
+    seed,
 )
+from partgm.errors import PartgmError
 
 
 def cmd_sample_images(args: argparse.Namespace, d) -> None:
     """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL
     (``d``: the command's ``Draws``)."""
-    from partgm.engine import load_run
     from partgm.fileio import claim_output, free_stem
+    from partgm.run.checkpoint import load_run
     from partgm.run.images import (
         class_list,
         image_sample_paths,
@@ -59,6 +62,9 @@ def cmd_vq_train(args: argparse.Namespace) -> None:
     claim_output(args.out, args.overwrite, "VQ directory --out")
     cfg = VQVAEConfig(hidden=args.hidden, codebook_size=args.codebook_size, code_dim=args.code_dim,
                       downsample=args.downsample, background=args.background)
+    if args.size % args.downsample:
+        raise PartgmError(f"--size {args.size} is not a multiple of --downsample {args.downsample}: "
+                          f"try --size {max(args.downsample, args.size // args.downsample * args.downsample)}")
 
     def progress(step: int, losses: dict[str, float]) -> None:
         if step % 100 == 0 or step == args.steps:
@@ -111,8 +117,8 @@ def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -
     p.add_argument("--code-dim", type=positive_int, default=16)
     p.add_argument("--hidden", type=positive_int, default=64)
     p.add_argument("--steps", type=positive_int, default=2000)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=positive_float, default=2e-3)
+    p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--background", default="white", help="transparency is composited over it: white | black | "
                    "grey | #RRGGBB (kept in the VQ config: data preparation uses the same)")
     add_overwrite(p, "an existing VQ directory")

@@ -13,16 +13,52 @@ from typing import Any
 from partgm.errors import PartgmError
 
 
-def _model_run(argv: list[str]) -> Path | None:
-    """The local directory named by ``run=`` in ``--model_args`` (``--model_args X`` or ``--model_args=X``)."""
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of lm-eval's option ``name`` (``--name X`` or ``--name=X``), or None."""
     for k, item in enumerate(argv):
-        value = argv[k + 1] if item == "--model_args" and k + 1 < len(argv) else (
-            item.partition("=")[2] if item.startswith("--model_args=") else None)
-        for pair in (value or "").split(","):
-            key, _, path = pair.partition("=")
-            if key.strip() == "run" and Path(path.strip()).is_dir():
-                return Path(path.strip())
+        if item == name and k + 1 < len(argv):
+            return argv[k + 1]
+        if item.startswith(name + "="):
+            return item.partition("=")[2]
     return None
+
+
+def _model_args(argv: list[str]) -> dict[str, str]:
+    pairs = (pair.partition("=") for pair in (_option(argv, "--model_args") or "").split(","))
+    return {key.strip(): value.strip() for key, _, value in pairs if key.strip()}
+
+
+def _model_run(argv: list[str]) -> Path | None:
+    """The local directory named by ``run=`` in ``--model_args``."""
+    path = _model_args(argv).get("run")
+    return Path(path) if path and Path(path).is_dir() else None
+
+
+def check_args(argv: list[str]) -> None:
+    """What partgm can check before lm-eval starts: ``--model partgm`` has ``--model_args run=...``, its
+    booleans are booleans, and ``--output_path`` can be written."""
+    import tempfile
+
+    from partgm.integrations import model_arg_bool
+
+    if _option(argv, "--model") == "partgm":
+        model_args = _model_args(argv)
+        if not model_args.get("run"):
+            raise PartgmError("--model partgm needs --model_args run=RUN_DIR (a run directory, a pretrained "
+                              "directory or a Hub id)")
+        if "truncate" in model_args:
+            model_arg_bool("truncate", model_args["truncate"])
+    output = _option(argv, "--output_path")
+    if output:
+        where = Path(output) if Path(output).is_dir() or not Path(output).suffix else Path(output).parent
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        try:
+            with tempfile.TemporaryFile(dir=where):
+                pass
+        except OSError as exc:
+            raise PartgmError(f"--output_path '{output}' cannot be written ({exc.strerror or exc}): "
+                              "give a writable directory") from None
 
 
 def _patched(name: str, make) -> list[tuple[Any, str, Any]]:
@@ -58,6 +94,7 @@ def run_lm_eval(argv: list[str]) -> list[Path]:
     """Run lm-eval's command line on ``argv`` with git's commit lookup silenced (lm-eval asks git for a
     commit hash, and git prints ``fatal: not a git repository`` outside one) and its results captured;
     returns the ``RUN/eval/lm-eval/TASK.json`` files written (none when ``run=`` is not a local directory)."""
+    check_args(argv)
     from importlib.util import find_spec
 
     from partgm.integrations.offline import go_offline_if_unreachable
@@ -88,6 +125,8 @@ def run_lm_eval(argv: list[str]) -> list[Path]:
     saved += _patched("simple_evaluate", capturing)
     try:
         main(argv)
+    except (KeyError, ValueError) as exc:  # an unknown task or model argument, as lm-eval reports it
+        raise PartgmError(f"lm-eval: {str(exc).strip(chr(39))}: `lm-eval --tasks list` names the tasks") from None
     finally:
         for module, name, old in saved:
             setattr(module, name, old)

@@ -6,7 +6,15 @@ import argparse
 import json
 from pathlib import Path
 
-from partgm.cli.args import SamplingDefaults, add_device, add_overwrite, add_sampling, add_weights, draws
+from partgm.cli.args import (
+    SamplingDefaults,
+    add_device,
+    add_overwrite,
+    add_sampling,
+    add_weights,
+    draws,
+    nonnegative_int,
+)
 from partgm.errors import PartgmError
 
 
@@ -18,12 +26,27 @@ def _sample_path(args: argparse.Namespace) -> Path:
 
     if args.out:
         out = Path(args.out)
-        if out.is_dir():
-            raise PartgmError(f"--out '{out}' is a directory: give a file name, e.g. {out / 'samples.jsonl'}")
         return claim_output(out, args.overwrite, "--out")
     stem = Path(args.run_dir) / SAMPLES / f"samples-steps{args.steps}-seed{args.seed}"
     stem = stem if args.overwrite else free_stem(stem, (".jsonl",))
     return stem.with_name(stem.name + ".jsonl")
+
+
+def _check_flags(args: argparse.Namespace, image: bool) -> None:
+    """Refuse the flags that do not apply to the run's kind (text or image), a repeated ``--class`` and an
+    ``--out`` that names a directory."""
+    if image and (args.prompt is not None or args.infill):
+        raise PartgmError(f"{'--prompt' if args.prompt is not None else '--infill'} applies to text runs; "
+                          f"'{args.run_dir}' is an image run (choose its classes with --class)")
+    if not image and args.guidance:
+        raise PartgmError("--guidance applies to class-conditional image runs, not to text runs")
+    if not image and args.classes:
+        raise PartgmError("--class applies to class-conditional image runs, not to text runs")
+    twice = sorted({c for c in args.classes or [] if args.classes.count(c) > 1})
+    if twice:
+        raise PartgmError(f"--class {twice[0]} is given twice: name each class once (--num-samples sets how many)")
+    if args.out and Path(args.out).is_dir():
+        raise PartgmError(f"--out '{args.out}' is a directory: give a file name, e.g. {Path(args.out) / 'samples'}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -31,13 +54,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from partgm.fileio import atomic_write_text
     from partgm.run.images import is_image_run
     from partgm.run.sampling import sample_run
-    from partgm.samplers.cached import sampler_choice
 
-    d = draws(args, progress=True, sampler=sampler_choice(args.sampler, args.refresh, args.compile))
-    if is_image_run(args.run_dir):
+    d = draws(args, progress=True)
+    image = is_image_run(args.run_dir)
+    _check_flags(args, image)
+    if image:
         return cmd_sample_images(args, d)
-    if d.options.guidance:
-        raise PartgmError("--guidance applies to class-conditional image runs, not to text runs")
     out = _sample_path(args)
     records = sample_run(Path(args.run_dir), d, prompt=args.prompt, infill=args.infill, weights=args.weights,
                          device=args.device, at_eos=args.at_eos)
@@ -63,7 +85,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="generate text (or images) from a run directory")
     p.add_argument("run_dir")
     add_sampling(p, SamplingDefaults(guidance=True))
-    p.add_argument("--refresh", type=int, metavar="R",
+    p.add_argument("--refresh", type=nonnegative_int, metavar="R",
                    help="cached sampler (approximate, opt-in): re-encode every R steps (1: exact, 0: never)")
     p.add_argument("--compile", action="store_true",
                    help="uniform / binomial: torch.compile the packed forward (bucketed clean widths)")

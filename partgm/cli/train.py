@@ -51,7 +51,7 @@ def _train_config(args: argparse.Namespace):
     otherwise the config is built as usual and the run directory must be new, or a run that never saved
     (``partgm.run.layout.check_fresh_or_resume``)."""
     from partgm.config import to_dict
-    from partgm.engine.checkpoint import read_run_config
+    from partgm.run.checkpoint import read_run_config
     from partgm.run.layout import check_fresh_or_resume
 
     run_dir = Path(args.run_dir) if args.run_dir else None

@@ -201,7 +201,7 @@ def convert_checkpoint(
     algorithm = build_algorithm(cfg, TokenSpace(n_real, cfg.data.length, bos))
     with torch.device("meta"):
         expected = algorithm.build_model(cfg.model).state_dict()
-    from partgm.engine.checkpoint import check_state
+    from partgm.run.checkpoint import check_state
 
     check_state(expected, ours_raw)
     for name, value in ours_raw.items():

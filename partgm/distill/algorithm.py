@@ -21,8 +21,8 @@ from partgm.algorithms.base import Algorithm, Batch
 from partgm.config import DistillConfig, RunConfig
 from partgm.distill.loss import sdtt_loss
 from partgm.distill.teacher import DistillRounds, teacher_targets
-from partgm.engine.checkpoint import atomic_write_json, save_checkpoint, write_run_files
 from partgm.errors import PartgmError
+from partgm.run.checkpoint import atomic_write_json, save_checkpoint, write_run_files
 from partgm.run.layout import ROUNDS
 
 LOSS_DTYPES = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.bfloat16}

@@ -12,9 +12,16 @@ def distill_config(source: Path, out: Path, overrides: list[str], resume: bool) 
     """The distillation run's config: the source run's (or, on resume, OUT's) with ``overrides``;
     ``train.init_from`` is the source and ``train.steps`` covers ``distill.rounds`` rounds."""
     from partgm.config import to_dict
-    from partgm.engine.checkpoint import read_run_config
     from partgm.resolve import resolve_config
+    from partgm.run.checkpoint import read_run_config
 
+    data_overrides = [o for o in overrides if o.split("=", 1)[0].strip().startswith("data.")]
+    if data_overrides:
+        raise PartgmError(f"'{data_overrides[0]}': a distillation trains on its source run's data, so data.* "
+                          "cannot be overridden; distil a run trained on the data you want")
+    if not resume and read_run_config(source).distill is not None:
+        raise PartgmError(f"'{source}' is a distillation run, not a trained model: distil one of its rounds "
+                          f"({source}/rounds/round-N, plain runs)")
     base = to_dict(read_run_config(out if resume else source))
     cfg = resolve_config(None, overrides, base, distill=True)
     if cfg.algo != base["algo"]:
@@ -32,7 +39,7 @@ def distill_run(source: Path, out: Path, overrides: list[str] | None = None, res
     from partgm.data import PreparedData
     from partgm.distill.algorithm import SDTTAlgorithm
     from partgm.engine import train
-    from partgm.engine.checkpoint import load_run, read_data_header
+    from partgm.run.checkpoint import load_run, read_data_header
     from partgm.run.layout import CONFIG, LOCK, check_fresh_or_resume, list_checkpoints
     from partgm.runs import prepare_data
 

@@ -1,7 +1,7 @@
-"""Training engine: the training loop, checkpoints and run directories, EMA, optimizer, DDP."""
+"""Training engine: the training loop, validation, EMA, optimizer, DDP / FSDP2. It writes into a run
+directory through ``partgm.run`` (layout, checkpoints, lock)."""
 
-from partgm.engine.checkpoint import LoadedRun, load_run
 from partgm.engine.trainer import train
 from partgm.engine.validation import evaluate_ppl
 
-__all__ = ["LoadedRun", "evaluate_ppl", "load_run", "train"]
+__all__ = ["evaluate_ppl", "train"]

@@ -25,19 +25,8 @@ from partgm.algorithms import Algorithm, TokenSpace, build_algorithm
 from partgm.config import RunConfig, to_dict
 from partgm.engine import distributed
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
-from partgm.engine.checkpoint import (
-    CHECKPOINTS,
-    check_state,
-    list_checkpoints,
-    load_intact_checkpoint,
-    load_run,
-    read_data_header,
-    read_run_config,
-    save_checkpoint,
-    write_run_files,
-)
 from partgm.engine.ema import EMA
-from partgm.engine.lock import RunLock, remove_temporaries
+from partgm.engine.memory import check_training_fits
 from partgm.engine.metrics import MetricsLogger, Throughput, open_tracker
 from partgm.engine.optim import build_optimizer, build_scheduler
 from partgm.engine.validation import (  # noqa: F401  (eval_draws, ppl_summary, sequence_nelbos: re-exported)
@@ -53,7 +42,19 @@ from partgm.engine.validation import (  # noqa: F401  (eval_draws, ppl_summary, 
 )
 from partgm.errors import PartgmError
 from partgm.precision import autocast_for
+from partgm.run.checkpoint import (
+    CHECKPOINTS,
+    check_state,
+    list_checkpoints,
+    load_intact_checkpoint,
+    load_run,
+    read_data_header,
+    read_run_config,
+    save_checkpoint,
+    write_run_files,
+)
 from partgm.run.layout import METRICS
+from partgm.run.lock import RunLock, remove_temporaries
 
 
 def _seed_everything(seed: int) -> None:
@@ -140,6 +141,8 @@ class Trainer:
         the stream of training times."""
         tc = self.cfg.train
         _seed_everything(tc.seed)
+        shards = self.dist.world_size if tc.parallel == "fsdp" else 1
+        check_training_fits(self.algorithm, self.cfg.model, torch.device(self.device), shards)
         self.model = self.algorithm.build_model(self.cfg.model).to(self.device)
         if tc.init_from:
             source = load_run(Path(tc.init_from), weights=tc.init_weights, device=self.device)
@@ -273,6 +276,9 @@ class Trainer:
         if resume:
             self.restore()
         if self.step >= tc.steps:
+            if self.cfg.distill is not None:
+                raise PartgmError(f"the distillation already ran its {self.step} steps (distill.rounds x "
+                                  "distill.steps_per_round): raise distill.rounds to continue")
             raise PartgmError(f"the run is already at step {self.step}: raise train.steps above it to continue")
         logger: MetricsLogger | None = None
         if d.is_main:

@@ -120,7 +120,7 @@ class PartgmARJudge(Judge):
         device: str = "cpu",
         max_length: int = DEFAULT_MAX_LENGTH,
     ):
-        from partgm.engine import load_run
+        from partgm.run.checkpoint import load_run
 
         run = load_run(Path(run_dir), weights=weights, device=device)
         if run.cfg.algo != "ar":
@@ -229,8 +229,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "_", Path(text.rstrip("/")).name or text).strip("_")[:40] or "judge"
 
 
-def read_samples(path: str | Path) -> list[dict[str, Any]]:
-    """A samples JSONL (``partgm sample`` output): records with ``text`` and ``token_ids``."""
+def read_samples(path: str | Path, vocab_size: int | None = None) -> list[dict[str, Any]]:
+    """A samples JSONL (``partgm sample`` output): records with ``text`` and ``token_ids`` (ids in
+    ``0..vocab_size-1`` when given)."""
     records = []
     for n, r in read_jsonl(path, "samples file"):
         if (
@@ -239,6 +240,12 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
             or not isinstance(r.get("token_ids"), list)
         ):
             raise PartgmError(f'{path}:{n}: a sample needs "text" (string) and "token_ids" (list)')
+        bad = [t for t in r["token_ids"] if isinstance(t, bool) or not isinstance(t, int) or t < 0
+               or (vocab_size is not None and t >= vocab_size)]
+        if bad:
+            raise PartgmError(f"{path}:{n}: token id {bad[0]!r} is not one of the run's ids 0..{vocab_size - 1}: "
+                              "were these samples drawn from this run?" if vocab_size else
+                              f"{path}:{n}: token id {bad[0]!r} is not an integer >= 0")
         records.append(r)
     if not records:
         raise PartgmError(f"samples file '{path}' holds no samples")
@@ -247,7 +254,7 @@ def read_samples(path: str | Path) -> list[dict[str, Any]]:
 
 def _checkpoint_step(run_dir: Path) -> int | None:
     try:
-        from partgm.engine.checkpoint import latest_checkpoint
+        from partgm.run.checkpoint import latest_checkpoint
 
         return int(json.loads((latest_checkpoint(run_dir) / "meta.json").read_text())["step"])
     except (PartgmError, OSError, ValueError, KeyError):
@@ -268,18 +275,22 @@ def evaluate_genppl(
     """Sample ``draws`` from ``run_dir`` (default: 32 samples, 128 steps, batch 8, fp32), or read
     ``samples_file``, score with ``judge``, write ``RUN_DIR/eval/genppl-....json`` (or ``out``) and the
     samples JSONL beside it; return the record."""
-    from partgm.engine.checkpoint import read_run_config
     from partgm.fileio import atomic_write_json, atomic_write_text
+    from partgm.run.checkpoint import read_data_header, read_run_config
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
+    header = read_data_header(run_dir)
+    if header.get("grid"):
+        raise PartgmError(f"'{run_dir}' is an image run: generative perplexity scores text runs "
+                          "(image runs: partgm eval fid-digits or fid)")
     draws = draws or Draws(num_samples=32, batch=8, precision="fp32")
     jo = judge_options or JudgeOptions()
     options = draws.options
     steps, sampler, nucleus, seed = options.steps, draws.sampler_name, options.nucleus, draws.seed
     start = time.perf_counter()
     if samples_file is not None:
-        records = read_samples(samples_file)
+        records = read_samples(samples_file, header.get("vocab_size"))
         source = str(samples_file)
     else:
         from partgm.run.sampling import sample_run

@@ -45,7 +45,7 @@ def _sample_run(run_dir: str | Path, draws: Draws, weights: str, device: str, sa
     ``sampling``: the authors' sampler options (``ImageSampling``; None: their defaults)."""
     from dataclasses import asdict
 
-    from partgm.engine import load_run
+    from partgm.run.checkpoint import load_run
     from partgm.run.images import class_list, sample_images, with_image_sampling
     from partgm.samplers.image_schedules import ImageSampling
 
@@ -68,7 +68,7 @@ def _sample_run(run_dir: str | Path, draws: Draws, weights: str, device: str, sa
 
 
 def _write(record: dict[str, Any], out: str | Path | None, run_dir: str | Path, name: str) -> dict[str, Any]:
-    from partgm.engine.checkpoint import atomic_write_text
+    from partgm.run.checkpoint import atomic_write_text
 
     path = Path(out) if out else Path(run_dir) / EVAL / name
     atomic_write_text(path, json.dumps(record, indent=2))

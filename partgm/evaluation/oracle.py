@@ -180,7 +180,7 @@ def load_target(target: str | Path, family: str = "partition", length: int = 64,
         process = HMMProcess.load(path)
         algorithm, model = oracle_denoiser(process, oracle_space(process, length), family)
         return algorithm, model, process, {"kind": "oracle", "process_file": str(path), "family": family}
-    from partgm.engine import load_run
+    from partgm.run.checkpoint import load_run
 
     run = load_run(path, weights=weights, device=device)
     return run.algorithm, run.model, process_of_run(run.data_header), {

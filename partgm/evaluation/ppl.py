@@ -20,7 +20,7 @@ from partgm.errors import PartgmError
 def load_scoring(path: str | Path, split: str, data: str | Path | None, weights: str, device: str):
     """(loaded run, its PreparedData, the split's rows [N, L], their labels [N] or None), checked to fit."""
     from partgm.data import PreparedData
-    from partgm.engine import load_run
+    from partgm.run.checkpoint import load_run
 
     if split not in ("val", "train"):
         raise PartgmError(f"split must be val or train, not '{split}'")
@@ -86,7 +86,7 @@ def compare_ppl(
 ) -> dict[str, Any]:
     """Score two runs on the same sequences with the same draws (``data``, default A's prepared data) and
     return each one's ``ppl_summary`` (``a``, ``b``) with ``paired_difference`` (A - B)."""
-    from partgm.engine.distributed import resolve_device
+    from partgm.devices import resolve_device
     from partgm.engine.validation import ppl_summary, sequence_nelbos
 
     device = str(resolve_device(device))

@@ -172,8 +172,8 @@ def evaluate_task(
 ) -> dict[str, Any]:
     """``task`` = ``lambada`` or ``choice`` on a run directory; writes ``RUN_DIR/eval/TASK-NAME.json``
     (or ``out``) and the per-example predictions JSONL beside it; returns the summary record."""
-    from partgm.engine import load_run
     from partgm.fileio import atomic_write_json, atomic_write_text
+    from partgm.run.checkpoint import load_run
 
     if task not in ("lambada", "choice"):
         raise PartgmError(f"unknown task '{task}'")

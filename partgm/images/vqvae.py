@@ -44,6 +44,15 @@ class VQVAEConfig:
         if self.downsample not in (4, 8):
             raise PartgmError(f"VQ-VAE downsample must be 4 or 8, got {self.downsample}")
         parse_background(self.background)
+        for name in ("channels", "hidden", "codebook_size", "code_dim"):
+            _positive_int(f"VQ-VAE {name}", getattr(self, name))
+        if not 0.0 <= self.beta < math.inf:
+            raise PartgmError(f"VQ-VAE beta must be a finite number >= 0, got {self.beta}")
+
+
+def _positive_int(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PartgmError(f"{what} must be a positive integer, got {value!r}")
 
 
 class VectorQuantizer(nn.Module):
@@ -154,6 +163,14 @@ def train_vqvae(
     start). ``progress(step, losses)`` is called after every step; every ``eval_every`` steps and at the
     last one, ``losses`` also holds ``validate(model)``'s fields (the model in eval mode meanwhile), e.g.
     ``vq_quality.evaluate_vqvae`` on held-out images."""
+    _positive_int("VQ-VAE training steps", steps)
+    _positive_int("VQ-VAE batch_size", batch_size)
+    if not 0.0 < lr < math.inf:
+        raise PartgmError(f"VQ-VAE learning rate must be a finite positive number, got {lr}")
+    side = images.shape[-1]
+    if images.shape[-2] != side or side % cfg.downsample or len(images) == 0:
+        raise PartgmError(f"VQ-VAE images must be square with a side that is a multiple of downsample "
+                          f"{cfg.downsample}, got {len(images)} of {tuple(images.shape[-2:])}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = VQVAE(cfg)

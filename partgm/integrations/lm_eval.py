@@ -41,13 +41,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from partgm.api import Model
 from partgm.errors import PartgmError
+from partgm.integrations import model_arg_bool
 from partgm.samplers import SamplingOptions
-
-_TRUE = ("1", "true", "yes")
-
-
-def _flag(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).lower() in _TRUE
 
 
 def _batch_size(value: Any) -> int:
@@ -82,7 +77,7 @@ class PartgmLM(LM):
         self.model = Model.load(run, weights=weights, device=device or "cpu")
         self.mc_samples, self.seed, self.sampler = int(mc_samples), int(seed), sampler
         self.options = SamplingOptions(steps=int(steps), nucleus=float(nucleus), temperature=float(temperature))
-        self.truncate, self.batch = _flag(truncate), _batch_size(batch_size)
+        self.truncate, self.batch = model_arg_bool("truncate", truncate), _batch_size(batch_size)
         self.tokenizer = self.model._tokenizer()
 
     @property

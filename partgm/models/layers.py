@@ -99,21 +99,22 @@ class GroupBlocks:
         self.cross = cross
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
-        """q, k, v [B, h, L, d] in sorted order -> [B, h, L, d]."""
+        """q, k, v [B, h, L, d] in sorted order -> [B, h, L, d]. The blocks are views from ``split``, whose
+        backward concatenates their gradients once (a slice's backward would write each into a zeroed
+        copy of the whole tensor: B x 2 full-size fills and copies per call)."""
         rows = []
-        for b, n0 in enumerate(self.group0_sizes):
-            spans = ((0, n0), (n0, self.length))
+        for q_row, k_row, v_row, n0 in zip(q.split(1), k.split(1), v.split(1), self.group0_sizes, strict=True):
+            sizes = [n0, self.length - n0]
+            qs, ks, vs = (x.split(sizes, dim=2) for x in (q_row, k_row, v_row))
             pieces = []
-            for group, (q_start, q_end) in enumerate(spans):
-                if q_end == q_start:
+            for group in (0, 1):
+                if sizes[group] == 0:
                     continue
-                k_start, k_end = spans[1 - group] if self.cross else spans[group]
-                q_block = q[b : b + 1, :, q_start:q_end]
-                if k_end == k_start:
-                    pieces.append(q_block.new_zeros(1, q.shape[1], q_end - q_start, v.shape[-1]))
+                other = 1 - group if self.cross else group
+                if sizes[other] == 0:
+                    pieces.append(q_row.new_zeros(1, q.shape[1], sizes[group], v.shape[-1]))
                     continue
-                keys, values = k[b : b + 1, :, k_start:k_end], v[b : b + 1, :, k_start:k_end]
-                pieces.append(F.scaled_dot_product_attention(q_block, keys, values, dropout_p=dropout))
+                pieces.append(F.scaled_dot_product_attention(qs[group], ks[other], vs[other], dropout_p=dropout))
             rows.append(torch.cat(pieces, dim=2))
         return torch.cat(rows, dim=0)
 

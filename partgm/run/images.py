@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from partgm.data.images import load_image_tokenizer
-from partgm.engine.checkpoint import read_data_header
 from partgm.errors import PartgmError
 from partgm.fileio import atomic_write_text
 from partgm.images.digits import tokens_to_images
 from partgm.images.grid import save_image_grid
+from partgm.run.checkpoint import read_data_header
 from partgm.samplers import generate, make_prompt
 
 

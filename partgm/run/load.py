@@ -12,7 +12,7 @@ def load_model(path: str | Path, weights: str = "ema", device: str = "cpu", revi
     checkpoint's), else from a pretrained directory or a Hub repository id (its weights are what was
     exported; ``revision``: a Hub branch or commit)."""
     if (Path(path) / CHECKPOINTS).is_dir():
-        from partgm.engine.checkpoint import load_run
+        from partgm.run.checkpoint import load_run
 
         return load_run(Path(path), weights=weights, device=device)
     from partgm.run.pretrained import load_pretrained

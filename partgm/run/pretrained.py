@@ -56,7 +56,7 @@ def write_run_directory(
     space: Any | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write a run directory that ``partgm.engine.load_run`` reads: config.json, data.json,
+    """Write a run directory that ``partgm.run.checkpoint.load_run`` reads: config.json, data.json,
     tokenizer.json (when given) and one checkpoint ``step_XXXXXXXX`` holding ``weights`` as the raw and
     ``ema_weights`` (default: the same tensors) as the EMA weights, as a unit (a kill or an error leaves
     no half-written run). The run has no optimizer state, so it can be sampled and evaluated, not
@@ -64,8 +64,8 @@ def write_run_directory(
     (default: from the sizes; image runs pass theirs, ``bos_id`` None). ``overwrite``: replace a non-empty
     ``run_dir`` that is not a run."""
     from partgm.algorithms import TokenSpace, build_algorithm
-    from partgm.engine.checkpoint import check_state, save_checkpoint
     from partgm.fileio import atomic_write_json, claim_output, unit_directory
+    from partgm.run.checkpoint import check_state, save_checkpoint
 
     run_dir = Path(run_dir)
     if (run_dir / layout.CHECKPOINTS).exists() or (run_dir / layout.CONFIG).exists():
@@ -130,15 +130,18 @@ def save_pretrained(
     """Write ``directory`` (model.safetensors, config.json, tokenizer.json, README.md).
 
     ``model_or_run``: a run directory (its ``weights``, ``ema`` or ``raw``, are exported), a
-    ``partgm.engine.LoadedRun``, or an ``nn.Module``, which then needs ``cfg`` and ``algorithm``
+    ``partgm.run.checkpoint.LoadedRun``, or an ``nn.Module``, which then needs ``cfg`` and ``algorithm``
     (and ``tokenizer``, optional). ``directory`` is written as a unit (it replaces an earlier one whole; a run
     directory is refused)."""
-    from partgm.engine import LoadedRun, load_run
+    from partgm.run.checkpoint import LoadedRun, load_run
 
     if isinstance(model_or_run, (str, Path)):
         model_or_run = load_run(Path(model_or_run), weights=weights, device="cpu")
     if isinstance(model_or_run, LoadedRun):
         run = model_or_run
+        if run.data_header.get("grid"):
+            raise PartgmError(f"'{run.source}' is an image run: a pretrained directory holds text models only; "
+                              "copy the run directory itself to share it")
         cfg, algorithm, model = run.cfg, run.algorithm, run.model
         tokenizer = run.tokenizer if tokenizer is None else tokenizer
         step = run.step if step is None else step
@@ -215,7 +218,7 @@ def load_pretrained(
     type ``load_run`` returns): its ``data_header`` holds vocab_size, bos_id, eos_id and length."""
     from partgm.algorithms import TokenSpace, build_algorithm
     from partgm.data.tokenizers import Tokenizer
-    from partgm.engine.checkpoint import LoadedRun, check_state, migrate_config
+    from partgm.run.checkpoint import LoadedRun, check_state, migrate_config
 
     directory = resolve_pretrained(directory_or_hub_id, revision)
     cfg, meta = _read_config(directory)
@@ -243,7 +246,7 @@ def load_pretrained(
             raise PartgmError(
                 f"'{tok_path}' has {tokenizer.vocab_size} tokens, the model {algorithm.vocab_size}"
             )
-    from partgm.engine.distributed import resolve_device
+    from partgm.devices import resolve_device
 
     header = {"vocab_size": meta["vocab_size"], "bos_id": meta["bos_id"], "eos_id": meta.get("eos_id", meta["bos_id"]),
               "length": cfg.data.length}

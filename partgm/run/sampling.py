@@ -29,8 +29,12 @@ class Draws:
     precision: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.num_samples < 1 or self.batch < 1:
-            raise PartgmError("the number of samples and the batch size must be positive")
+        for name in ("num_samples", "batch", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or (name != "seed" and value < 1) or (
+                    name == "seed" and not -(2**63) <= value < 2**64):
+                raise PartgmError(f"{name} must be a positive integer, got {value!r}" if name != "seed"
+                                  else f"seed must be an integer, got {value!r}")
         if self.precision not in PRECISIONS:
             raise PartgmError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
@@ -129,7 +133,7 @@ def prompt_positions(run_dir: Path, text: str, at: int | None = None) -> list[tu
     """(position, token id, token text) of each token of ``text`` in the run's tokenizer: placed after BOS
     as ``--prompt`` does, or from position ``at`` as ``--infill AT:TEXT`` does."""
     from partgm.data.tokenizers import Tokenizer
-    from partgm.engine.checkpoint import read_data_header, read_run_config
+    from partgm.run.checkpoint import read_data_header, read_run_config
     from partgm.run.layout import TOKENIZER
 
     run_dir = Path(run_dir)
@@ -158,7 +162,7 @@ def sample_run(
     {"index", "text", "token_ids"} plus what made them: "prompt", "infill", "sampler", "precision",
     "at_eos", "steps", "nucleus", "temperature", "seed", "weights", "step". ``infill``: ``POS:TEXT``
     items; ``at_eos`` as in ``decode_sample``."""
-    from partgm.engine import load_run
+    from partgm.run.checkpoint import load_run
     from partgm.samplers import get_sampler
 
     draws = draws or Draws()

@@ -22,7 +22,8 @@ import torch
 from partgm.errors import PartgmError
 from partgm.models.layers import AttentionMask, KVCache
 from partgm.models.partition import Queries, other_group_summary
-from partgm.samplers.base import register_sampler
+from partgm.samplers.adaptive import adaptive_choice
+from partgm.samplers.base import Sampler, register_sampler
 from partgm.samplers.common import DecodePlan, choose_tokens, progress, with_spare_column
 from partgm.samplers.partition import BinomialSampler, CompiledPacked, UniformSampler
 
@@ -110,9 +111,17 @@ class CachedSampler(UniformSampler):
 register_sampler(CachedSampler)
 
 
-def sampler_choice(name: str = "auto", refresh: int | None = None, compile: bool = False) -> str | UniformSampler:
+def sampler_choice(
+    name: str = "auto", refresh: int | None = None, compile: bool = False, threshold: float | None = None,
+    entropy_bound: float | None = None,
+) -> str | Sampler:
     """What ``generate`` takes as ``sampler`` for the command-line flags: ``name``, or a configured instance
-    for ``--refresh R`` (the ``cached`` sampler) and ``--compile`` (``uniform`` / ``binomial``)."""
+    for ``--refresh R`` (the ``cached`` sampler), ``--compile`` (``uniform`` / ``binomial``) and
+    ``--threshold`` / ``--entropy-bound`` (``partgm.samplers.adaptive``)."""
+    if threshold is not None or entropy_bound is not None:
+        if refresh is not None or compile:
+            raise PartgmError("--threshold / --entropy-bound do not combine with --refresh or --compile")
+        return adaptive_choice(name, threshold, entropy_bound)
     if refresh is not None:
         if name not in ("auto", "cached"):
             raise PartgmError(f"--refresh is an option of the cached sampler, not of '{name}'")

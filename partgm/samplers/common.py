@@ -5,6 +5,7 @@ Shapes: B batch, L sequence length, V vocabulary, S steps, W the widest step of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +18,10 @@ from partgm.errors import PartgmError
 from partgm.schedules import NoiseSchedule
 
 FINAL_TIME = 1e-5  # the last time of the grid linspace(1, FINAL_TIME, T + 1), as in MDLM
+
+
+# Below this the logits / temperature overflow float32 (and bf16) for ordinary logits.
+MIN_TEMPERATURE = 1e-3
 
 
 @dataclass
@@ -100,10 +105,11 @@ class SamplingOptions:
             raise PartgmError(f"steps must be a positive integer, got {self.steps!r}")
         if not 0.0 < self.nucleus <= 1.0:
             raise PartgmError(f"nucleus must be in (0, 1], got {self.nucleus}")
-        if not self.temperature > 0.0:
-            raise PartgmError(f"temperature must be positive, got {self.temperature}")
-        if not self.guidance >= 0.0:
-            raise PartgmError(f"guidance must be >= 0, got {self.guidance}")
+        if not MIN_TEMPERATURE <= self.temperature < math.inf:
+            raise PartgmError(f"temperature must be a finite number >= {MIN_TEMPERATURE:g}, got {self.temperature} "
+                              "(lower ones overflow the logits; for near-greedy draws use 0.001)")
+        if not 0.0 <= self.guidance < math.inf:
+            raise PartgmError(f"guidance must be a finite number >= 0, got {self.guidance}")
         if self.guidance_schedule not in ("auto", "constant", "linear"):
             raise PartgmError(f"guidance_schedule must be auto, constant or linear, got {self.guidance_schedule!r}")
 
@@ -274,6 +280,25 @@ def progress(plan: DecodePlan, options: SamplingOptions, desc: str) -> Iterator[
             yield step
             bar.update(min(index + 1, options.steps) - bar.n)
         bar.update(options.steps - bar.n)
+
+
+def remaining_queries(
+    clean: torch.Tensor, n_clean: list[int]
+) -> tuple[tuple[torch.Tensor, torch.Tensor | None], torch.Tensor, torch.Tensor]:
+    """clean [B, L] bool with ``n_clean`` (host counts per row) -> (packed: clean positions [B, C]
+    right-padded with 0 and their valid [B, C] or None, query [B, W]: every position not clean yet,
+    padded with 0, query_valid [B, W]); C = max clean, W = L - min clean."""
+    length = clean.shape[1]
+    order = (~clean).to(torch.int8).argsort(dim=1, stable=True)  # [B, L]: clean first
+    width_clean, width_free = max(n_clean), length - min(n_clean)
+    slots = torch.arange(length, device=clean.device)
+    n_clean_t = torch.tensor(n_clean, device=clean.device)
+    clean_valid = None if min(n_clean) == width_clean else slots[:width_clean] < n_clean_t[:, None]
+    ranks = (n_clean_t[:, None] + slots[:width_free]).clamp(max=length - 1)  # [B, W]
+    query_valid = slots[:width_free] < (length - n_clean_t)[:, None]
+    query = order.gather(1, ranks).masked_fill(~query_valid, 0)
+    packed = order[:, :width_clean]
+    return (packed if clean_valid is None else packed.masked_fill(~clean_valid, 0), clean_valid), query, query_valid
 
 
 def with_spare_column(tokens: torch.Tensor) -> torch.Tensor:

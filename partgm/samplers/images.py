@@ -28,6 +28,7 @@ from partgm.samplers.common import (
     SamplingOptions,
     denoiser_logits,
     progress,
+    remaining_queries,
     sample_categorical,
     sample_tokens,
     token_probs,
@@ -112,16 +113,8 @@ class ConfidenceSampler(ImageSampler):
         n_steps = len(host_counts)
         for k in tqdm(range(n_steps), disable=not options.progress, desc=self.name):
             clean_now = clean[:, :length]
-            order = (~clean_now).to(torch.int8).argsort(dim=1, stable=True)  # [B, L]: clean first
-            width_clean, width_free = max(n_clean), length - min(n_clean)
-            slots = torch.arange(length, device=fixed.device)
-            n_clean_t = torch.tensor(n_clean, device=fixed.device)
-            clean_valid = None if min(n_clean) == width_clean else slots[:width_clean] < n_clean_t[:, None]
-            ranks = (n_clean_t[:, None] + slots[:width_free]).clamp(max=length - 1)  # [B, W]
-            query_valid = slots[:width_free] < (length - n_clean_t)[:, None]
-            query = order.gather(1, ranks).masked_fill(~query_valid, 0)
-            packed = (order[:, :width_clean].masked_fill(~clean_valid, 0) if clean_valid is not None
-                      else order[:, :width_clean], clean_valid)
+            packed, query, query_valid = remaining_queries(clean_now, n_clean)
+            slots = torch.arange(query.shape[1], device=fixed.device)
             context = Context(tokens[:, :length], clean_now, prompt.labels, packed)
             logits = self.guided(algorithm, model, context, query, options, k, n_steps)
             probs = token_probs(_step_logits(logits, 1.0, options, settings.top_k), options.nucleus)
@@ -132,7 +125,7 @@ class ConfidenceSampler(ImageSampler):
             confidence = log_p + gumbel * r_temp * (1 - k / max(n_steps - 1, 1))
             confidence = confidence.masked_fill(~query_valid, float("-inf"))
             rank = torch.empty_like(query).scatter_(
-                1, confidence.argsort(dim=1, descending=True), slots[:width_free].expand_as(query)
+                1, confidence.argsort(dim=1, descending=True), slots.expand_as(query)
             )
             keep = rank < counts[k][:, None]  # [B, W]
             where = torch.where(keep, query, length)  # dropped draws land in the spare column

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from partgm.algorithms import Batch, get_algorithm
-from partgm.engine.checkpoint import migrate_config, weight_names
 from partgm.models import randomize_
 from partgm.resolve import resolve_config
+from partgm.run.checkpoint import migrate_config, weight_names
 from partgm.samplers.common import DecodePlan, token_probs
 from partgm.schedules import MIN_TRAIN_TIME, CosineSchedule, LogLinearSchedule, antithetic_times
 

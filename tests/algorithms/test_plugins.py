@@ -13,8 +13,9 @@ import torch
 
 from partgm.algorithms import ALGORITHMS, TokenSpace, build_algorithm
 from partgm.cli import main
-from partgm.engine import load_run, train
+from partgm.engine import train
 from partgm.resolve import resolve_config
+from partgm.run.checkpoint import load_run
 from partgm.samplers import SamplingOptions, generate, make_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,25 +1,34 @@
 """Issue 11, part 3: every bad input gets a one-line error, through the command line and the Python API.
 
-``BAD_INPUTS`` is the table of docs/errors.md: regenerate that page with
-``PYTHONPATH=. python tests/cli/test_bad_inputs.py > docs/errors.md`` after changing a message.
+``BAD_INPUTS`` is the table of docs/errors.md: regenerate it with
+``PYTHONPATH=.:tests python tests/cli/test_bad_inputs.py`` after changing a message.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import write_corpus
+from PIL import Image
+from tiny_runs import make_run, word_tokenizer
 
 from partgm.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 NOT_UTF8 = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Python makes of Latin-1 bytes in argv
+
+IMAGE_TINY = ["model.hidden_size=32", "model.n_heads=2", "model.cond_dim=32", "model.dropout=0.0", "train.steps=2",
+              "train.global_batch=8", "train.eval_every=2", "train.eval_batches=1", "train.save_every=2",
+              "train.progress=false", "data.corpus=digits", "data.val_fraction=0.1", "model.n_encoder_blocks=1",
+              "model.n_decoder_blocks=1"]
 
 # (what was tried, argv with RUN / CORPUS / CACHE / FILE / OTHER_DATA placeholders, expected text in the error)
 BAD_INPUTS: list[tuple[str, list[str], str]] = [
@@ -69,6 +78,67 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("bench --steps a,b", ["bench", "sample", "--steps", "a,b"], "expected an integer, got 'a'"),
     ("hub import with bos_id outside the vocabulary", ["hub", "import", "EXPORT", "OUT"],
      "bos_id 100000 is not a token id of vocab_size"),
+    # Issue 23, item 2: tracebacks that are now one line
+    ("hub export of an image run", ["hub", "export", "IMG", "OUT"], "is an image run: a pretrained directory"),
+    ("vq train --size not a multiple of --downsample", ["vq", "train", "FOLDER", "--out", "OUT", "--size", "18"],
+     "--size 18 is not a multiple of --downsample 4"),
+    ("vq train --lr nan", ["vq", "train", "FOLDER", "--out", "OUT", "--lr", "nan"], "must be a positive number"),
+    ("vq train --lr 0", ["vq", "train", "FOLDER", "--out", "OUT", "--lr", "0"], "must be a positive number"),
+    ("vq train --codebook-size 0", ["vq", "train", "FOLDER", "--out", "OUT", "--codebook-size", "0"],
+     "must be a positive integer, got 0"),
+    ("vq train --hidden -1", ["vq", "train", "FOLDER", "--out", "OUT", "--hidden", "-1"],
+     "must be a positive integer, got -1"),
+    ("bench images --steps 2.5", ["bench", "images", "--steps", "2.5"], "expected an integer, got '2.5'"),
+    ("bench images --steps ''", ["bench", "images", "--steps", ""], "expected comma-separated positive integers"),
+    ("bench images --guidance abc", ["bench", "images", "--guidance", "abc"], "expected a number, got 'abc'"),
+    ("bench images --guidance inf", ["bench", "images", "--guidance", "inf"], "must be a number >= 0, got inf"),
+    ("bench images --batch 0", ["bench", "images", "--batch", "0"], "must be a positive integer, got 0"),
+    ("bench images --repeats 0", ["bench", "images", "--repeats", "0"], "must be a positive integer, got 0"),
+    ("bench frontier --refresh abc", ["bench", "frontier", "--pgm", "RUN", "--refresh", "abc"],
+     "expected an integer, got 'abc'"),
+    ("bench frontier --steps 2.5", ["bench", "frontier", "--pgm", "RUN", "--steps", "2.5"],
+     "expected an integer, got '2.5'"),
+    ("bench frontier --repeats 0", ["bench", "frontier", "--pgm", "RUN", "--repeats", "0"],
+     "must be a positive integer, got 0"),
+    ("lm-eval --model partgm without --model_args", ["lm-eval", "--model", "partgm", "--tasks", "lambada_openai"],
+     "--model partgm needs --model_args run=RUN_DIR"),
+    ("train with a model too big for memory", ["train", "model.hidden_size=400000", "model.n_heads=1"],
+     "training needs about"),
+    # silently accepted, now refused
+    ("sample --prompt on an image run", ["sample", "IMG", "--steps", "2", "--prompt", "the"],
+     "--prompt applies to text runs"),
+    ("sample --infill on an image run", ["sample", "IMG", "--steps", "2", "--infill", "3:the"],
+     "--infill applies to text runs"),
+    ("sample --class on a text run", ["sample", "RUN", "--steps", "2", "--class", "3"],
+     "--class applies to class-conditional image runs"),
+    ("sample the same --class twice", ["sample", "IMG", "--steps", "2", "--class", "3", "--class", "3"],
+     "--class 3 is given twice"),
+    ("sample --temperature 1e-300", ["sample", "RUN", "--steps", "2", "--temperature", "1e-300"],
+     "temperature must be a finite number >= 0.001"),
+    ("sample --guidance inf", ["sample", "IMG", "--steps", "2", "--guidance", "inf"], "must be a number >= 0"),
+    ("sample --guidance nan", ["sample", "IMG", "--steps", "2", "--guidance", "nan"], "must be a number >= 0"),
+    ("sample --out DIR on an image run", ["sample", "IMG", "--steps", "2", "--out", "CACHE"],
+     "is a directory: give a file name"),
+    ("distill a distillation run", ["distill", "DISTILLED", "--run-dir", "OUT"], "is a distillation run"),
+    ("distill with data.* overrides", ["distill", "RUN", "--run-dir", "OUT", "data.corpus=digits"],
+     "data.* cannot be overridden"),
+    ("distill.initial_dt=1", ["distill", "RUN", "--run-dir", "OUT", "distill.initial_dt=1"],
+     "gives the last student a step of 128 > 1"),
+    ("eval genppl --samples with ids outside the vocabulary", ["eval", "genppl", "RUN", "--judge", "AR",
+                                                             "--samples", "BAD_SAMPLES"],
+     "token id 9999 is not one of the run's ids"),
+    ("eval genppl on an image run", ["eval", "genppl", "IMG", "--judge", "AR", "--samples", "SAMPLES"],
+     "is an image run: generative perplexity scores text runs"),
+    ("lm-eval --model_args truncate=maybe", ["lm-eval", "--model", "partgm", "--model_args",
+                                              "run=RUN,truncate=maybe"], "truncate=maybe is not a boolean"),
+    ("lm-eval --output_path under a file", ["lm-eval", "--model", "partgm", "--model_args", "run=RUN",
+                                            "--output_path", "FILE/results"], "cannot be written"),
+    # unclear errors, now clear
+    ("overrides after distill --resume", ["distill", "RUN", "--run-dir", "CACHE", "--resume", "distill.rounds=3"],
+     "cannot resume"),
+    ("a file as a run directory", ["sample", "FILE"], "is a file, not a run directory"),
+    ("resume a finished distillation", ["distill", "RUN", "--run-dir", "DISTILLED", "--resume"],
+     "raise distill.rounds to continue"),
 ]
 
 
@@ -97,12 +167,34 @@ def make_world(root: Path) -> dict[str, Path]:
     assert main(["hub", "export", str(run), str(root / "export")]) == 0
     config = json.loads((root / "export" / "config.json").read_text())
     (root / "export" / "config.json").write_text(json.dumps({**config, "bos_id": 100000}))
+    distilled = root / "distilled"
+    assert main(["distill", str(run), "--run-dir", str(distilled), "distill.rounds=1", "distill.steps_per_round=2",
+                 "train.eval_every=0", "train.global_batch=4", "train.progress=false"]) == 0
+    assert main(["train", "--algo", "pgm-image", "--run-dir", str(root / "img"), f"data.cache_dir={root / 'cache'}",
+                 *IMAGE_TINY]) == 0
+    make_run(root / "ar", "ar", word_tokenizer(root / "tok"))
+    (root / "bad.jsonl").write_text(json.dumps({"text": "the", "token_ids": [0, 9999]}) + "\n")
+    (root / "good.jsonl").write_text(json.dumps({"text": "the", "token_ids": [0, 3]}) + "\n")
+    folder = root / "images"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.full((16, 16, 3), 60 * i, dtype=np.uint8)).save(folder / f"{i}.png")
     return {"CORPUS": corpus, "CACHE": cache, "RUN": run, "FILE": root / "file.txt", "ROOT": root,
-            "OTHER_DATA": next((root / "cache16").iterdir()), "EXPORT": root / "export", "OUT": root / "imported"}
+            "OTHER_DATA": next((root / "cache16").iterdir()), "EXPORT": root / "export", "OUT": root / "imported",
+            "IMG": root / "img", "AR": root / "ar", "DISTILLED": distilled, "BAD_SAMPLES": root / "bad.jsonl",
+            "SAMPLES": root / "good.jsonl", "FOLDER": folder}
+
+
+def _placed(arg: str, world: dict[str, Path]) -> str:
+    """``arg`` with the world's placeholders replaced (whole, before a slash, or after ``run=``)."""
+    head, slash, tail = arg.partition("/")
+    if head in world:
+        return str(world[head]) + slash + tail
+    return ",".join(f"run={world[p[4:]]}" if p.startswith("run=") and p[4:] in world else p for p in arg.split(","))
 
 
 def run_bad(argv: list[str], world: dict[str, Path], capsys) -> tuple[int, str]:
-    argv = [str(world.get(a, a)) for a in argv]
+    argv = [_placed(a, world) for a in argv]
     if argv[0] == "train" and "--run-dir" not in argv:
         argv = _train_args(world["CORPUS"], world["CACHE"], world["ROOT"] / "fresh", *argv[1:])
     elif argv[0] == "train":
@@ -170,8 +262,8 @@ def test_read_only_run_directory_is_one_line(world, tmp_path, capsys, monkeypatc
 
 def test_python_api_refuses_bad_configs_and_options(world) -> None:
     from partgm.config import RunConfig, TrainConfig
-    from partgm.engine import load_run
     from partgm.errors import PartgmError
+    from partgm.run.checkpoint import load_run
     from partgm.samplers import SamplingOptions, generate, make_prompt
 
     with pytest.raises(PartgmError, match="train.keep_last=-1 must be >= 0"):
@@ -182,6 +274,52 @@ def test_python_api_refuses_bad_configs_and_options(world) -> None:
     with pytest.raises(PartgmError, match="cannot sample 40 tokens: the model's context is 32"):
         generate(run.algorithm, run.model, make_prompt(1, 40, run.algorithm.bos_id), SamplingOptions(steps=2),
                  generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("call, expected", [
+    (lambda m: m.generate_text(123), "prompt must be a string or None, not int"),
+    (lambda m: m.generate_text(infill={"a": "x"}), "positions are integers >= 0 and texts strings"),
+    (lambda m: m.generate_text(steps=2, batch=0), "batch must be a positive integer, got 0"),
+    (lambda m: m.generate_text(steps=2, num_samples=2.5), "num_samples must be a positive integer"),
+    (lambda m: m.generate_text(steps=2, temperature=1e-300), "temperature must be a finite number >= 0.001"),
+    (lambda m: m.score(123), "score needs a text or a list of texts, not 123"),
+    (lambda m: m.score([]), "score needs texts"),
+    (lambda m: __import__("partgm").load(None), "partgm.load needs a run directory"),
+], ids=["prompt 123", "infill keys", "batch 0", "num_samples 2.5", "temperature 1e-300", "score 123",
+        "score []", "load None"])
+def test_python_api_raises_partgm_errors(call, expected, world) -> None:
+    """Issue 23: the API's bad arguments are PartgmError, the same checks as the CLI's (``Draws``,
+    ``SamplingOptions``)."""
+    import partgm
+    from partgm.errors import PartgmError
+
+    with pytest.raises(PartgmError, match=re.escape(expected)):
+        call(partgm.load(world["RUN"]))
+
+
+def test_lm_eval_errors_are_one_line(world, capsys, monkeypatch) -> None:
+    """lm-eval mocked: an unknown task (lm-eval raises KeyError / ValueError) is one line, exit 2."""
+    import types
+
+    adapter = types.ModuleType("partgm.integrations.lm_eval")
+
+    def fake_main(argv):
+        raise KeyError("Tasks not found: lambada_nope")
+
+    adapter.main = fake_main
+    monkeypatch.setitem(sys.modules, "partgm.integrations.lm_eval", adapter)
+    capsys.readouterr()
+    assert main(["lm-eval", "--model", "partgm", "--model_args", f"run={world['RUN']}", "--tasks",
+                 "lambada_nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Tasks not found: lambada_nope" in err[0] and "--tasks list" in err[0]
+
+
+def test_finished_or_distilled_runs_keep_their_weights(world) -> None:
+    """The refused distill commands wrote nothing into the distillation they named."""
+    before = sorted(p.name for p in (world["DISTILLED"] / "checkpoints").iterdir())
+    assert main(["distill", str(world["RUN"]), "--run-dir", str(world["DISTILLED"]), "--resume"]) == 2
+    assert sorted(p.name for p in (world["DISTILLED"] / "checkpoints").iterdir()) == before
 
 
 def errors_page(world: dict[str, Path]) -> str:

@@ -11,8 +11,8 @@ import torch
 
 from partgm.cli import main
 from partgm.convert import convert_checkpoint
-from partgm.engine import load_run
 from partgm.errors import PartgmError
+from partgm.run.checkpoint import load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "authors_images"

@@ -20,9 +20,9 @@ from torch import nn
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
 from partgm.convert import convert_checkpoint, reference_parameter_names
-from partgm.engine import load_run
 from partgm.errors import PartgmError
 from partgm.resolve import resolve_config
+from partgm.run.checkpoint import load_run
 
 HIDDEN, HEADS, COND, VOCAB_ROWS, LENGTH = 32, 2, 16, 40, 16  # 39 real tokens + [MASK]
 N_REAL = VOCAB_ROWS - 1

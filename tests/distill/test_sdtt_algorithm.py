@@ -20,12 +20,12 @@ from partgm.cli import main
 from partgm.config import DistillConfig, to_dict
 from partgm.distill.algorithm import SDTTAlgorithm, round_dir
 from partgm.distill.run import distill_run
-from partgm.engine import load_run
 from partgm.engine.ema import EMA
 from partgm.errors import PartgmError
 from partgm.models.config import DiTConfig, PartitionConfig
 from partgm.models.init import randomize_
 from partgm.resolve import config_from_dict, resolve_config
+from partgm.run.checkpoint import load_run
 from partgm.run.sampling import Draws, sample_run
 from partgm.samplers import SamplingOptions
 from partgm.samplers.common import sample_tokens

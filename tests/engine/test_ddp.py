@@ -14,8 +14,9 @@ from helpers import needs_gloo, run_torchrun
 from toy_algorithm import ToyAlgorithm, toy_cfg, toy_data
 
 from partgm.config import RunConfig
-from partgm.engine import load_run, train
+from partgm.engine import train
 from partgm.engine.metrics import read_metrics
+from partgm.run.checkpoint import load_run
 
 STEPS = 4
 

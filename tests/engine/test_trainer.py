@@ -21,15 +21,15 @@ TIMING = ("elapsed", "tokens_per_s")
 
 from partgm.algorithms.base import Algorithm
 from partgm.config import TrainConfig, to_dict
-from partgm.engine import evaluate_ppl, load_run, train
+from partgm.engine import evaluate_ppl, train
 from partgm.engine.batches import GlobalBatchSampler, micro_slices
-from partgm.engine.checkpoint import list_checkpoints, read_run_config
 from partgm.engine.ema import EMA, ema_decay
 from partgm.engine.metrics import read_metrics
 from partgm.engine.optim import lr_factor
 from partgm.errors import PartgmError
 from partgm.models.config import ModelConfig
 from partgm.resolve import resolve_config
+from partgm.run.checkpoint import list_checkpoints, load_run, read_run_config
 
 
 def weights(run_dir: Path, kind: str, algo: Algorithm | None = None) -> dict[str, torch.Tensor]:

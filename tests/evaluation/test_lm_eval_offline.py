@@ -65,7 +65,7 @@ def test_online_runs_unchanged_and_flags_are_read(fake_lm_eval, monkeypatch):
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: types.SimpleNamespace(close=lambda: None))
     assert offline.offline_reason() is None
     with pytest.raises(RuntimeError, match="the harness ran"):
-        main(["lm-eval", "--model", "partgm", "--tasks", "lambada_openai"])
+        main(["lm-eval", "--model", "partgm", "--model_args", "run=x", "--tasks", "lambada_openai"])
     assert fake_lm_eval == [{flag: "" for flag in FLAGS}]
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert offline.offline_reason() == "HF_HUB_OFFLINE is set"

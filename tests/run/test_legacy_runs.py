@@ -12,7 +12,8 @@ from helpers import sample
 
 from partgm.cli import main
 from partgm.data import PreparedData
-from partgm.engine import evaluate_ppl, load_run
+from partgm.engine import evaluate_ppl
+from partgm.run.checkpoint import load_run
 from partgm.samplers import make_prompt
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,9 +16,9 @@ import torch
 from partgm.algorithms import get_algorithm
 from partgm.cli import main
 from partgm.data import Tokenizer, load_tokenizer
-from partgm.engine import load_run
 from partgm.errors import PartgmError
 from partgm.resolve import resolve_config
+from partgm.run.checkpoint import load_run
 from partgm.run.pretrained import (
     from_pretrained,
     import_pretrained,

@@ -188,5 +188,5 @@ def test_argparse_did_you_mean(capsys) -> None:
 def test_lm_eval_command_without_lm_eval(monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval -> ImportError
     monkeypatch.delitem(sys.modules, "partgm.integrations.lm_eval", raising=False)
-    assert main(["lm-eval", "--model", "partgm", "--tasks", "x"]) == 2
+    assert main(["lm-eval", "--model", "partgm", "--model_args", "run=x", "--tasks", "x"]) == 2
     assert "pip install 'partgm[lm-eval]'" in capsys.readouterr().err

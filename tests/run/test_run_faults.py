@@ -11,8 +11,8 @@ import pytest
 from helpers import write_corpus
 
 from partgm.cli import main
-from partgm.engine.lock import LOCK_FILE, RunLock
 from partgm.fileio import pid_alive
+from partgm.run.lock import LOCK_FILE, RunLock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TEXT = "in the beginning god created the heaven and the earth and the earth was without form and void"

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import checkpoint_state, equal, write_corpus
+from partgm.engine.lock import RunLock
 from PIL import Image
 
-import partgm.engine.checkpoint as checkpoint_module
 import partgm.images.vqvae as vqvae_module
+import partgm.run.checkpoint as checkpoint_module
 from partgm.cli import main
-from partgm.engine.lock import RunLock
 from partgm.fileio import atomic_write, unit_directory
 from partgm.images.vqvae import load_vqvae
 from partgm.run.layout import list_checkpoints

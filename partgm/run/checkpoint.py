@@ -28,7 +28,7 @@ from torch import nn
 from partgm.algorithms import Algorithm, TokenSpace, build_algorithm
 from partgm.config import RunConfig, to_dict
 from partgm.data.tokenizers import Tokenizer
-from partgm.engine.distributed import resolve_device
+from partgm.devices import resolve_device
 from partgm.errors import PartgmError
 from partgm.fileio import (
     _fsync_dir,
@@ -161,6 +161,8 @@ def weight_names(path: Path) -> list[str]:
 def read_run_config(run_dir: Path) -> RunConfig:
     """The RunConfig saved in ``RUN/config.json`` (``migrate_config``-ed against its newest checkpoint)."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise PartgmError(f"'{run_dir}' is a file, not a run directory: give the directory that holds config.json")
     if not run_dir.is_dir():
         raise PartgmError(f"run directory '{run_dir}' does not exist")
     if not (run_dir / CONFIG).is_file():
