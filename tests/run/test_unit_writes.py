@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import checkpoint_state, equal, write_corpus
-from partgm.engine.lock import RunLock
 from PIL import Image
 
 import partgm.images.vqvae as vqvae_module
@@ -26,6 +25,7 @@ from partgm.cli import main
 from partgm.fileio import atomic_write, unit_directory
 from partgm.images.vqvae import load_vqvae
 from partgm.run.layout import list_checkpoints
+from partgm.run.lock import RunLock
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = Path(__file__).resolve().parents[2]
