@@ -122,12 +122,10 @@ def claim_output(path: str | Path, overwrite: bool, what: str = "output") -> Pat
     """The one rule for what a command writes: ``path`` may be created, but a file (or a non-empty
     directory) already there, which this command did not create now, is replaced only when ``overwrite``
     (``--overwrite``). A run directory is never replaced by an output of another kind. Returns ``path``."""
-    from partgm.run.layout import is_run
-
     path = Path(path)
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return path
-    if is_run(path):
+    if (path / "checkpoints").is_dir() and (path / "config.json").is_file():  # run.layout.is_run (a lower layer)
         raise PartgmError(f"{what} '{path}' already holds a run: it is never replaced; choose another path")
     if not overwrite:
         raise PartgmError(f"{what} '{path}' already exists: pass --overwrite to replace it, or choose another path")
