@@ -11,7 +11,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,82 @@ def remove_dead_temporaries(directory: Path) -> list[Path]:
                 path.unlink(missing_ok=True)
             removed.append(path)
     return removed
+
+
+def claim_output(path: str | Path, overwrite: bool, what: str = "output") -> Path:
+    """The one rule for what a command writes: ``path`` may be created, but a file (or a non-empty
+    directory) already there, which this command did not create now, is replaced only when ``overwrite``
+    (``--overwrite``). A run directory is never replaced by an output of another kind. Returns ``path``."""
+    path = Path(path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return path
+    if (path / "checkpoints").is_dir() and (path / "config.json").is_file():  # run.layout.is_run (a lower layer)
+        raise PartgmError(f"{what} '{path}' already holds a run: it is never replaced; choose another path")
+    if not overwrite:
+        raise PartgmError(f"{what} '{path}' already exists: pass --overwrite to replace it, or choose another path")
+    return path
+
+
+def free_stem(stem: Path, suffixes: tuple[str, ...]) -> Path:
+    """``stem``, or ``stem-K`` with the first K >= 2 for which no ``stem-K + suffix`` exists: a default
+    output name that never replaces an earlier output."""
+    out, k = Path(stem), 1
+    while any(out.with_name(out.name + s).exists() for s in suffixes):
+        k += 1
+        out = Path(stem).with_name(f"{Path(stem).name}-{k}")
+    return out
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+@contextmanager
+def unit_directory(path: str | Path) -> Iterator[Path]:
+    """Write a directory as a unit: the body fills a temporary sibling (yielded), which then replaces
+    ``path`` in one rename (an existing ``path`` is swapped out, then deleted). On an error, or a kill,
+    nothing at ``path`` changes; the temporary is removed (after a kill, by the next
+    ``remove_dead_temporaries`` of the parent)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_temporaries(path.parent)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise PartgmError(f"cannot create '{path}': {exc.strerror or exc}") from None
+    try:
+        yield tmp
+        for f in tmp.iterdir():
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+            if not exchange_paths(tmp, path):
+                old = path.with_name(f".{path.name}.{os.getpid()}-0.tmp")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                tmp = old
+        else:
+            if path.is_dir():
+                path.rmdir()
+            os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise PartgmError(f"cannot write '{path}': {exc.strerror or exc}") from None
+    finally:
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)  # a file that stood at ``path``

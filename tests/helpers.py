@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import safetensors.torch
 import torch
 
 from partgm.samplers import SamplingOptions, generate, make_prompt
@@ -53,3 +54,24 @@ def run_torchrun(script: str, *args: str, timeout: int = 600) -> subprocess.Comp
                           timeout=timeout, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def equal(a, b) -> bool:
+    """Bitwise equality of nested tensors, dicts, lists and plain values."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(equal(u, v) for u, v in zip(a, b))
+    return a == b
+
+
+def checkpoint_state(run_dir) -> dict:
+    """The latest checkpoint of ``run_dir``: its training state with the raw and EMA weights (not its wall time)."""
+    checkpoint = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+    state = torch.load(checkpoint / "training_state.pt", weights_only=False)
+    for kind in ("model", "ema"):
+        state[kind] = safetensors.torch.load_file(checkpoint / f"{kind}.safetensors")
+    del state["elapsed"]
+    return state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def _number(text: str, kind: type) -> int | float:
@@ -229,3 +230,20 @@ def draws(args: argparse.Namespace, progress: bool = False, sampler=None):
     return Draws(options, sampler if sampler is not None else getattr(args, "sampler", "auto"), args.num_samples,
                  args.batch,
                  args.seed, args.precision)
+
+
+def add_overwrite(p: argparse.ArgumentParser, what: str = "an existing output") -> None:
+    """``--overwrite``: the one switch that lets a command replace what it did not create now
+    (``partgm.fileio.claim_output``)."""
+    p.add_argument("--overwrite", action="store_true", help=f"replace {what} (never a run directory)")
+
+
+def claim_out(args: argparse.Namespace, beside: tuple[str, ...] = ()) -> None:
+    """Applies ``partgm.fileio.claim_output`` to a given ``--out`` and the files beside it with the
+    ``beside`` suffixes (a bench's PNG), before any work is done."""
+    from partgm.fileio import claim_output
+
+    if getattr(args, "out", None):
+        out = Path(args.out)
+        for path in (out, *(out.with_suffix(suffix) for suffix in beside)):
+            claim_output(path, args.overwrite, "--out")

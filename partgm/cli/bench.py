@@ -9,8 +9,10 @@ from pathlib import Path
 from partgm.cli.args import (
     SamplingDefaults,
     add_device,
+    add_overwrite,
     add_sampling,
     add_weights,
+    claim_out,
     draws,
     nonnegative_floats,
     nonnegative_int,
@@ -40,7 +42,9 @@ def _common(p: argparse.ArgumentParser, default_out: str) -> None:
     p.add_argument("--repeats", type=positive_int, default=5)
     p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--smoke", action="store_true", help="tiny presets and sizes: checks the harness runs")
-    p.add_argument("--out", default=default_out, help="JSON output; the PNG goes beside it")
+    p.add_argument("--out", default=default_out, help="JSON output; the PNG goes beside it (records of the same "
+                   "bench already there are kept)")
+    add_overwrite(p, "an existing --out (and its PNG)")
 
 
 def _setup(args: argparse.Namespace):
@@ -59,18 +63,22 @@ def _setup(args: argparse.Namespace):
     return device, dtype, presets
 
 
-def _existing(out: Path) -> list[dict]:
-    """Records already in ``out`` (a JSON list), or none."""
+def _existing(out: Path, bench: str, overwrite: bool) -> list[dict]:
+    """Records already in ``out`` when it is this bench's own JSON list (a grid is measured in several
+    invocations), or none. Any other file at ``out`` (or at the PNG beside it) is replaced only with
+    ``--overwrite`` (``partgm.fileio.claim_output``)."""
+    from partgm.fileio import claim_output
 
-    if not out.is_file():
-        return []
-    try:
-        records = json.loads(out.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PartgmError(f"'{out}' exists but is not a benchmark JSON list ({exc}); choose another --out") from None
-    if not isinstance(records, list):
-        raise PartgmError(f"'{out}' exists but is not a benchmark JSON list; choose another --out")
-    return records
+    if out.is_file() and not overwrite:
+        try:
+            records = json.loads(out.read_text())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            records = None
+        if isinstance(records, list) and all(isinstance(r, dict) and r.get("bench") == bench for r in records):
+            return records
+    claim_output(out, overwrite, "--out")
+    claim_output(out.with_suffix(".png"), overwrite, "--out's PNG")
+    return []
 
 
 def _writer(out: Path, records: list[dict]):
@@ -110,7 +118,7 @@ def cmd_bench_sample(args: argparse.Namespace) -> None:
                               f"{', '.join('/'.join(k) for k in SAMPLE_VARIANTS)})")
     steps = [4, 8] if args.smoke else args.steps
     out = Path(args.out)
-    records = _existing(out)
+    records = _existing(out, "sample", args.overwrite)
     bench_sample(variants, presets, args.batch, args.length, steps, device, dtype, args.vocab_size, args.warmup,
                  args.repeats, args.nucleus, measure_overhead=not args.no_overhead, on_record=_writer(out, records))
     print(f"wrote {out} and {plot_sample_bench(records, out.with_suffix('.png'))}")
@@ -125,7 +133,7 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
             raise PartgmError(f"unknown --algos entry {entry!r} (choose from {', '.join(TRAIN_ENTRIES)})")
     device, dtype, presets = _setup(args)
     out = Path(args.out)
-    records = _existing(out)
+    records = _existing(out, "train", args.overwrite)
     bench_train(args.algos.split(","), presets, args.batch, args.length, device, dtype, args.vocab_size,
                 args.warmup, args.repeats, on_record=_writer(out, records))
     print(f"wrote {out} and {plot_train_bench(records, out.with_suffix('.png'))}")
@@ -142,6 +150,7 @@ def cmd_bench_frontier(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     runs = {algo: Path(path) for algo, path in (("pgm", args.pgm), ("mdlm", args.mdlm), ("ar", args.ar)) if path}
     refresh = args.refresh
+    claim_out(args, (".png",))
     out = Path(args.out)
     records: list[dict] = []
 
@@ -176,6 +185,7 @@ def cmd_bench_images(args: argparse.Namespace) -> None:
         bad = [g for g in given if g not in known]
         if bad:
             raise PartgmError(f"unknown {name} '{bad[0]}' (choose from {', '.join(known)})")
+    claim_out(args, (".png",))
     out = Path(args.out)
     records: list[dict] = []
 
@@ -205,6 +215,7 @@ def _add_images(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=positive_int, default=3)
     p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default="benchmarks/results/images.json", help="JSON output; the PNG goes beside it")
+    add_overwrite(p, "an existing --out (and its PNG)")
     p.set_defaults(func=cmd_bench_images)
 
 
@@ -248,4 +259,5 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=positive_int, default=3, help="timed round-robin rounds (one batch per point)")
     p.add_argument("--threads", type=nonnegative_int, default=0)
     p.add_argument("--out", default="benchmarks/results/frontier.json")
+    add_overwrite(p, "an existing --out (and its PNG)")
     p.set_defaults(func=cmd_bench_frontier)

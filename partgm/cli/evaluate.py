@@ -9,8 +9,10 @@ from pathlib import Path
 from partgm.cli.args import (
     SamplingDefaults,
     add_device,
+    add_overwrite,
     add_sampling,
     add_weights,
+    claim_out,
     draws,
     nonnegative_int,
     positive_int,
@@ -57,6 +59,7 @@ def ppl_line(result: dict) -> str:
 def cmd_genppl(args: argparse.Namespace) -> None:
     from partgm.evaluation.genppl import JudgeOptions, evaluate_genppl
 
+    claim_out(args)
     judge = JudgeOptions(max_length=args.max_length, batch=args.judge_batch, weights=args.judge_weights)
     result = evaluate_genppl(args.run_dir, args.judge, draws(args, progress=not args.quiet), weights=args.weights,
                              device=args.device, judge_options=judge, samples_file=args.samples, out=args.out)
@@ -66,6 +69,7 @@ def cmd_genppl(args: argparse.Namespace) -> None:
 def cmd_task(args: argparse.Namespace) -> None:
     from partgm.evaluation.zeroshot import evaluate_task
 
+    claim_out(args)
     extra = {}
     if args.eval_command == "choice":
         extra = {
@@ -130,6 +134,7 @@ def add(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
     e.add_argument("--samples", help="score this samples JSONL (partgm sample output) instead of sampling")
     add_device(e)
     e.add_argument("--out", help="output JSON (default RUN_DIR/eval/genppl-....json)")
+    add_overwrite(e, "an existing --out file")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_genppl)
 
@@ -158,6 +163,7 @@ def add(sub: argparse._SubParsersAction) -> argparse._SubParsersAction:
         add_weights(e)
         add_device(e)
         e.add_argument("--out", help=f"output JSON (default RUN_DIR/eval/{name}-DATA.json)")
+        add_overwrite(e, "an existing --out file")
         if name == "choice":
             e.add_argument(
                 "--mc-samples",

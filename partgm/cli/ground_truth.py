@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from partgm.cli.args import (
+    add_overwrite,
+    claim_out,
     nonnegative_float,
     nonnegative_floats,
     nonnegative_int,
@@ -23,6 +25,7 @@ def cmd_eval_oracle(args: argparse.Namespace) -> None:
     from partgm.evaluation.oracle import evaluate_oracle, format_table
     from partgm.fileio import atomic_write_json
 
+    claim_out(args)
     samplers = [s.strip() for s in args.samplers.split(",") if s.strip()]
     result = evaluate_oracle(args.target, samplers, args.steps, args.num_samples, args.batch, args.seed,
                              args.family, args.length, args.nelbo_draws, args.guidance, args.weights, args.device,
@@ -57,7 +60,17 @@ def add_eval(eval_sub: argparse._SubParsersAction) -> None:
     e.add_argument("--weights", choices=("ema", "raw"), default="ema")
     e.add_argument("--device", default="cpu")
     e.add_argument("--out", help="output JSON (default: printed)")
+    add_overwrite(e, "an existing --out file")
     e.set_defaults(func=cmd_eval_oracle)
+
+
+def _own_record(out: Path) -> bool:
+    """Whether ``out`` holds an earlier ``partgm bench quality`` record (settings, records, summary)."""
+    try:
+        record = json.loads(out.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(record, dict) and {"settings", "records", "summary"} <= record.keys()
 
 
 def cmd_bench_quality(args: argparse.Namespace) -> None:
@@ -89,6 +102,8 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     if args.steps is None:  # 8 ... L: the default grid ends at every free position decoded one by one
         s = replace(s, steps=tuple(sorted({min(x, s.length - 1) for x in s.steps} | {s.length - 1})))
     out = Path(args.out)
+    if not _own_record(out):  # a rerun replaces its own record (and reuses its runs); nothing else
+        claim_out(args, (".png",))
     runs = train_runs(s, Path(args.work) if args.work else out.parent / (out.stem + "-work"))
     records: list[dict] = []
 
@@ -139,6 +154,7 @@ def add_bench(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--nelbo-draws", type=nonnegative_int, help="fresh draws for the excess NELBO (default 256)")
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
+    add_overwrite(p, "an existing --out (and its PNG)")
     p.add_argument("--out", default="benchmarks/results/quality.json",
                    help="JSON output; the PNG goes beside it, the runs under OUT-work/ (or --work)")
     p.add_argument("--work", help="where the data and runs live (reused when complete): share it between "

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from partgm.cli.args import add_weights, positive_int
+from partgm.cli.args import add_overwrite, add_weights, positive_int
 
 
 def cmd_convert(args: argparse.Namespace) -> None:
     from partgm.convert import convert_checkpoint
-
     summary = convert_checkpoint(
         args.ckpt,
         args.out_run_dir,
@@ -23,22 +22,27 @@ def cmd_convert(args: argparse.Namespace) -> None:
         vocab_size=args.vocab_size,
         bos_id=args.bos_id,
         swap_query_mode=args.swap_query_mode,
+        overwrite=args.overwrite,
     )
     print(json.dumps(summary))
 
 
 def cmd_hub(args: argparse.Namespace) -> None:
+    from partgm.fileio import claim_output
     from partgm.run import pretrained
 
+    if args.hub_command == "export":
+        claim_output(args.directory, args.overwrite, "pretrained directory")
     if args.hub_command == "push":
         print(pretrained.push_to_hub(args.run_dir, args.repo_id, weights=args.weights, private=args.private,
                               revision=args.revision))
     elif args.hub_command == "pull":
-        print(pretrained.pull_from_hub(args.repo_id, args.run_dir, revision=args.revision))
+        print(pretrained.pull_from_hub(args.repo_id, args.run_dir, revision=args.revision,
+                                       overwrite=args.overwrite))
     elif args.hub_command == "export":
         print(pretrained.save_pretrained(args.run_dir, args.directory, weights=args.weights))
     else:
-        print(pretrained.import_pretrained(args.directory, args.run_dir))
+        print(pretrained.import_pretrained(args.directory, args.run_dir, overwrite=args.overwrite))
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -78,6 +82,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         choices=("learn", "learn+freqs", "learn+freqs+mean", "learn+freqs+logsumexp"),
         help="PGM GroupSwap query mode when the checkpoint does not say (default learn+freqs)",
     )
+    add_overwrite(p, "an existing output directory")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("hub", help="share models: Hugging Face Hub push / pull, local export / import")
@@ -95,13 +100,16 @@ def add(sub: argparse._SubParsersAction) -> None:
     h.add_argument("repo_id")
     h.add_argument("run_dir")
     h.add_argument("--revision")
+    add_overwrite(h, "an existing directory")
     h.set_defaults(func=cmd_hub)
     h = hub.add_parser("export", help="write a run as a pretrained directory (offline)")
     h.add_argument("run_dir")
     h.add_argument("directory")
     add_weights(h)
+    add_overwrite(h, "an existing pretrained directory")
     h.set_defaults(func=cmd_hub)
     h = hub.add_parser("import", help="turn a pretrained directory into a run directory (offline)")
     h.add_argument("directory")
     h.add_argument("run_dir")
+    add_overwrite(h, "an existing directory")
     h.set_defaults(func=cmd_hub)

@@ -9,8 +9,10 @@ from pathlib import Path
 from partgm.cli.args import (
     SamplingDefaults,
     add_device,
+    add_overwrite,
     add_sampling,
     add_weights,
+    claim_out,
     draws,
     image_sampling,
     positive_float,
@@ -23,17 +25,29 @@ from partgm.errors import PartgmError
 def cmd_sample_images(args: argparse.Namespace, d) -> None:
     """``partgm sample`` on an image run: ``--num-samples`` images per class -> PNG grid + codes JSONL
     (``d``: the command's ``Draws``)."""
+    from partgm.fileio import claim_output, free_stem
     from partgm.run.checkpoint import load_run
-    from partgm.run.images import class_list, sample_images, with_image_sampling, write_image_samples
+    from partgm.run.images import (
+        class_list,
+        image_sample_paths,
+        sample_images,
+        with_image_sampling,
+        write_image_samples,
+    )
     from partgm.run.layout import SAMPLES
 
     run = load_run(Path(args.run_dir), weights=args.weights, device=args.device)
     d = with_image_sampling(run, d, image_sampling(args))
+    o = d.options
+    if args.out:
+        out = Path(args.out)
+        for path in image_sample_paths(out):
+            claim_output(path, args.overwrite, "--out")
+    else:
+        out = Path(args.run_dir) / SAMPLES / f"images-steps{o.steps}-w{o.guidance:g}-seed{d.seed}"
+        out = out if args.overwrite else free_stem(out, (".png", ".jsonl"))
     labels = class_list(run.data_header, args.classes)
     tokens = sample_images(run, d, labels, args.device)
-    o = d.options
-    out = Path(args.out) if args.out else (
-        Path(args.run_dir) / SAMPLES / f"images-steps{o.steps}-w{o.guidance:g}-seed{d.seed}")
     meta = {"sampler": d.sampler_name, "steps": o.steps, "guidance": o.guidance, "seed": d.seed,
             "temperature": o.temperature, "nucleus": o.nucleus, "precision": d.precision}
     png, jsonl = write_image_samples(out, run.data_header, tokens, labels, d.num_samples, meta)
@@ -41,9 +55,11 @@ def cmd_sample_images(args: argparse.Namespace, d) -> None:
 
 
 def cmd_vq_train(args: argparse.Namespace) -> None:
+    from partgm.fileio import claim_output
     from partgm.images.vq_quality import PREVIEW, train_vqvae_folder
     from partgm.images.vqvae import VQVAEConfig
 
+    claim_output(args.out, args.overwrite, "VQ directory --out")
     cfg = VQVAEConfig(hidden=args.hidden, codebook_size=args.codebook_size, code_dim=args.code_dim,
                       downsample=args.downsample, background=args.background)
     if args.size % args.downsample:
@@ -65,6 +81,7 @@ def cmd_vq_train(args: argparse.Namespace) -> None:
 def cmd_fid_digits(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_fid_digits
 
+    claim_out(args)
     print(json.dumps(evaluate_fid_digits(args.run_dir, draws(args), weights=args.weights, device=args.device,
                                          out=args.out, sampling=image_sampling(args))))
 
@@ -72,6 +89,7 @@ def cmd_fid_digits(args: argparse.Namespace) -> None:
 def cmd_fid(args: argparse.Namespace) -> None:
     from partgm.evaluation.images import evaluate_tf_fid
 
+    claim_out(args)
     print(json.dumps(evaluate_tf_fid(args.run_dir, args.inception_weights, args.ref_stats, draws(args),
                                      weights=args.weights, device=args.device, out=args.out,
                                      sampling=image_sampling(args))))
@@ -84,6 +102,7 @@ def _image_eval_args(e: argparse.ArgumentParser, per_class: int) -> None:
     add_weights(e)
     add_device(e)
     e.add_argument("--out", help="JSON output (default RUN_DIR/eval/...)")
+    add_overwrite(e, "an existing --out file")
 
 
 def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -> None:
@@ -102,6 +121,7 @@ def add(sub: argparse._SubParsersAction, eval_sub: argparse._SubParsersAction) -
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--background", default="white", help="transparency is composited over it: white | black | "
                    "grey | #RRGGBB (kept in the VQ config: data preparation uses the same)")
+    add_overwrite(p, "an existing VQ directory")
     p.set_defaults(func=cmd_vq_train)
 
     e = eval_sub.add_parser(

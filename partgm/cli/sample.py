@@ -6,26 +6,30 @@ import argparse
 import json
 from pathlib import Path
 
-from partgm.cli.args import SamplingDefaults, add_device, add_sampling, add_weights, draws, nonnegative_int
+from partgm.cli.args import (
+    SamplingDefaults,
+    add_device,
+    add_overwrite,
+    add_sampling,
+    add_weights,
+    draws,
+    nonnegative_int,
+)
 from partgm.errors import PartgmError
 
 
 def _sample_path(args: argparse.Namespace) -> Path:
     """``--out``, or RUN/samples/samples-stepsS-seedN[-K].jsonl with the first K that names no file yet; an
     existing ``--out`` is an error unless ``--overwrite``."""
+    from partgm.fileio import claim_output, free_stem
     from partgm.run.layout import SAMPLES
 
     if args.out:
         out = Path(args.out)
-        if out.exists() and not args.overwrite:
-            raise PartgmError(f"'{out}' already exists: pass --overwrite to replace it, or another --out")
-        return out
+        return claim_output(out, args.overwrite, "--out")
     stem = Path(args.run_dir) / SAMPLES / f"samples-steps{args.steps}-seed{args.seed}"
-    out, k = stem.with_suffix(".jsonl"), 1
-    while out.exists() and not args.overwrite:
-        k += 1
-        out = stem.with_name(f"{stem.name}-{k}.jsonl")
-    return out
+    stem = stem if args.overwrite else free_stem(stem, (".jsonl",))
+    return stem.with_name(stem.name + ".jsonl")
 
 
 def _check_flags(args: argparse.Namespace, image: bool) -> None:
@@ -56,9 +60,9 @@ def cmd_sample(args: argparse.Namespace) -> None:
     _check_flags(args, image)
     if image:
         return cmd_sample_images(args, d)
+    out = _sample_path(args)
     records = sample_run(Path(args.run_dir), d, prompt=args.prompt, infill=args.infill, weights=args.weights,
                          device=args.device, at_eos=args.at_eos)
-    out = _sample_path(args)
     atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))
     for r in records:
         print(f"--- sample {r['index']} ---\n{r['text']}")
@@ -96,7 +100,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     add_device(p)
     p.add_argument("--out", help="JSONL output (default RUN_DIR/samples/samples-stepsS-seedN.jsonl, then -2, -3, "
                    "... so that no earlier file is replaced); image runs: the PNG/JSONL stem")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_overwrite(p, "an existing output file")
     p.add_argument("--class", dest="classes", type=int, action="append", metavar="ID",
                    help="image runs: a class to sample, one grid row each (repeatable; default all)")
     p.set_defaults(func=cmd_sample)

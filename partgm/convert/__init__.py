@@ -43,6 +43,7 @@ from partgm.convert.reference_names import (
     reference_parameter_names,
 )
 from partgm.errors import PartgmError
+from partgm.fileio import claim_output
 from partgm.resolve import config_from_dict
 
 # ----------------------------------------------------------------------------- conversion
@@ -127,13 +128,14 @@ def convert_checkpoint(
     vocab_size: int | None = None,
     bos_id: int | None = None,
     swap_query_mode: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Convert a reference checkpoint into the run directory ``out_run_dir``; returns a summary.
 
     ``weights``: ``ema`` (default: the EMA weights become the run's EMA weights, the raw ones its raw
     weights) or ``raw`` (the raw weights are both). ``tokenizer``: a tokenizer spec (``gpt2``, a path)
     copied into the run, or ``none``. ``vocab_size``: N real tokens (default: the reference embedding's
-    rows minus the trailing [MASK] row)."""
+    rows minus the trailing [MASK] row). ``overwrite``: replace a non-empty ``out_run_dir`` (never a run)."""
     from partgm.algorithms import TokenSpace, build_algorithm
 
     if algo in IMAGE_ALGOS:  # the authors' image format: {iter, global_epoch, model_state_dict, ...}
@@ -144,8 +146,7 @@ def convert_checkpoint(
     if weights not in ("ema", "raw"):
         raise PartgmError(f"--weights must be ema or raw, not '{weights}'")
     out_run_dir = Path(out_run_dir)
-    if out_run_dir.exists() and any(out_run_dir.iterdir()):
-        raise PartgmError(f"output directory '{out_run_dir}' is not empty")
+    claim_output(out_run_dir, overwrite, "output directory")
     ckpt = load_reference_checkpoint(ckpt_path, allow_pickle)
     if is_image_checkpoint(ckpt):
         raise PartgmError(f"'{ckpt_path}' is an image checkpoint of the authors: use --algo pgm-image or maskgit")
@@ -220,6 +221,7 @@ def convert_checkpoint(
         tok,
         step,
         {"converted_from": str(ckpt_path), "weights_source": weights},
+        overwrite=overwrite,
     )
     return {
         "run_dir": str(out_run_dir),

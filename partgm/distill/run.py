@@ -40,17 +40,22 @@ def distill_run(source: Path, out: Path, overrides: list[str] | None = None, res
     from partgm.distill.algorithm import SDTTAlgorithm
     from partgm.engine import train
     from partgm.run.checkpoint import load_run, read_data_header
-    from partgm.run.layout import check_fresh_or_resume
+    from partgm.run.layout import CONFIG, LOCK, check_fresh_or_resume, list_checkpoints
     from partgm.runs import prepare_data
 
+    if resume and (out / LOCK).is_file() and not (out / CONFIG).is_file():
+        resume = False  # killed after taking its lock, before writing its config: nothing to resume yet
     check_fresh_or_resume(out, resume)
-    cfg = distill_config(source, out, list(overrides or []), resume)
-    header = read_data_header(out if resume else source)
+    # The first durable state is the first checkpoint (it holds the teacher): until it exists, a resume
+    # starts again from the source run, its teacher included (a kill before it changes nothing).
+    saved = resume and bool(list_checkpoints(out))
+    cfg = distill_config(source, out, list(overrides or []), resume and (out / CONFIG).is_file())
+    header = read_data_header(out if saved else source)
     data_path = header.get("path")
     cfg, data = (cfg, PreparedData.load(data_path)) if data_path and Path(data_path).is_dir() else prepare_data(cfg)
     base = build_algorithm(cfg, TokenSpace.from_header({**data.header, "path": None}))
     if base.sampler_family not in ("masked", "partition") or data.header.get("grid"):
         raise PartgmError(f"SDTT distils masked and partition text models, not '{cfg.algo}'")
-    # On resume the teacher's weights come from the checkpoint; a fresh network is enough here.
-    teacher = base.build_model(cfg.model) if resume else load_run(source, weights=cfg.distill.start_weights).model
-    return train(cfg, data, out, resume=resume, algorithm=SDTTAlgorithm(base, cfg.distill, teacher))
+    # From a checkpoint the teacher's weights are restored with it; a fresh network is enough here.
+    teacher = base.build_model(cfg.model) if saved else load_run(source, weights=cfg.distill.start_weights).model
+    return train(cfg, data, out, resume=saved, algorithm=SDTTAlgorithm(base, cfg.distill, teacher))

@@ -79,9 +79,12 @@ def train_vqvae_folder(
     train, val = split_images(images, val_fraction, seed)
     model = train_vqvae(train, cfg, steps=steps, lr=lr, seed=seed, progress=progress,
                         validate=lambda m: evaluate_vqvae(m, val))
-    save_vqvae(model, out)
     quality = {"train_images": len(train), "val_images": len(val) if len(images) > 1 else 0,
                **evaluate_vqvae(model, val)}
-    atomic_write_json(Path(out) / QUALITY, quality)
-    save_reconstructions(model, val, Path(out) / PREVIEW)
+
+    def reports(directory: Path) -> None:
+        atomic_write_json(directory / QUALITY, quality)
+        save_reconstructions(model, val, directory / PREVIEW)
+
+    save_vqvae(model, out, reports)  # one unit: weights, config and their reports
     return quality

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 from torch import nn
 
 from partgm.errors import PartgmError
-from partgm.fileio import atomic_write_bytes, atomic_write_json
+from partgm.fileio import atomic_write_bytes, atomic_write_json, unit_directory
 from partgm.images.pixels import parse_background, read_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -195,12 +195,16 @@ def train_vqvae(
     return model.eval()
 
 
-def save_vqvae(model: VQVAE, directory: str | Path) -> None:
-    """Write ``config.json`` and ``model.safetensors`` into ``directory`` (each atomically)."""
-    directory = Path(directory)
-    atomic_write_json(directory / "config.json", dataclasses.asdict(model.cfg))
+def save_vqvae(model: VQVAE, directory: str | Path, extra: Callable[[Path], None] | None = None) -> None:
+    """Write ``directory`` (``config.json`` + ``model.safetensors``, and what ``extra(dir)`` adds) as a
+    unit: a kill or an error leaves the previous directory (or none), never a new config beside old
+    weights."""
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(directory / "model.safetensors", safetensors.torch.save(state))
+    with unit_directory(directory) as tmp:
+        atomic_write_json(tmp / "config.json", dataclasses.asdict(model.cfg))
+        atomic_write_bytes(tmp / "model.safetensors", safetensors.torch.save(state))
+        if extra is not None:
+            extra(tmp)
 
 
 def load_vqvae(directory: str | Path) -> VQVAE:

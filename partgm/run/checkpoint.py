@@ -8,6 +8,7 @@ does ``latest`` move to it. A crash at any point leaves the previous checkpoint 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -29,9 +30,15 @@ from partgm.config import RunConfig, to_dict
 from partgm.data.tokenizers import Tokenizer
 from partgm.devices import resolve_device
 from partgm.errors import PartgmError
-from partgm.fileio import _fsync_dir, atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+from partgm.fileio import (
+    _fsync_dir,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    exchange_paths,
+)
 from partgm.resolve import config_from_dict
-from partgm.run.layout import CHECKPOINTS, CONFIG, DATA, LATEST, TOKENIZER, list_checkpoints
+from partgm.run.layout import CHECKPOINTS, CONFIG, DATA, LATEST, TOKENIZER, TRASH, list_checkpoints
 from partgm.run.layout import STEP_DIR as _STEP_DIR
 
 WEIGHT_FILES = {"raw": "model.safetensors", "ema": "ema.safetensors"}
@@ -79,20 +86,31 @@ def save_checkpoint(
     ``keep_last`` checkpoints (0: all). ``weights`` / ``ema_weights`` are model state dicts."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):  # left by a crash mid-save
+    for stale in [*root.glob(".tmp-*"), *root.glob(TRASH + "*")]:  # left by a crash mid-save or mid-prune
         shutil.rmtree(stale, ignore_errors=True)
     name = f"step_{step:08d}"
     tmp = root / f".tmp-{name}-{os.getpid()}"
-    tmp.mkdir()
-    atomic_write_bytes(tmp / WEIGHT_FILES["raw"], safetensors.torch.save(_tensors(weights)))
-    atomic_write_bytes(tmp / WEIGHT_FILES["ema"], safetensors.torch.save(_tensors(ema_weights)))
-    atomic_write(tmp / "training_state.pt", lambda f: torch.save(training_state, f))
-    atomic_write_json(tmp / "meta.json", {"step": step, "time": time.time()})
+    try:
+        tmp.mkdir()
+        atomic_write_bytes(tmp / WEIGHT_FILES["raw"], safetensors.torch.save(_tensors(weights)))
+        atomic_write_bytes(tmp / WEIGHT_FILES["ema"], safetensors.torch.save(_tensors(ema_weights)))
+        buffer = io.BytesIO()  # serialised in memory: torch's zip writer fails with a RuntimeError on a full disk
+        torch.save(training_state, buffer)
+        atomic_write_bytes(tmp / "training_state.pt", buffer.getvalue())
+        atomic_write_json(tmp / "meta.json", {"step": step, "time": time.time()})
+    except BaseException as exc:  # a full disk (or any failure): no temporary directory stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise PartgmError(f"cannot write checkpoint '{root / name}': {exc.strerror or exc}") from None
+        raise
     final = root / name
-    if final.exists():  # the same step saved again: move the old copy aside first
-        old = root / f".tmp-old-{name}-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
+    if final.exists():  # the same step saved again: swap the copies in one step, then delete the old one
+        old = root / f"{TRASH}{name}-{os.getpid()}"
+        if exchange_paths(tmp, final):
+            os.replace(tmp, old)
+        else:
+            os.replace(final, old)
+            os.replace(tmp, final)
         shutil.rmtree(old)
     else:
         os.replace(tmp, final)
@@ -100,8 +118,11 @@ def save_checkpoint(
     atomic_write_text(root / LATEST, name + "\n")
     if keep_last > 0:
         for old in list_checkpoints(run_dir)[:-keep_last]:
-            if old != final:
-                shutil.rmtree(old)
+            if old != final:  # renamed out of the list first: a kill mid-delete leaves no half checkpoint
+                trash = root / f"{TRASH}{old.name}-{os.getpid()}"
+                os.replace(old, trash)
+                shutil.rmtree(trash)
+        _fsync_dir(root)
     return final
 
 

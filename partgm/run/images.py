@@ -86,6 +86,13 @@ def class_list(header: dict[str, Any], classes: list[int] | None) -> list[int] |
     return list(classes) if classes else list(range(n))
 
 
+def image_sample_paths(out: Path) -> tuple[Path, Path]:
+    """``out.png`` and ``out.jsonl`` (a ``.png`` / ``.jsonl`` suffix of ``out`` is dropped first)."""
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix in (".png", ".jsonl") else out
+    return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".jsonl")
+
+
 def write_image_samples(
     out: Path, header: dict[str, Any], tokens: torch.Tensor, labels: list[int] | None, per_row: int,
     meta: dict[str, Any],
@@ -94,7 +101,7 @@ def write_image_samples(
     and ``meta``), written atomically. Returns both paths."""
     names = header.get("class_names") or []
     row_labels = None if labels is None else [names[c] if c < len(names) else str(c) for c in labels]
-    png, jsonl = out.with_suffix(".png"), out.with_suffix(".jsonl")
+    png, jsonl = image_sample_paths(out)
     save_image_grid(decode_images(header, tokens), png, nrow=per_row, row_labels=row_labels)
     lines = [
         json.dumps({"index": i, "label": None if labels is None else labels[i // per_row], "token_ids": row, **meta})

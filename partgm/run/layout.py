@@ -9,6 +9,7 @@ Layout::
     RUN/.lock               held by the process that trains the run
     RUN/checkpoints/step_XXXXXXXX/{model,ema}.safetensors, training_state.pt, meta.json
     RUN/checkpoints/latest  name of the newest complete checkpoint directory
+    RUN/checkpoints/.tmp-*, .trash-*  a checkpoint being written / deleted (removed on the next save)
     RUN/samples/            ``partgm sample`` output (samples-stepsS-seedN.jsonl, images-...)
     RUN/eval/               evaluation records (ppl-val.json, genppl-....json, lm-eval/TASK.json, ...)
     RUN/plots/              ``partgm plot RUN`` output
@@ -31,6 +32,7 @@ METRICS = "metrics.jsonl"
 LOCK = ".lock"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
+TRASH = ".trash-"  # prefix of a checkpoint directory being deleted (renamed first, so never half a checkpoint)
 SAMPLES = "samples"
 EVAL = "eval"
 PLOTS = "plots"

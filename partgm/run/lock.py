@@ -18,8 +18,9 @@ from partgm.errors import PartgmError
 from partgm.run.layout import LOCK
 
 LOCK_FILE = LOCK
-# atomic_write's ".NAME.PID.tmp" files and save_checkpoint's ".tmp-step_X-PID" / ".tmp-old-step_X-PID" dirs
-_TEMPORARY = re.compile(r"\..+\.\d+\.tmp|\.tmp-(?:old-)?step_\d{8}-\d+")
+# atomic_write's ".NAME.PID.tmp" files, unit_directory's ".NAME.PID[-0].tmp" dirs and save_checkpoint's
+# ".tmp-step_X-PID" / ".trash-step_X-PID" dirs
+_TEMPORARY = re.compile(r"\..+\.\d+(?:-0)?\.tmp|\.tmp-step_\d{8}-\d+|\.trash-step_\d{8}-\d+")
 
 
 class RunLock:

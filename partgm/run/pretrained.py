@@ -54,43 +54,45 @@ def write_run_directory(
     step: int = 0,
     extra_header: dict[str, Any] | None = None,
     space: Any | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write a run directory that ``partgm.run.checkpoint.load_run`` reads: config.json, data.json,
     tokenizer.json (when given) and one checkpoint ``step_XXXXXXXX`` holding ``weights`` as the raw and
-    ``ema_weights`` (default: the same tensors) as the EMA weights. The run has no optimizer state, so
-    it can be sampled and evaluated, not resumed. ``weights`` must load into the model the config builds.
-    ``space``: the ``TokenSpace`` (default: from the sizes; image runs pass theirs, ``bos_id`` None)."""
+    ``ema_weights`` (default: the same tensors) as the EMA weights, as a unit (a kill or an error leaves
+    no half-written run). The run has no optimizer state, so it can be sampled and evaluated, not
+    resumed. ``weights`` must load into the model the config builds. ``space``: the ``TokenSpace``
+    (default: from the sizes; image runs pass theirs, ``bos_id`` None). ``overwrite``: replace a non-empty
+    ``run_dir`` that is not a run."""
     from partgm.algorithms import TokenSpace, build_algorithm
-    from partgm.fileio import atomic_write_json
+    from partgm.fileio import atomic_write_json, claim_output, unit_directory
     from partgm.run.checkpoint import check_state, save_checkpoint
 
     run_dir = Path(run_dir)
     if (run_dir / layout.CHECKPOINTS).exists() or (run_dir / layout.CONFIG).exists():
         raise PartgmError(f"'{run_dir}' already holds a run; pick a new directory")
+    claim_output(run_dir, overwrite, "run directory")
     algorithm = build_algorithm(cfg, space or TokenSpace(vocab_size, cfg.data.length, bos_id))
     with torch.device("meta"):
         expected = algorithm.build_model(cfg.model).state_dict()
     check_state(expected, weights)
     if ema_weights is not None:
         check_state(expected, ema_weights)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", to_dict(cfg))
-    header = {
-        "path": "",
-        "tokenizer": cfg.data.tokenizer,
-        "vocab_size": int(vocab_size),
-        "bos_id": None if bos_id is None else int(bos_id),
-        "eos_id": None if eos_id is None else int(eos_id),
-        "length": int(cfg.data.length),
-        **(extra_header or {}),
-    }
-    atomic_write_json(run_dir / "data.json", header)
-    if tokenizer is not None:
-        tokenizer.save(run_dir)
-    state = {"step": int(step), "note": "written by partgm (convert / hub import): no optimizer state"}
-    save_checkpoint(
-        run_dir, int(step), weights, weights if ema_weights is None else ema_weights, state, keep_last=0
-    )
+    with unit_directory(run_dir) as tmp:
+        atomic_write_json(tmp / "config.json", to_dict(cfg))
+        header = {
+            "path": "",
+            "tokenizer": cfg.data.tokenizer,
+            "vocab_size": int(vocab_size),
+            "bos_id": None if bos_id is None else int(bos_id),
+            "eos_id": None if eos_id is None else int(eos_id),
+            "length": int(cfg.data.length),
+            **(extra_header or {}),
+        }
+        atomic_write_json(tmp / "data.json", header)
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        state = {"step": int(step), "note": "written by partgm (convert / hub import): no optimizer state"}
+        save_checkpoint(tmp, int(step), weights, weights if ema_weights is None else ema_weights, state, keep_last=0)
     return run_dir
 
 
@@ -129,7 +131,8 @@ def save_pretrained(
 
     ``model_or_run``: a run directory (its ``weights``, ``ema`` or ``raw``, are exported), a
     ``partgm.run.checkpoint.LoadedRun``, or an ``nn.Module``, which then needs ``cfg`` and ``algorithm``
-    (and ``tokenizer``, optional). Files are replaced atomically; other files in ``directory`` stay."""
+    (and ``tokenizer``, optional). ``directory`` is written as a unit (it replaces an earlier one whole; a run
+    directory is refused)."""
     from partgm.run.checkpoint import LoadedRun, load_run
 
     if isinstance(model_or_run, (str, Path)):
@@ -158,8 +161,9 @@ def save_pretrained(
         raise PartgmError(
             f"tokenizer vocab {tokenizer.vocab_size} does not match the model's {algorithm.vocab_size}"
         )
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    from partgm.fileio import claim_output, unit_directory
+
+    directory = claim_output(directory, True, "pretrained directory")
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -171,17 +175,16 @@ def save_pretrained(
         "tokenizer": TOKENIZER_FILE if tokenizer is not None else None,
     }
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(
-        directory / WEIGHTS_FILE,
-        safetensors.torch.save(tensors, metadata={"format": "pt", "partgm_algo": cfg.algo}),
-    )
-    if tokenizer is not None:
-        tokenizer.save(directory)
-    elif (directory / TOKENIZER_FILE).exists():
-        (directory / TOKENIZER_FILE).unlink()
     n_params = sum(p.numel() for p in model.parameters())
-    atomic_write_bytes(directory / "README.md", _model_card(cfg, meta, n_params).encode())
-    atomic_write_bytes(directory / CONFIG_FILE, (json.dumps({**to_dict(cfg), **meta}, indent=2) + "\n").encode())
+    with unit_directory(directory) as tmp:
+        atomic_write_bytes(
+            tmp / WEIGHTS_FILE,
+            safetensors.torch.save(tensors, metadata={"format": "pt", "partgm_algo": cfg.algo}),
+        )
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+        atomic_write_bytes(tmp / "README.md", _model_card(cfg, meta, n_params).encode())
+        atomic_write_bytes(tmp / CONFIG_FILE, (json.dumps({**to_dict(cfg), **meta}, indent=2) + "\n").encode())
     return directory
 
 
@@ -260,15 +263,19 @@ def from_pretrained(directory_or_hub_id: str | Path, device: str = "cpu", revisi
 
 
 def import_pretrained(
-    directory_or_hub_id: str | Path, run_dir: str | Path, revision: str | None = None
+    directory_or_hub_id: str | Path, run_dir: str | Path, revision: str | None = None, overwrite: bool = False
 ) -> Path:
-    """Write a run directory (usable by ``partgm sample`` / ``partgm eval``) from a pretrained one."""
+    """Write a run directory (usable by ``partgm sample`` / ``partgm eval``) from a pretrained one
+    (``overwrite``: replace a non-empty ``run_dir`` that is not a run)."""
+    from partgm.fileio import claim_output
+
+    claim_output(run_dir, overwrite, "run directory")  # before any download
     p = load_pretrained(directory_or_hub_id, "cpu", revision)
     state = p.model.state_dict()
     h = p.data_header
     return write_run_directory(
         run_dir, p.cfg, h["vocab_size"], h["bos_id"], int(h["eos_id"]), state, state, p.tokenizer, p.step,
-        {"source": str(directory_or_hub_id), "weights_source": p.weights},
+        {"source": str(directory_or_hub_id), "weights_source": p.weights}, overwrite=overwrite,
     )
 
 
@@ -290,9 +297,9 @@ def push_to_hub(
                                 commit_message or f"partgm: upload {Path(run_dir).name}")
 
 
-def pull_from_hub(repo_id: str, run_dir: str | Path, revision: str | None = None) -> Path:
+def pull_from_hub(repo_id: str, run_dir: str | Path, revision: str | None = None, overwrite: bool = False) -> Path:
     """Download the Hub repository ``repo_id`` (a pretrained directory) into a new run directory."""
     hub_module()
     if Path(repo_id).expanduser().is_dir():
         raise PartgmError(f"'{repo_id}' is a local directory: use `partgm hub import` for local directories")
-    return import_pretrained(repo_id, run_dir, revision)
+    return import_pretrained(repo_id, run_dir, revision, overwrite)

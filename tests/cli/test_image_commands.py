@@ -44,6 +44,20 @@ def test_sample_writes_a_grid_per_class_and_codes(digits_run, capsys):
     assert "apply to confidence and halton" in capsys.readouterr().err
 
 
+def test_image_samples_are_never_replaced_without_overwrite(digits_run, tmp_path, capsys):
+    args = ["sample", str(digits_run), "--steps", "2", "--num-samples", "1", "--class", "0", "--batch", "1"]
+    (tmp_path / "x.jsonl").write_text("not yours")
+    assert main([*args, "--out", str(tmp_path / "x")]) == 2 and "pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "x.jsonl").read_text() == "not yours" and not (tmp_path / "x.png").exists()
+    assert main([*args, "--out", str(tmp_path / "x"), "--overwrite"]) == 0
+    samples = digits_run / "samples"
+    before = {p.name for p in samples.iterdir()} if samples.is_dir() else set()
+    assert main(args) == 0 and main(args) == 0  # the second takes the next free name
+    assert sorted({p.name for p in samples.iterdir()} - before) == [
+        "images-steps2-w0-seed0-2.jsonl", "images-steps2-w0-seed0-2.png", "images-steps2-w0-seed0.jsonl",
+        "images-steps2-w0-seed0.png"]
+
+
 def test_fid_digits_record_names_its_protocol(digits_run):
     out = digits_run / "fid.json"
     assert main(["eval", "fid-digits", str(digits_run), "--num-per-class", "3", "--steps", "4", "--out", str(out)]) == 0

@@ -433,7 +433,7 @@ def test_layout_errors(tmp_path: Path) -> None:
         convert(edit_ckpt(good, tmp_path / "r.ckpt", lambda c: c.update(hyper_parameters=rms)))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(PartgmError, match="is not empty"):
+    with pytest.raises(PartgmError, match="already exists: pass --overwrite"):
         convert_checkpoint(good, tmp_path / "full", "pgm", allow_pickle=True, tokenizer="none")
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import safetensors.torch
 import torch
-from helpers import write_corpus
+from helpers import checkpoint_state, equal, write_corpus
 
 from partgm.algorithms import Batch, TokenSpace
 from partgm.algorithms.mdlm import MDLMAlgorithm
@@ -107,11 +106,11 @@ def test_round_switch_copies_the_chosen_weights(teacher_weights, swap):
     raw = copy.deepcopy(student.state_dict())
     trainer = SimpleNamespace(model=student, ema=ema, dist=SimpleNamespace(is_main=False))
     sdtt.after_optimizer_step(trainer, 1)
-    assert sdtt.rounds.round == 0 and _equal(sdtt.teacher.state_dict(), teacher.state_dict())
+    assert sdtt.rounds.round == 0 and equal(sdtt.teacher.state_dict(), teacher.state_dict())
     sdtt.after_optimizer_step(trainer, 2)
     expected = ema.model_state_dict(student) if teacher_weights == "ema" or swap else raw
     assert sdtt.rounds.round == 1 and sdtt.rounds.dt == 2 / 1024
-    assert _equal(sdtt.teacher.state_dict(), expected) and _equal(student.state_dict(), expected if swap else raw)
+    assert equal(sdtt.teacher.state_dict(), expected) and equal(student.state_dict(), expected if swap else raw)
 
 
 def test_swap_resets_the_ema_and_dt_grows_by_the_teacher_steps():
@@ -125,7 +124,7 @@ def test_swap_resets_the_ema_and_dt_grows_by_the_teacher_steps():
     trainer = SimpleNamespace(model=student, ema=ema, dist=SimpleNamespace(is_main=False))
     sdtt.after_optimizer_step(trainer, 2)
     assert sdtt.rounds.dt == 3 / 1024  # initial_dt * k**round, the reference's growth
-    assert ema.num_updates == 0 and _equal(ema.model_state_dict(student), student.state_dict())
+    assert ema.num_updates == 0 and equal(ema.model_state_dict(student), student.state_dict())
 
 
 def test_start_weights_raw_inits_teacher_and_student_from_raw(tmp_path):
@@ -171,32 +170,13 @@ OVERRIDES = ["distill.steps_per_round=2", "distill.initial_dt=0.125", "train.sav
              "train.eval_every=0", "train.ema_decay=0.9", "train.global_batch=4", "train.progress=false"]
 
 
-def _equal(a, b) -> bool:
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(u, v) for u, v in zip(a, b))
-    return a == b
-
-
-def _state(run_dir: Path) -> dict:
-    checkpoint = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
-    state = torch.load(checkpoint / "training_state.pt", weights_only=False)
-    for kind in ("model", "ema"):
-        state[kind] = safetensors.torch.load_file(checkpoint / f"{kind}.safetensors")
-    del state["elapsed"]
-    return state
-
-
 def test_exact_resume_at_and_between_round_boundaries(source, tmp_path):
     full = tmp_path / "full"
     distill_run(source, full, ["distill.rounds=3", *OVERRIDES])
-    reference = _state(full)
+    reference = checkpoint_state(full)
     assert reference["algorithm"]["rounds"]["round"] == 3 and reference["step"] == 6
     teacher = reference["algorithm"]["teacher"]
-    assert _equal(teacher, _state(full)["model"])  # the last round switch copied the raw student
+    assert equal(teacher, checkpoint_state(full)["model"])  # the last round switch copied the raw student
     for stop in (2, 3):  # at the end of round 1; in the middle of round 2
         split = tmp_path / f"split{stop}"
         shutil.copytree(full, split)
@@ -206,10 +186,10 @@ def test_exact_resume_at_and_between_round_boundaries(source, tmp_path):
             shutil.rmtree(round_dir(split, done))
         (split / "checkpoints" / "latest").write_text(f"step_{stop:08d}\n")
         distill_run(source, split, ["distill.rounds=3", *OVERRIDES], resume=True)
-        assert _equal(_state(split), reference), stop
+        assert equal(checkpoint_state(split), reference), stop
         for done in (1, 2, 3):
             a, b = (load_run(round_dir(run, done), weights="raw").model.state_dict() for run in (full, split))
-            assert _equal(a, b)
+            assert equal(a, b)
 
 
 def test_rounds_load_and_sample_like_plain_runs(source, tmp_path, capsys):
