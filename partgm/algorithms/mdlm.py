@@ -17,7 +17,7 @@ class MDLMAlgorithm(Algorithm):
     name = "mdlm"
     model_config = DiTConfig
     sampler_family = "masked"
-    samplers = ("ancestral", "fast-ancestral", "threshold", "eb", "confidence", "halton")
+    samplers = ("ancestral", "fast-ancestral", "dual-cache", "threshold", "eb", "confidence", "halton")
 
     @property
     def mask_id(self) -> int:

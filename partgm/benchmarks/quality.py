@@ -19,6 +19,7 @@ import torch
 from partgm.benchmarks.frontier import frontier_settings
 from partgm.benchmarks.timing import environment, machine_load
 from partgm.samplers.adaptive import AdaptiveSampler, EntropyBoundSampler, ThresholdSampler
+from partgm.samplers.dual_cache import DualCacheSampler
 
 # two-sided 97.5% Student t quantiles by degrees of freedom (intervals across training seeds)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
@@ -129,7 +130,7 @@ def train_runs(s: QualitySettings, out_dir: Path, log=print) -> dict[tuple[str, 
 
 def sampler_points(algo: str, s: QualitySettings) -> list[tuple[str, object, list[int]]]:
     """(label, sampler, step counts) of each curve of an algorithm: PGM exact and the cache at each refresh,
-    MDLM fast-ancestral, AR left to right (one point), MaskGIT / pgm-image confidence and Halton; the
+    MDLM fast-ancestral and the dual cache at each refresh, AR left to right (one point), MaskGIT / pgm-image confidence and Halton; the
     exact denoiser in each parallel family of the data (``oracle_families``)."""
     steps = list(s.steps)
     curves = {"mdlm": ["fast-ancestral"], "mdlm-complement": ["fast-ancestral"], "maskgit": ["confidence", "halton"],
@@ -147,7 +148,10 @@ def sampler_points(algo: str, s: QualitySettings) -> list[tuple[str, object, lis
     if algo == "oracle":  # the adaptive rules on the exact denoiser: what parallel decoding alone costs
         return [(f"{name} ({family})", name, steps) for name, family in oracle_families(s).items()] + [
             (f"{label} (partition)", sampler, steps) for label, sampler, steps in adaptive]
-    return [(name, name, steps) for name in curves[algo]] + (adaptive if algo in ("mdlm", "mdlm-complement") else [])
+    if algo in ("mdlm", "mdlm-complement"):
+        cached = [(f"dual-cache r={r or 'never'}", DualCacheSampler(r), steps) for r in s.refresh]
+        return [(name, name, steps) for name in curves[algo]] + cached + adaptive
+    return [(name, name, steps) for name in curves[algo]]
 
 
 def oracle_families(s: QualitySettings) -> dict[str, str]:

@@ -86,7 +86,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run_dir")
     add_sampling(p, SamplingDefaults(guidance=True))
     p.add_argument("--refresh", type=nonnegative_int, metavar="R",
-                   help="cached sampler (approximate, opt-in): re-encode every R steps (1: exact, 0: never)")
+                   help="cached (PGM) / dual-cache (MDLM) samplers (approximate, opt-in): recompute every position "
+                   "every R steps (1: exact, 0: never); alone it picks cached")
     p.add_argument("--compile", action="store_true",
                    help="uniform / binomial: torch.compile the packed forward (bucketed clean widths)")
     p.add_argument("--prompt", help="text placed right after BOS (a prefix)")

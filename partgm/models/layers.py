@@ -180,6 +180,22 @@ class KVCache:
         return self.k, self.v
 
 
+class StaleKV:
+    """Keys and values of every position from an earlier full pass, [B, h, L, d] each, in which the rows
+    of the positions recomputed now (``index`` [B, A]) take their fresh values: what the approximate
+    ``dual-cache`` sampler attends. Read-only (same protocol as ``KVCache.append``): the stored tensors
+    change only when the sampler refreshes them. Duplicate indices must carry identical values."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, index: torch.Tensor):
+        self.k, self.v = k, v
+        self.index = index
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fresh k, v [B, h, A, d] of the ``index`` positions -> every position's [B, h, L, d]."""
+        rows = self.index[:, None, :, None].expand_as(k)
+        return self.k.scatter(2, rows, k), self.v.scatter(2, rows, v)
+
+
 class DiTBlock(nn.Module):
     """Pre-LayerNorm transformer block with adaLN shift/scale/gate and self-attention.
 

@@ -15,7 +15,7 @@ from partgm.errors import PartgmError
 from partgm.precision import PRECISIONS, autocast_for
 
 # register the built-in samplers (each algorithm declares its own, default first: ``Algorithm.samplers``)
-from partgm.samplers import adaptive, autoregressive, cached, images, masked, partition  # noqa: F401
+from partgm.samplers import adaptive, autoregressive, cached, dual_cache, images, masked, partition  # noqa: F401
 from partgm.samplers.base import SAMPLER_FAMILIES, Sampler, get_sampler, register_sampler, sampler_names
 from partgm.samplers.common import DecodePlan, Prompt, SamplingOptions, make_prompt
 

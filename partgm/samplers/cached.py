@@ -25,6 +25,7 @@ from partgm.models.partition import Queries, other_group_summary
 from partgm.samplers.adaptive import adaptive_choice
 from partgm.samplers.base import Sampler, register_sampler
 from partgm.samplers.common import DecodePlan, choose_tokens, progress, with_spare_column
+from partgm.samplers.dual_cache import DualCacheSampler
 from partgm.samplers.partition import BinomialSampler, CompiledPacked, UniformSampler
 
 
@@ -84,7 +85,8 @@ class CachedSampler(UniformSampler):
 
     def sample(self, algorithm, model, prompt, options, generator):
         if algorithm.sampler_family != self.family or not hasattr(model, "encode"):
-            raise PartgmError(f"the cached sampler is for PGM models (partition family), not '{algorithm.name}'")
+            raise PartgmError(f"the cached sampler is for PGM models (partition family), not '{algorithm.name}'"
+                              " (MDLM: --sampler dual-cache)")
         if getattr(model, "prefix", None) is not None:
             raise PartgmError("the cached sampler does not support the authors' image layout "
                               "(model.image_layout=authors); use --sampler uniform or halton")
@@ -123,11 +125,11 @@ def sampler_choice(
             raise PartgmError("--threshold / --entropy-bound do not combine with --refresh or --compile")
         return adaptive_choice(name, threshold, entropy_bound)
     if refresh is not None:
-        if name not in ("auto", "cached"):
-            raise PartgmError(f"--refresh is an option of the cached sampler, not of '{name}'")
+        if name not in ("auto", "cached", "dual-cache"):
+            raise PartgmError(f"--refresh is an option of the cached (PGM) and dual-cache (MDLM) samplers, not of '{name}'")
         if compile:
-            raise PartgmError("--compile applies to the uniform and binomial samplers, not to cached")
-        return CachedSampler(refresh)
+            raise PartgmError(f"--compile applies to the uniform and binomial samplers, not to {name}")
+        return DualCacheSampler(refresh) if name == "dual-cache" else CachedSampler(refresh)
     if compile:
         if name not in ("auto", "uniform", "binomial"):
             raise PartgmError(f"--compile applies to the uniform and binomial PGM samplers, not to '{name}'")
