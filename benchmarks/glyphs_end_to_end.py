@@ -1,16 +1,18 @@
 """Real images end to end: glyphs of the DejaVu fonts (Debian package fonts-dejavu-core) rendered to RGB
 -> ``partgm vq train`` -> MaskGIT and PGM-image at equal compute -> sample grids, FID-glyphs, images/s.
 
-    python benchmarks/glyphs_end_to_end.py OUT [--scale tiny|small|full] [--fonts DIR] [--train-threads N]
+    python benchmarks/glyphs_end_to_end.py OUT [--scale tiny|small|full] [--seeds N] [--before]
+                                               [--fonts DIR] [--train-threads N]
 
 - Data: 10 classes (the letters A-J), ``per_class`` images each, every one a random DejaVu face (22
   faces), size, rotation (+-15 degrees), offset and fore-/background colours, rendered at 64 px and
   resized to 32x32 RGB (full: 500 a class, 5,000 images; small: 300 a class, 3,000 images, shorter
   training, for about 40 minutes on 2 quiet cores).
 - Tokenizer: the small VQ-VAE, 256 codes, downsampling 4 (8x8 = 64 codes an image).
-- Models at equal compute: the same width, batch and steps; MaskGIT 4 blocks vs PGM 2 + 2. Each twice:
-  ``after`` (the defaults: the authors' image layout / MaskGIT network / objective) and ``before``
-  (``model.image_layout=grid2d``, ``model.network=dit``: partgm's earlier models).
+- Models at equal compute: the same width, batch and steps; MaskGIT 4 blocks vs PGM 2 + 2, in today's
+  defaults (the authors' image layout / MaskGIT network / objective), ``--seeds`` training seeds each
+  (default 3). ``--before`` adds partgm's earlier models (``model.image_layout=grid2d``,
+  ``model.network=dit``), seed 0 only.
 - Sampling: each sampler with the authors' numbers (``after``) and partgm's earlier ones (``before``:
   ``--schedule partgm``, no first-step temperature change, constant guidance; approximately the earlier
   samplers, whose first Halton step was sharpened instead), guidance 0 and 2.
@@ -19,8 +21,10 @@
   samples and the real training images; class accuracy of the conditional samples. A sanity metric
   like FID-digits, NOT ImageNet FID. images/s: sampling only (VQ decoding excluded), one thread.
 
-Writes OUT/results.jsonl (one record per model x sampler x schedule x guidance), OUT/grid-*.png and the
-runs under OUT/runs. Timings are valid only on a quiet machine.
+Writes OUT/results.jsonl (one record per model x seed x sampler x sampler numbers x guidance, FID with
+its bootstrap interval over the samples), OUT/summary.json and OUT/summary.md (the mean over training
+seeds with a t interval over seeds), OUT/grid-*.png and the runs under OUT/runs. Timings are valid
+only on a quiet machine.
 """
 
 from __future__ import annotations
@@ -77,8 +81,8 @@ def check(code: int, what: str) -> None:
         raise SystemExit(f"{what} failed (exit {code})")
 
 
-def evaluate(run_dir: Path, out: Path, label: str, scale: dict, classifier, real: torch.Tensor) -> list[dict]:
-    from partgm.images.digits_classifier import class_accuracy, digits_fid
+def evaluate(run_dir: Path, out: Path, label: str, seed: int, scale: dict, classifier, real: torch.Tensor) -> list[dict]:
+    from partgm.images.digits_classifier import class_accuracy, digits_fid_interval
     from partgm.images.grid import save_image_grid
     from partgm.run.checkpoint import load_run
     from partgm.run.images import decode_images, sample_images
@@ -104,15 +108,48 @@ def evaluate(run_dir: Path, out: Path, label: str, scale: dict, classifier, real
                 pixels = decode_images(run.data_header, tokens)
                 levels = pooled_levels(pixels)
                 truth = torch.tensor([c for c in labels for _ in range(n)])
-                record = {"model": label, "sampler": name, "sampler_numbers": schedule, "guidance": w,
+                fid = digits_fid_interval(classifier, levels, real)
+                record = {"model": label, "seed": seed, "sampler": name, "sampler_numbers": schedule, "guidance": w,
                           "steps": scale["steps_s"], "num_images": len(tokens), "images_per_s": len(tokens) / seconds,
-                          "fid_glyphs": digits_fid(classifier, levels, real),
+                          "fid_glyphs": fid["value"], "fid_glyphs_ci95": fid["ci95"],
                           "class_accuracy": class_accuracy(classifier, levels, truth)}
                 records.append(record)
                 print(json.dumps(record), flush=True)
-                if w == 2.0 and schedule == "authors":
+                if w == 2.0 and schedule == "authors" and seed == 0:
                     save_image_grid(pixels, out / f"grid-{label}-{name}.png", n, row_labels=list(CLASSES))
     return records
+
+
+def summarize(records: list[dict]) -> list[dict]:
+    """Per (model, sampler, sampler numbers, guidance): the mean over training seeds of FID-glyphs, class
+    accuracy and images/s, each with the half-width of its t 95% interval over seeds (None for one seed)."""
+    from scipy import stats
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["model"], r["sampler"], r["sampler_numbers"], r["guidance"]), []).append(r)
+    rows = []
+    for (model, sampler, numbers, w), rs in groups.items():
+        row = {"model": model, "sampler": sampler, "sampler_numbers": numbers, "guidance": w, "seeds": len(rs)}
+        for key in ("fid_glyphs", "class_accuracy", "images_per_s"):
+            values = np.array([r[key] for r in rs])
+            half = (stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / len(values) ** 0.5
+                    if len(values) > 1 else None)
+            row[key] = {"mean": float(values.mean()), "ci95": None if half is None else float(half)}
+        rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    def cell(v: dict, fmt: str) -> str:
+        return format(v["mean"], fmt) + ("" if v["ci95"] is None else " +- " + format(v["ci95"], fmt))
+
+    lines = ["| model | sampler | numbers | w | seeds | FID-glyphs | class accuracy | images/s |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['sampler']} | {r['sampler_numbers']} | {r['guidance']:g} | {r['seeds']} | "
+                     f"{cell(r['fid_glyphs'], '.2f')} | {cell(r['class_accuracy'], '.3f')} | {cell(r['images_per_s'], '.0f')} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -120,6 +157,8 @@ def main() -> None:
     p.add_argument("out")
     p.add_argument("--scale", choices=tuple(SCALES), default="full")
     p.add_argument("--fonts", default="/usr/share/fonts/truetype/dejavu", help="the DejaVu .ttf directory")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds of each model (default 3)")
+    p.add_argument("--before", action="store_true", help="also partgm's earlier models (seed 0)")
     p.add_argument("--train-threads", type=int, default=1, help="torch threads of the VQ and model training "
                    "(sampling, which is timed, always uses 1)")
     args = p.parse_args()
@@ -140,13 +179,13 @@ def main() -> None:
               "train.lr=1e-3", f"train.warmup_steps={max(1, scale['steps'] // 30)}", "train.ema_decay=0.999",
               f"train.eval_every={scale['steps']}", "train.eval_batches=2", f"train.save_every={scale['steps']}",
               "train.progress=false"]
-    models = {
-        "maskgit": ["--algo", "maskgit", "model.n_blocks=4"],
-        "maskgit-before": ["--algo", "maskgit", "model.n_blocks=4", "model.network=dit"],
-        "pgm": ["--algo", "pgm-image", "model.n_encoder_blocks=2", "model.n_decoder_blocks=2"],
-        "pgm-before": ["--algo", "pgm-image", "model.n_encoder_blocks=2", "model.n_decoder_blocks=2",
-                       "model.image_layout=grid2d"],
-    }
+    models = [(label, seed, extra) for seed in range(args.seeds) for label, extra in (
+        ("maskgit", ["--algo", "maskgit", "model.n_blocks=4"]),
+        ("pgm", ["--algo", "pgm-image", "model.n_encoder_blocks=2", "model.n_decoder_blocks=2"]))]
+    if args.before:
+        models += [("maskgit-before", 0, ["--algo", "maskgit", "model.n_blocks=4", "model.network=dit"]),
+                   ("pgm-before", 0, ["--algo", "pgm-image", "model.n_encoder_blocks=2", "model.n_decoder_blocks=2",
+                                      "model.image_layout=grid2d"])]
     from partgm.images.digits_classifier import train_digits_classifier
     from partgm.images.vqvae import load_image_folder
 
@@ -154,14 +193,19 @@ def main() -> None:
     real = pooled_levels(((images.permute(0, 2, 3, 1) + 1) / 2).numpy())
     classifier = train_digits_classifier(real, image_labels)
     records = []
-    for label, extra in models.items():
-        run_dir = runs / label
+    for label, seed, extra in models:
+        run_dir = runs / f"{label}-seed{seed}"
         if not (run_dir / "checkpoints").is_dir():
-            check(partgm(["train", *threads, "--run-dir", str(run_dir), *extra, *common]), f"train {label}")
+            check(partgm(["train", *threads, "--run-dir", str(run_dir), *extra, *common, f"train.seed={seed}"]),
+                  f"train {label} seed {seed}")
             torch.set_num_threads(1)
-        records += evaluate(run_dir, out, label, scale, classifier, real)
+        records += evaluate(run_dir, out, label, seed, scale, classifier, real)
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    print(f"wrote {out / 'results.jsonl'} ({len(records)} records)")
+    rows = summarize(records)
+    (out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "summary.md").write_text(markdown(rows))
+    print(markdown(rows))
+    print(f"wrote {out / 'results.jsonl'} ({len(records)} records), summary.json, summary.md")
 
 
 if __name__ == "__main__":

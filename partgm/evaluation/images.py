@@ -83,7 +83,7 @@ def evaluate_fid_digits(
     the cached classifier) and FID-digits (Frechet distance of its penultimate features, samples vs the
     training split)."""
     from partgm.data import PreparedData
-    from partgm.images.digits_classifier import class_accuracy, digits_fid
+    from partgm.images.digits_classifier import class_accuracy, class_accuracy_ci95, digits_fid, digits_fid_interval
     from partgm.images.fid import fid_record
 
     draws = draws or default_draws(100)
@@ -93,14 +93,19 @@ def evaluate_fid_digits(
     data = PreparedData.load(run.data_header["path"])
     classifier, classifier_path = digits_classifier_for(data)
     reference = np.array(data.train)
+    fid = digits_fid_interval(classifier, tokens, reference)
+    accuracy = class_accuracy(classifier, tokens, labels)
     record = {
         **fid_record(
-            digits_fid(classifier, tokens, reference), metric="FID-digits",
+            fid["value"], metric="FID-digits",
             feature_extractor=f"partgm digits classifier, 64-d penultimate features ({classifier_path})",
             resize="none (8x8 tokens, 17 grey levels)", n_samples=len(tokens),
             reference=f"digits training split of {data.path} ({len(reference)} images)",
         ),
-        "class_accuracy": class_accuracy(classifier, tokens, labels),
+        "ci95": fid["ci95"],
+        "ci95_method": "bootstrap over the samples (200 resamples): sampling noise, not training seeds",
+        "class_accuracy": accuracy,
+        "class_accuracy_ci95": class_accuracy_ci95(accuracy, len(tokens)),
         "classifier_val_accuracy": class_accuracy(classifier, np.array(data.val), np.array(data.labels["val"])),
         # the same distance for real held-out digits: what a perfect model would score at this sample size
         "val_split_fid_digits": digits_fid(classifier, np.array(data.val), reference),

@@ -20,7 +20,7 @@ from torch import nn
 from partgm.errors import PartgmError
 from partgm.fileio import atomic_write_bytes
 from partgm.images.digits import DIGITS_LEVELS
-from partgm.images.fid import feature_statistics, frechet_distance
+from partgm.images.fid import feature_statistics, frechet_distance, frechet_distance_ci95
 
 
 class DigitsClassifier(nn.Module):
@@ -91,6 +91,23 @@ def digits_fid(
     return frechet_distance(
         *feature_statistics(features(model, gen_tokens)), *feature_statistics(features(model, ref_tokens))
     )
+
+
+def digits_fid_interval(
+    model: DigitsClassifier, gen_tokens: np.ndarray | torch.Tensor, ref_tokens: np.ndarray | torch.Tensor,
+    draws: int = 200, seed: int = 0,
+) -> dict[str, float]:
+    """{"value": FID-digits, "ci95": its bootstrap half-width over the generated samples}
+    (``frechet_distance_ci95``: sampling noise only)."""
+    gen = features(model, gen_tokens)
+    mu_ref, sigma_ref = feature_statistics(features(model, ref_tokens))
+    return {"value": frechet_distance(*feature_statistics(gen), mu_ref, sigma_ref),
+            "ci95": frechet_distance_ci95(gen, mu_ref, sigma_ref, draws, seed)}
+
+
+def class_accuracy_ci95(accuracy: float, n: int) -> float:
+    """Half-width of the normal 95% interval of a fraction measured on n samples."""
+    return 1.96 * (accuracy * (1.0 - accuracy) / max(n, 1)) ** 0.5
 
 
 def save_digits_classifier(model: DigitsClassifier, path: str | Path) -> None:

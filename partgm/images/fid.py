@@ -58,6 +58,21 @@ def frechet_distance(
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
+def frechet_distance_ci95(
+    features: np.ndarray | torch.Tensor, mu_ref: np.ndarray, sigma_ref: np.ndarray, draws: int = 200, seed: int = 0
+) -> float:
+    """The sampling noise of a Frechet distance: half the 2.5-97.5% range of the distance over ``draws``
+    bootstrap resamples of the generated ``features`` [N, D] against fixed reference statistics. It says
+    how much N other samples of the same model would move the figure, not how much another training
+    run would."""
+    x = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
+    rng = np.random.default_rng(seed)
+    boot = [frechet_distance(*feature_statistics(x[rng.integers(0, len(x), len(x))]), mu_ref, sigma_ref)
+            for _ in range(draws)]
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return float(high - low) / 2
+
+
 def inception_score(probs: np.ndarray | torch.Tensor, splits: int = 10) -> tuple[float, float]:
     """Inception Score of class probabilities ``[N, C]``: ``exp(E_x KL(p(y|x) || p(y)))`` on each of
     ``splits`` consecutive chunks, p(y) the chunk's mean; returns (mean, std) over the chunks."""

@@ -78,3 +78,14 @@ def test_tf_inception_fid_says_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_fidelity", None)  # as if not installed
     with pytest.raises(PartgmError, match="torch-fidelity"):
         tf_inception_fid(images, stats, weights)
+
+
+def test_frechet_distance_interval_is_seeded_and_shrinks_with_more_samples():
+    from partgm.images.fid import feature_statistics, frechet_distance_ci95
+
+    rng = np.random.default_rng(0)
+    mu, sigma = feature_statistics(rng.normal(size=(4000, 4)))
+    few, many = rng.normal(0.3, 1.0, size=(100, 4)), rng.normal(0.3, 1.0, size=(3000, 4))
+    narrow, wide = frechet_distance_ci95(many, mu, sigma, draws=100), frechet_distance_ci95(few, mu, sigma, draws=100)
+    assert 0 < narrow < wide / 2
+    assert frechet_distance_ci95(few, mu, sigma, draws=100) == wide  # same seed, same interval
