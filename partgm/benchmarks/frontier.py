@@ -18,6 +18,7 @@ from partgm.samplers import Sampler, SamplingOptions, generate, get_sampler, mak
 from partgm.samplers.adaptive import AdaptiveSampler, EntropyBoundSampler, ThresholdSampler
 from partgm.samplers.cached import CachedSampler
 from partgm.samplers.cost import Workload
+from partgm.samplers.dual_cache import DualCacheSampler
 
 Point = tuple[str, str, object]  # (algo, label, sampler)
 
@@ -26,12 +27,14 @@ def frontier_settings(
     refresh: list[int], thresholds: list[float] = (), entropy_bounds: list[float] = (),
     algos: tuple[str, ...] = ("pgm",),
 ) -> list[Point]:
-    """The points: PGM exact, the cache at each refresh (0: never); MDLM best (when ``algos`` has it);
+    """The points: PGM exact, the cache at each refresh (0: never); MDLM best and its dual cache at each
+    refresh (when ``algos`` has it);
     then each adaptive setting for PGM and MDLM; AR with its KV cache (when ``algos`` has it)."""
     points: list[Point] = [("pgm", "uniform (exact)", "uniform")]
     points += [("pgm", f"cached r={r or 'never'}", CachedSampler(r)) for r in refresh]
     if "mdlm" in algos:
         points.append(("mdlm", "mdlm fast-ancestral (best)", "fast-ancestral"))
+        points += [("mdlm", f"mdlm dual-cache r={r or 'never'}", DualCacheSampler(r)) for r in refresh]
     for algo in ("pgm", "mdlm"):
         if algo in algos:
             points += [(algo, f"{algo} threshold {t:g}", ThresholdSampler(t)) for t in thresholds]

@@ -83,7 +83,12 @@ def evaluate_fid_digits(
     the cached classifier) and FID-digits (Frechet distance of its penultimate features, samples vs the
     training split)."""
     from partgm.data import PreparedData
-    from partgm.images.digits_classifier import class_accuracy, class_accuracy_ci95, digits_fid, digits_fid_interval
+    from partgm.images.digits_classifier import (
+        class_accuracy,
+        class_accuracy_ci95,
+        digits_fid,
+        digits_fid_interval,
+    )
     from partgm.images.fid import fid_record
 
     draws = draws or default_draws(100)

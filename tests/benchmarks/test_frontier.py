@@ -25,7 +25,7 @@ def test_frontier_smoke(tmp_path: Path) -> None:
                  "--batch", "2", "--repeats", "1", "--weights", "raw", "--out", str(out)]) == 0
     records = {r["variant"]: r for r in json.loads(out.read_text())}
     assert list(records) == ["uniform (exact)", "cached r=1", "cached r=never", "mdlm fast-ancestral (best)",
-                             "pgm threshold 1", "pgm eb 1e+09", "mdlm threshold 1", "mdlm eb 1e+09", "ar kv-cache"]
+                             "mdlm dual-cache r=1", "mdlm dual-cache r=never", "pgm threshold 1", "pgm eb 1e+09", "mdlm threshold 1", "mdlm eb 1e+09", "ar kv-cache"]
     calls = {k: r["network_calls_per_seq"] for k, r in records.items()}
     assert calls["pgm threshold 1"] == calls["mdlm threshold 1"] == 15  # one token per call, L 16 - BOS
     assert calls["pgm eb 1e+09"] == calls["mdlm eb 1e+09"] == 1  # everything at once
@@ -33,5 +33,7 @@ def test_frontier_smoke(tmp_path: Path) -> None:
     assert len({r["run_id"] for r in records.values()}) == 1
     exact, r1 = records["uniform (exact)"], records["cached r=1"]
     assert (exact["gen_ppl"], exact["entropy"]) == (r1["gen_ppl"], r1["entropy"])
+    best, dual1 = records["mdlm fast-ancestral (best)"], records["mdlm dual-cache r=1"]
+    assert (best["gen_ppl"], best["entropy"]) == (dual1["gen_ppl"], dual1["entropy"])
     assert all(r["tokens_per_s"] > 0 and r["gen_ppl"] > 0 for r in records.values())
     assert out.with_suffix(".png").stat().st_size > 0
