@@ -223,6 +223,46 @@ def summarize(records: list[dict]) -> list[dict]:
     return out
 
 
+def speed_targets(points: list[dict], reference: tuple[str, str] = ("mdlm", "fast-ancestral"),
+                  ar: tuple[str, str] = ("ar", "kv-cache")) -> list[dict]:
+    """Speed at equal quality, from ``summarize``'s points: for a reference point (MDLM-best at its most
+    steps, AR with its KV cache), the fastest PGM point and the fastest point of the reference's own
+    algorithm whose excess NLL and bigram TV excess are no worse than the reference's (mean at most the
+    reference's mean + its 95% half-width), with the tokens/s ratio and its 95% half-width (delta method
+    over the seed intervals). ``fastest`` is None when no point qualifies: ``best`` then names the point
+    of lowest excess NLL."""
+    def find(algo: str, variant: str) -> dict | None:
+        rows = [p for p in points if p["algo"] == algo and p["variant"] == variant]
+        return max(rows, key=lambda p: p["steps"]) if rows else None
+
+    def name(p: dict) -> dict:
+        return {"algo": p["algo"], "variant": p["variant"], "steps": p["steps"],
+                "excess_nll": p["excess_nll"], "bigram_tv_excess": p["bigram_tv_excess"],
+                "tokens_per_s": p["tokens_per_s"]}
+
+    out = []
+    for ref in (find(*reference), find(*ar)):
+        if ref is None:
+            continue
+        bound = {k: ref[k]["mean"] + ref[k]["ci95"] for k in ("excess_nll", "bigram_tv_excess")}
+        for algo in dict.fromkeys(("pgm", ref["algo"])):
+            rows = [p for p in points if p["algo"] == algo and p is not ref]
+            if not rows:
+                continue
+            good = [p for p in rows if all(p[k]["mean"] <= bound[k] for k in bound)]
+            target = {"reference": name(ref), "candidates": algo}
+            if good:
+                fast = max(good, key=lambda p: p["tokens_per_s"]["mean"])
+                a, b = fast["tokens_per_s"], ref["tokens_per_s"]
+                ratio = a["mean"] / b["mean"]
+                target |= {"fastest": name(fast), "speedup": {
+                    "mean": ratio, "ci95": ratio * math.hypot(a["ci95"] / a["mean"], b["ci95"] / b["mean"])}}
+            else:
+                target |= {"fastest": None, "best": name(min(rows, key=lambda p: p["excess_nll"]["mean"]))}
+            out.append(target)
+    return out
+
+
 def _across(values: list[float], single_ci: float) -> dict:
     v = np.asarray(values, dtype=np.float64)
     if len(v) < 2:
@@ -239,14 +279,16 @@ def plot_quality(points: list[dict], out_png: Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 6.5))
+    palette = plt.get_cmap("tab20")
     curves: dict[tuple, list[dict]] = {}
     for p in points:
         curves.setdefault((p["algo"], p["variant"]), []).append(p)
     for i, ((algo, variant), rows) in enumerate(sorted(curves.items())):
         rows.sort(key=lambda p: p["steps"])
         ax.errorbar([p["tokens_per_s"]["mean"] for p in rows], [p["excess_nll"]["mean"] for p in rows],
-                    yerr=[p["excess_nll"]["ci95"] for p in rows], marker="o", capsize=3, color=f"C{i % 10}",
+                    yerr=[p["excess_nll"]["ci95"] for p in rows], marker="osD^v"[i // 20 % 5], capsize=3,
+                    color=palette(i % 20),
                     linestyle="--" if algo == "oracle" else "-", label=f"{algo} {variant}")
         for p in rows:
             ax.annotate(str(p["steps"]), (p["tokens_per_s"]["mean"], p["excess_nll"]["mean"]), fontsize=6,
@@ -256,7 +298,7 @@ def plot_quality(points: list[dict], out_png: Path, title: str = "") -> Path:
            title=title or "Quality vs speed against the truth (numbers: steps)")
     ax.title.set_fontsize(8)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=120)

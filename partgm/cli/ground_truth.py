@@ -19,6 +19,7 @@ from partgm.cli.args import (
     seed,
     unit_floats,
 )
+from partgm.errors import PartgmError
 
 
 def cmd_eval_oracle(args: argparse.Namespace) -> None:
@@ -76,9 +77,12 @@ def _own_record(out: Path) -> bool:
 def cmd_bench_quality(args: argparse.Namespace) -> None:
     import torch
 
-    from partgm.benchmarks.quality import QualitySettings, measure, plot_quality, summarize, train_runs
+    from partgm.benchmarks.quality import QualitySettings, measure, summarize, train_runs
     from partgm.fileio import atomic_write_text
 
+    if args.report:
+        _report_quality(Path(args.out))
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     s = QualitySettings.paper() if args.paper else QualitySettings()
@@ -117,14 +121,38 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
               f"{r['tokens_per_s']:9,.0f} tok/s  [load {r['load_1m']:.1f}]", flush=True)
 
     measure(s, runs, on_record)
-    summary = summarize(records)
+    _report_quality(out)
+
+
+def _report_quality(out: Path) -> None:
+    """Summary over seeds, the speed-at-equal-quality targets and the plot of the record in ``out``
+    (written back into it), printed."""
+    from partgm.benchmarks.quality import plot_quality, speed_targets, summarize
+    from partgm.fileio import atomic_write_text
+
+    if not _own_record(out):
+        raise PartgmError(f"--report reads a `partgm bench quality` record: {out} is not one")
+    record = json.loads(out.read_text())
+    s, summary = record["settings"], summarize(record["records"])
     for p in summary:
         nelbo = p.get("excess_nelbo")
         print(f"{p['algo']:6s} {p['variant']:24s} steps {p['steps']:5d}  excess NLL {p['excess_nll']['mean']:+.4f} ± "
               f"{p['excess_nll']['ci95']:.4f}" + (f"  excess NELBO {nelbo['mean']:+.4f} ± {nelbo['ci95']:.4f}" if nelbo
-                                                   else "") + f"  ({p['seeds']} seeds)")
-    png = plot_quality(summary, out.with_suffix(".png"), f"{s.corpus}\nL {s.length}, {len(s.seeds)} seeds, equal "
-                       f"training FLOPs ({s.budget} MDLM steps); the oracle's tokens/s are not a network's")
+                                                   else "") + f"  {p['tokens_per_s']['mean']:9,.0f} tok/s ({p['seeds']} seeds)")
+    targets = speed_targets(summary)
+    for t in targets:
+        ref, fast = t["reference"], t["fastest"]
+        where = f"at the quality of {ref['algo']} {ref['variant']} ({ref['steps']} steps, {ref['excess_nll']['mean']:+.3f})"
+        if fast is None:
+            best = t["best"]
+            print(f"{t['candidates']}: no point {where}; its best {best['variant']} ({best['steps']} steps) "
+                  f"{best['excess_nll']['mean']:+.3f} ± {best['excess_nll']['ci95']:.3f}")
+        else:
+            print(f"{t['candidates']}: fastest {where}: {fast['variant']} ({fast['steps']} steps), "
+                  f"{t['speedup']['mean']:.2f}x ± {t['speedup']['ci95']:.2f} its tokens/s")
+    atomic_write_text(out, json.dumps({**record, "summary": summary, "targets": targets}, indent=2, default=str))
+    png = plot_quality(summary, out.with_suffix(".png"), f"{s['corpus']}\nL {s['length']}, {len(s['seeds'])} seeds, "
+                       f"equal training FLOPs ({s['budget']} MDLM steps); the oracle's tokens/s are not a network's")
     print(f"wrote {out} and {png}")
 
 
@@ -155,6 +183,8 @@ def add_bench(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--threads", type=nonnegative_int, default=0, help="torch CPU threads (0: torch's default)")
     add_overwrite(p, "an existing --out (and its PNG)")
+    p.add_argument("--report", action="store_true", help="measure nothing: rebuild the summary, the speed-at-equal-"
+                   "quality targets and the PNG from the records already in --out")
     p.add_argument("--out", default="benchmarks/results/quality.json",
                    help="JSON output; the PNG goes beside it, the runs under OUT-work/ (or --work)")
     p.add_argument("--work", help="where the data and runs live (reused when complete): share it between "
