@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,18 +41,36 @@ needs_gloo = pytest.mark.skipif(
 )
 
 
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def run_torchrun(script: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """``torchrun --nproc_per_node 2 script args`` on this machine (gloo, one thread a process); fails the
-    test with the workers' stderr when they fail."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={port}", script, *args]
+    test with the workers' stderr when they fail.
+
+    One retry, on a fresh port and with the output directories (``args`` that are directories) emptied,
+    when a worker died of gloo's C++ abort with no Python error (seen about once in 20 runs of the FSDP
+    worker with torch 2.13, after every training step and check had passed): the outputs are checked by
+    the test afterwards, so a retry cannot hide a wrong result, only that abort."""
     tests_dir = os.path.dirname(os.path.abspath(__file__))  # the workers import helpers and toy_algorithm
     path = os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH", "")) if p)
-    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    for attempt in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2",
+               "--master_addr=127.0.0.1", f"--master_port={port}", script, *args]
+        proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path},
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        if proc.returncode == 0 or attempt or GLOO_TEARDOWN_ABORT not in proc.stderr:
+            break
+        for arg in args:
+            if os.path.isdir(arg):
+                for entry in os.scandir(arg):
+                    if entry.is_dir():
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.remove(entry.path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

@@ -50,7 +50,11 @@ def init_distributed(device: str = "auto") -> Dist:
 
 
 def destroy_distributed() -> None:
+    """Tear the process group down once every rank got here: a rank that destroys it while a peer still
+    finishes the last collective aborts both (gloo: "terminate called without an active exception").
+    Call it only when no rank failed (the barrier would wait for a dead peer)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

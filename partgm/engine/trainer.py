@@ -386,8 +386,7 @@ def train(
     named by ``cfg.algo``. Returns the final metrics: step, loss, val_ppl, val_nelbo, val_tokens, ...
     """
     owns_group = not torch.distributed.is_initialized()
-    try:
-        return Trainer(cfg, data, Path(run_dir), algorithm).run(resume)
-    finally:
-        if owns_group:
-            distributed.destroy_distributed()
+    result = Trainer(cfg, data, Path(run_dir), algorithm).run(resume)
+    if owns_group:  # not after a failure: a rank tearing down while its peers wait in a collective hangs them
+        distributed.destroy_distributed()
+    return result
