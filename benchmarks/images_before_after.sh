@@ -1,6 +1,6 @@
 #!/bin/bash
 # Digits, before / after issue 19: partgm's earlier image models and samplers vs the authors'.
-#   bash benchmarks/images_before_after.sh OUT    (from the repo root; ~40 min on 2 quiet cores)
+#   bash benchmarks/images_before_after.sh OUT    (from the repo root; 31 min on 2 cores)
 #   STEPS=2 N=1 bash benchmarks/images_before_after.sh /tmp/smoke    (a smoke run; PARTGM= the command)
 # Trains 4 runs (the digits recipe of benchmarks/results/images/reproduce.sh, 1,500 steps each, two at a
 # time): MaskGIT reference network / DiT, PGM authors' layout / grid2d; then FID-digits + class accuracy
@@ -36,3 +36,4 @@ for run in maskgit-after maskgit-before pgm-after pgm-before; do
 done
 $PARTGM bench images --sizes digits --steps 32,64 --guidance 0,3 --batch 32 --warmup 0 --repeats 1 --threads 1 \
   --out "$OUT/bench-digits-cpu.json"
+python "$(dirname "$0")/images_summary.py" "$OUT"    # the before / after table -> OUT/summary.md
