@@ -17,7 +17,7 @@ RUNS = {"maskgit-after": "MaskGIT, reference network", "maskgit-before": "MaskGI
 
 def cell(record: dict | None) -> str:
     if record is None:
-        return "(missing)"
+        return "(missing) | (missing)"
     fid, acc = record["value"], record["class_accuracy"]
     fid_ci, acc_ci = record.get("ci95"), record.get("class_accuracy_ci95")
     fid_text = f"{fid:.2f}" + ("" if fid_ci is None else f" +- {fid_ci:.2f}")

@@ -239,6 +239,12 @@ def test_bench_quality_tiny(tmp_path):
     flops = {r["algo"]: r["train_flops"] for r in result["records"] if r["algo"] != "oracle"}
     assert max(flops.values()) / min(flops.values()) < 1.5  # equal training FLOPs, to a step
     assert main(argv) == 0  # the runs are reused
+    record = json.loads(out.read_text())
+    out.with_suffix(".png").unlink()
+    assert main(["bench", "quality", "--report", "--out", str(out)]) == 0  # rebuilt from the records alone
+    rebuilt = json.loads(out.read_text())
+    assert rebuilt["records"] == record["records"] and rebuilt["summary"] == record["summary"]
+    assert [t["candidates"] for t in rebuilt["targets"]] == ["pgm", "mdlm", "pgm"] and out.with_suffix(".png").is_file()
     from partgm.evaluation.oracle import evaluate_oracle
 
     run = tmp_path / "q-work" / "runs" / "pgm-seed0"

@@ -4,6 +4,8 @@ the cached keys with fresh rows reproduce the full pass when nothing is stale; o
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -78,3 +80,19 @@ def test_opt_in_and_clear_errors():
     pgm = get_algorithm("pgm", V, V - 1, "loglinear", length=L)
     with pytest.raises(PartgmError, match="MDLM"):
         generate(pgm, model, make_prompt(1, L, V - 1, []), SamplingOptions(steps=4), DualCacheSampler(2))
+
+
+def test_sample_command_with_the_dual_cache(tmp_path):
+    from tiny_runs import make_run, word_tokenizer
+
+    from partgm.cli import main
+
+    run = tmp_path / "mdlm"
+    make_run(run, "mdlm", word_tokenizer(tmp_path / "tok"), length=16)
+    out = tmp_path / "s.jsonl"
+    assert main(["sample", str(run), "--sampler", "dual-cache", "--refresh", "2", "--steps", "6",
+                 "--num-samples", "3", "--out", str(out)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and all(len(r["token_ids"]) == 16 and r["sampler"] == "dual-cache" for r in records)
+    assert main(["sample", str(run), "--sampler", "dual-cache", "--refresh", "2", "--steps", "6",
+                 "--num-samples", "3", "--out", str(out)]) != 0  # an existing output is not replaced
